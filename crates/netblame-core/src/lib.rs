@@ -1,0 +1,19 @@
+//! netblame-core: the vocabulary, the window math and every diagnosis rule of netblame.
+//!
+//! Pure: no I/O, no unsafe. Sources (`netblame-linux`, `netblame-bench`, `netblame-pcap`,
+//! `netblame-probe`, `netblame-lab`) turn what they see into the observation types of
+//! [`observe`]; the rules in [`rules`] decide what they mean and return [`finding::Finding`]s.
+#![forbid(unsafe_code)]
+
+pub mod catalogue;
+pub mod finding;
+pub mod kernel;
+pub mod known_issues;
+pub mod observe;
+pub mod rules;
+pub mod units;
+pub mod window;
+
+pub use finding::{rank, Evidence, Finding, FindingSpec, Layer, Limit, Severity, Unit};
+pub use kernel::{KernelVersion, BACKPORT_CAVEAT};
+pub use units::{BitRate, Bytes};

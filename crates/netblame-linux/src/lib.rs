@@ -1,0 +1,5 @@
+//! netblame-linux: what the live Linux kernel shows — sysctls, and (in later modules) sock_diag
+//! dumps and host counters — turned into netblame-core's observation types. Observes only;
+//! decisions belong to netblame-core.
+
+pub mod sysctl;
