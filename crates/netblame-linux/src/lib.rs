@@ -2,4 +2,5 @@
 //! dumps and host counters — turned into netblame-core's observation types. Observes only;
 //! decisions belong to netblame-core.
 
+pub mod sockopt;
 pub mod sysctl;
