@@ -35,7 +35,9 @@ mod tests {
         for spec in all() {
             assert!(seen.insert(spec.id), "duplicate finding id {}", spec.id);
             assert!(
-                spec.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'),
+                spec.id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'),
                 "finding id {} is not kebab-case",
                 spec.id
             );
@@ -48,7 +50,13 @@ mod tests {
         let docs = documented_ids();
         let undocumented: Vec<_> = code.difference(&docs).collect();
         let stale: Vec<_> = docs.difference(&code).collect();
-        assert!(undocumented.is_empty(), "ids missing from docs/findings.md: {undocumented:?}");
-        assert!(stale.is_empty(), "docs/findings.md documents ids the code lacks: {stale:?}");
+        assert!(
+            undocumented.is_empty(),
+            "ids missing from docs/findings.md: {undocumented:?}"
+        );
+        assert!(
+            stale.is_empty(),
+            "docs/findings.md documents ids the code lacks: {stale:?}"
+        );
     }
 }

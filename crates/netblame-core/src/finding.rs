@@ -158,10 +158,18 @@ impl Evidence {
         use crate::units::{format_duration, BitRate, Bytes};
         use std::time::Duration;
         match self.unit {
-            Unit::Bytes => format!("{} ({} B)", Bytes(self.value as u64), crate::units::group_thousands(self.value as u64)),
+            Unit::Bytes => format!(
+                "{} ({} B)",
+                Bytes(self.value as u64),
+                crate::units::group_thousands(self.value as u64)
+            ),
             Unit::BitsPerSecond => BitRate(self.value).to_string(),
-            Unit::Microseconds => format_duration(Duration::from_secs_f64(self.value.max(0.0) / 1e6)),
-            Unit::Milliseconds => format_duration(Duration::from_secs_f64(self.value.max(0.0) / 1e3)),
+            Unit::Microseconds => {
+                format_duration(Duration::from_secs_f64(self.value.max(0.0) / 1e6))
+            }
+            Unit::Milliseconds => {
+                format_duration(Duration::from_secs_f64(self.value.max(0.0) / 1e3))
+            }
             Unit::Seconds => format_duration(Duration::from_secs_f64(self.value.max(0.0))),
             Unit::Percent => format!("{:.1}%", self.value),
             Unit::PerSecond => format!("{:.1}/s", self.value),
@@ -255,7 +263,10 @@ impl Finding {
 
     /// Looks up one evidence value by name.
     pub fn value(&self, name: &str) -> Option<f64> {
-        self.evidence.iter().find(|e| e.name == name).map(|e| e.value)
+        self.evidence
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value)
     }
 }
 
@@ -304,6 +315,9 @@ mod tests {
         ];
         rank(&mut v);
         let order: Vec<_> = v.iter().map(|f| f.severity).collect();
-        assert_eq!(order, [Severity::Critical, Severity::Warning, Severity::Info]);
+        assert_eq!(
+            order,
+            [Severity::Critical, Severity::Warning, Severity::Info]
+        );
     }
 }

@@ -11,7 +11,7 @@ pub const BACKPORT_CAVEAT: &str =
     "version-based: distro kernels may carry backports (or miss fixes); check your vendor's changelog";
 
 /// A kernel version: `major.minor.patch` plus whatever the distro appended (`-1051-aws`).
-#[derive(Debug, Clone, Eq, Hash)]
+#[derive(Debug, Clone, Eq)]
 pub struct KernelVersion {
     pub major: u32,
     pub minor: u32,
@@ -63,7 +63,10 @@ impl FromStr for KernelVersion {
         let num = |i: usize| -> Result<u32, KernelVersionError> {
             parts
                 .get(i)
-                .map(|p| p.parse::<u32>().map_err(|_| KernelVersionError(input.to_string())))
+                .map(|p| {
+                    p.parse::<u32>()
+                        .map_err(|_| KernelVersionError(input.to_string()))
+                })
                 .unwrap_or(Ok(0))
         };
         Ok(KernelVersion {
@@ -78,6 +81,12 @@ impl FromStr for KernelVersion {
 impl PartialEq for KernelVersion {
     fn eq(&self, other: &Self) -> bool {
         self.triple() == other.triple()
+    }
+}
+
+impl std::hash::Hash for KernelVersion {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.triple().hash(h);
     }
 }
 
@@ -96,7 +105,11 @@ impl Ord for KernelVersion {
 
 impl fmt::Display for KernelVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}{}", self.major, self.minor, self.patch, self.local)
+        write!(
+            f,
+            "{}.{}.{}{}",
+            self.major, self.minor, self.patch, self.local
+        )
     }
 }
 

@@ -165,7 +165,14 @@ mod tests {
 
     #[test]
     fn netflix_kernel_is_affected_and_fixed_ones_are_not() {
-        assert_eq!(ids("6.6.10-amd64"), ["kernel-scaling-ratio-6.6", "kernel-clamp-initial-ratio", "kernel-rcvq-space-stale"]);
+        assert_eq!(
+            ids("6.6.10-amd64"),
+            [
+                "kernel-scaling-ratio-6.6",
+                "kernel-clamp-initial-ratio",
+                "kernel-rcvq-space-stale"
+            ]
+        );
         assert_eq!(ids("6.5.13"), Vec::<&str>::new());
         assert!(!ids("6.6.33").contains(&"kernel-scaling-ratio-6.6"));
         assert!(ids("6.6.33").contains(&"kernel-clamp-initial-ratio"));
@@ -184,7 +191,11 @@ mod tests {
     #[test]
     fn every_issue_is_catalogued() {
         for issue in KNOWN_ISSUES {
-            assert!(FINDINGS.iter().any(|f| f.id == issue.id), "{} not in FINDINGS", issue.id);
+            assert!(
+                FINDINGS.iter().any(|f| f.id == issue.id),
+                "{} not in FINDINGS",
+                issue.id
+            );
             assert!(!issue.affected.is_empty());
         }
         assert_eq!(KNOWN_ISSUES.len(), FINDINGS.len());

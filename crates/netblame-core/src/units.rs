@@ -15,7 +15,10 @@ pub enum UnitError {
     #[error("empty value: expected a number with a unit, e.g. {example}")]
     Empty { example: &'static str },
     #[error("'{input}' is not a number followed by a unit (e.g. {example})")]
-    NotANumber { input: String, example: &'static str },
+    NotANumber {
+        input: String,
+        example: &'static str,
+    },
     #[error("'{input}' is negative: {what} must be zero or more")]
     Negative { input: String, what: &'static str },
     #[error("'{input}' has an unknown unit '{unit}' (accepted: {accepted})")]
@@ -27,11 +30,18 @@ pub enum UnitError {
     #[error("'{input}' is too large")]
     Overflow { input: String },
     #[error("'{input}' has no unit: write e.g. {example}")]
-    MissingUnit { input: String, example: &'static str },
+    MissingUnit {
+        input: String,
+        example: &'static str,
+    },
 }
 
 /// Splits "1.5Mbit" into (1.5, "mbit"); the number may use a decimal point.
-fn split_number(input: &str, example: &'static str, what: &'static str) -> Result<(f64, String), UnitError> {
+fn split_number(
+    input: &str,
+    example: &'static str,
+    what: &'static str,
+) -> Result<(f64, String), UnitError> {
     let s = input.trim();
     if s.is_empty() {
         return Err(UnitError::Empty { example });
@@ -45,7 +55,10 @@ fn split_number(input: &str, example: &'static str, what: &'static str) -> Resul
     let end = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_' || c == ','))
         .unwrap_or(s.len());
-    let digits: String = s[..end].chars().filter(|c| *c != '_' && *c != ',').collect();
+    let digits: String = s[..end]
+        .chars()
+        .filter(|c| *c != '_' && *c != ',')
+        .collect();
     let value: f64 = digits.parse().map_err(|_| UnitError::NotANumber {
         input: input.to_string(),
         example,
@@ -59,7 +72,9 @@ fn split_number(input: &str, example: &'static str, what: &'static str) -> Resul
 }
 
 /// A size in bytes. Parses `65536`, `64k`, `64K`, `64KiB`, `1.5M`, `10MB` (binary multiples, as iperf3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct Bytes(pub u64);
 
@@ -80,8 +95,13 @@ impl Bytes {
 
     /// A string that parses back to exactly this value: `64KiB` when a whole multiple, else bytes.
     pub fn to_exact_string(self) -> String {
-        for (unit, mult) in [("TiB", 1u64 << 40), ("GiB", Self::GIB), ("MiB", Self::MIB), ("KiB", Self::KIB)] {
-            if self.0 >= mult && self.0 % mult == 0 {
+        for (unit, mult) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", Self::GIB),
+            ("MiB", Self::MIB),
+            ("KiB", Self::KIB),
+        ] {
+            if self.0 >= mult && self.0.is_multiple_of(mult) {
                 return format!("{}{}", self.0 / mult, unit);
             }
         }
@@ -121,7 +141,12 @@ impl fmt::Display for Bytes {
     /// Human form: `64 KiB`, `1.50 MiB`, `512 B`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0 as f64;
-        for (unit, mult) in [("TiB", (1u64 << 40) as f64), ("GiB", Self::GIB as f64), ("MiB", Self::MIB as f64), ("KiB", Self::KIB as f64)] {
+        for (unit, mult) in [
+            ("TiB", (1u64 << 40) as f64),
+            ("GiB", Self::GIB as f64),
+            ("MiB", Self::MIB as f64),
+            ("KiB", Self::KIB as f64),
+        ] {
             if b >= mult {
                 let v = b / mult;
                 return if (v - v.round()).abs() < 1e-9 {
@@ -140,7 +165,8 @@ impl fmt::Display for Bytes {
 #[serde(transparent)]
 pub struct BitRate(pub f64);
 
-const RATE_UNITS: &str = "bit/bps, k/kbit/kbps, m/mbit/mbps, g/gbit/gbps, t/tbit (decimal bits per second)";
+const RATE_UNITS: &str =
+    "bit/bps, k/kbit/kbps, m/mbit/mbps, g/gbit/gbps, t/tbit (decimal bits per second)";
 
 impl BitRate {
     /// Bits per second.
@@ -276,11 +302,11 @@ pub fn format_duration(d: Duration) -> String {
 /// A duration string that parses back to exactly the same value (nanoseconds when needed).
 pub fn duration_exact_string(d: Duration) -> String {
     let ns = d.as_nanos();
-    if ns % 1_000_000_000 == 0 {
+    if ns.is_multiple_of(1_000_000_000) {
         format!("{}s", ns / 1_000_000_000)
-    } else if ns % 1_000_000 == 0 {
+    } else if ns.is_multiple_of(1_000_000) {
         format!("{}ms", ns / 1_000_000)
-    } else if ns % 1000 == 0 {
+    } else if ns.is_multiple_of(1000) {
         format!("{}us", ns / 1000)
     } else {
         format!("{}ns", ns)
@@ -302,7 +328,7 @@ pub fn group_thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -340,21 +366,42 @@ mod tests {
         assert_eq!(parse_duration("30ms").unwrap(), Duration::from_millis(30));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
-        assert!(matches!(parse_duration("30"), Err(UnitError::MissingUnit { .. })));
-        assert_eq!(parse_duration_default_secs("10").unwrap(), Duration::from_secs(10));
+        assert!(matches!(
+            parse_duration("30"),
+            Err(UnitError::MissingUnit { .. })
+        ));
+        assert_eq!(
+            parse_duration_default_secs("10").unwrap(),
+            Duration::from_secs(10)
+        );
         assert_eq!(format_duration(Duration::from_millis(137)), "137 ms");
     }
 
     #[test]
     fn bad_input_is_a_clear_error() {
-        assert!(matches!("12x".parse::<Bytes>(), Err(UnitError::UnknownUnit { .. })));
-        assert!(matches!("-5k".parse::<Bytes>(), Err(UnitError::Negative { .. })));
+        assert!(matches!(
+            "12x".parse::<Bytes>(),
+            Err(UnitError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            "-5k".parse::<Bytes>(),
+            Err(UnitError::Negative { .. })
+        ));
         assert!(matches!("".parse::<Bytes>(), Err(UnitError::Empty { .. })));
-        assert!(matches!("k".parse::<Bytes>(), Err(UnitError::NotANumber { .. })));
-        assert!(matches!("99999999999T".parse::<Bytes>(), Err(UnitError::Overflow { .. })));
-        assert!(matches!("1e400".parse::<BitRate>(), Err(_)));
-        assert!(matches!(parse_duration("-1s"), Err(UnitError::Negative { .. })));
-        assert!(matches!(parse_duration("1e30h"), Err(_)));
+        assert!(matches!(
+            "k".parse::<Bytes>(),
+            Err(UnitError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            "99999999999T".parse::<Bytes>(),
+            Err(UnitError::Overflow { .. })
+        ));
+        assert!("1e400".parse::<BitRate>().is_err());
+        assert!(matches!(
+            parse_duration("-1s"),
+            Err(UnitError::Negative { .. })
+        ));
+        assert!(parse_duration("1e30h").is_err());
         let msg = "12x".parse::<Bytes>().unwrap_err().to_string();
         assert!(msg.contains("unknown unit 'x'"), "{msg}");
     }

@@ -37,7 +37,11 @@ pub struct RcvSettings {
 impl RcvSettings {
     /// Upstream defaults for a kernel version (`tcp_rmem[2]` became 32 MiB in 6.16).
     pub fn defaults_for(kernel: &KernelVersion) -> RcvSettings {
-        let max = if kernel.at_least(6, 16, 0) { 32 << 20 } else { 6 << 20 };
+        let max = if kernel.at_least(6, 16, 0) {
+            32 << 20
+        } else {
+            6 << 20
+        };
         RcvSettings {
             tcp_rmem: [4096, 131072, max],
             rmem_max: 212_992,
@@ -73,8 +77,12 @@ impl WinFromSpace {
     /// The window allowed by `space` bytes of buffer.
     pub fn apply(self, space: u64) -> u64 {
         match self {
-            WinFromSpace::AdvWinScale { tcp_adv_win_scale: a } if a <= 0 => space >> (-a).min(63),
-            WinFromSpace::AdvWinScale { tcp_adv_win_scale: a } => space - (space >> a.min(63)),
+            WinFromSpace::AdvWinScale {
+                tcp_adv_win_scale: a,
+            } if a <= 0 => space >> (-a).min(63),
+            WinFromSpace::AdvWinScale {
+                tcp_adv_win_scale: a,
+            } => space - (space >> a.min(63)),
             WinFromSpace::ScalingRatio { ratio } => (space * ratio as u64) >> 8,
         }
     }
@@ -89,7 +97,9 @@ impl WinFromSpace {
 pub fn initial_rule(kernel: &KernelVersion, tcp_adv_win_scale: i32) -> WinFromSpace {
     if !kernel.at_least(6, 6, 0) {
         WinFromSpace::AdvWinScale { tcp_adv_win_scale }
-    } else if known_issues::by_id("kernel-scaling-ratio-6.6").is_some_and(|i| i.affected.iter().any(|r| r.contains(kernel))) {
+    } else if known_issues::by_id("kernel-scaling-ratio-6.6")
+        .is_some_and(|i| i.affected.iter().any(|r| r.contains(kernel)))
+    {
         WinFromSpace::ScalingRatio {
             ratio: SCALING_RATIO_OLD_DEFAULT,
         }
@@ -102,7 +112,8 @@ pub fn initial_rule(kernel: &KernelVersion, tcp_adv_win_scale: i32) -> WinFromSp
 
 /// True when, with SO_RCVBUF, the clamp stays at the initial ratio for the socket's life.
 pub fn clamp_stuck_at_initial_ratio(kernel: &KernelVersion) -> bool {
-    known_issues::by_id("kernel-clamp-initial-ratio").is_some_and(|i| i.affected.iter().any(|r| r.contains(kernel)))
+    known_issues::by_id("kernel-clamp-initial-ratio")
+        .is_some_and(|i| i.affected.iter().any(|r| r.contains(kernel)))
 }
 
 /// The modelled receive side of one socket on one kernel.
@@ -140,12 +151,23 @@ pub fn model(kernel: &KernelVersion, settings: &RcvSettings, req: &SocketRequest
     };
     let full_space = rule.apply(sk_rcvbuf);
     // tcp_connect_init / tcp_openreq_init_rwin: a locked buffer limits the clamp; else 0 (no clamp).
-    let clamp0 = if locked { full_space } else { u64::from(u16::MAX) << MAX_WSCALE };
+    let clamp0 = if locked {
+        full_space
+    } else {
+        u64::from(u16::MAX) << MAX_WSCALE
+    };
     let space = full_space.min(clamp0);
-    let first = if space > req.mss && req.mss > 0 { space - space % req.mss } else { space };
+    let first = if space > req.mss && req.mss > 0 {
+        space - space % req.mss
+    } else {
+        space
+    };
     // tcp_select_initial_window: scale chosen for the largest window this socket could use.
     let rcv_wscale = if settings.window_scaling {
-        let s = space.max(settings.tcp_rmem[2]).max(settings.rmem_max).min(clamp0);
+        let s = space
+            .max(settings.tcp_rmem[2])
+            .max(settings.rmem_max)
+            .min(clamp0);
         (ilog2(s) as i64 - 15).clamp(0, MAX_WSCALE as i64) as u8
     } else {
         0
@@ -154,12 +176,10 @@ pub fn model(kernel: &KernelVersion, settings: &RcvSettings, req: &SocketRequest
     let life_clamp = if locked {
         let stuck = kernel.at_least(6, 6, 0) && clamp_stuck_at_initial_ratio(kernel);
         let later = match (rule, req.measured_ratio) {
-            (WinFromSpace::ScalingRatio { .. }, Some(r)) if !stuck => {
-                WinFromSpace::ScalingRatio {
-                    ratio: (r.clamp(0.0, 255.0 / 256.0) * 256.0) as u8,
-                }
-                .apply(sk_rcvbuf)
+            (WinFromSpace::ScalingRatio { .. }, Some(r)) if !stuck => WinFromSpace::ScalingRatio {
+                ratio: (r.clamp(0.0, 255.0 / 256.0) * 256.0) as u8,
             }
+            .apply(sk_rcvbuf),
             _ => full_space,
         };
         (later, stuck)
@@ -386,7 +406,15 @@ mod tests {
         let kv = k("6.1.0");
         let mut s = RcvSettings::defaults_for(&kv);
         s.window_scaling = false;
-        let m = model(&kv, &s, &SocketRequest { so_rcvbuf: None, mss: 1448, measured_ratio: None });
+        let m = model(
+            &kv,
+            &s,
+            &SocketRequest {
+                so_rcvbuf: None,
+                mss: 1448,
+                measured_ratio: None,
+            },
+        );
         assert_eq!(m.rcv_wscale, 0);
         assert_eq!(m.window_clamp_bytes, 65_535);
     }
@@ -397,10 +425,22 @@ mod tests {
         let m = model(
             &kv,
             &RcvSettings::defaults_for(&kv),
-            &SocketRequest { so_rcvbuf: Some(16 << 20), mss: 1448, measured_ratio: None },
+            &SocketRequest {
+                so_rcvbuf: Some(16 << 20),
+                mss: 1448,
+                measured_ratio: None,
+            },
         );
         assert_eq!(m.sk_rcvbuf_bytes, 2 * 212_992);
-        let tiny = model(&kv, &RcvSettings::defaults_for(&kv), &SocketRequest { so_rcvbuf: Some(1), mss: 1448, measured_ratio: None });
+        let tiny = model(
+            &kv,
+            &RcvSettings::defaults_for(&kv),
+            &SocketRequest {
+                so_rcvbuf: Some(1),
+                mss: 1448,
+                measured_ratio: None,
+            },
+        );
         assert_eq!(tiny.sk_rcvbuf_bytes, SOCK_MIN_RCVBUF);
     }
 

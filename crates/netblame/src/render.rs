@@ -30,12 +30,22 @@ fn severity_tag(s: Severity) -> String {
 pub fn findings(findings: &[Finding]) -> String {
     let mut out = String::new();
     for f in findings {
-        out += &format!("{} [{}] {} ({})\n", severity_tag(f.severity), f.layer, f.summary, f.id);
+        out += &format!(
+            "{} [{}] {} ({})\n",
+            severity_tag(f.severity),
+            f.layer,
+            f.summary,
+            f.id
+        );
         if let Some(subject) = &f.subject {
             out += &format!("    about:    {subject}\n");
         }
         if !f.evidence.is_empty() {
-            let ev: Vec<String> = f.evidence.iter().map(|e| format!("{} = {}", e.name, e.human())).collect();
+            let ev: Vec<String> = f
+                .evidence
+                .iter()
+                .map(|e| format!("{} = {}", e.name, e.human()))
+                .collect();
             out += &format!("    evidence: {}\n", ev.join(", "));
         }
         if !f.explanation.is_empty() {

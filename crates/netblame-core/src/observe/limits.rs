@@ -77,7 +77,13 @@ impl LimitShares {
         ]
         .into_iter()
         .map(|l| (l, self.share(l)))
-        .fold((Limit::Application, -1.0), |best, cur| if cur.1 > best.1 { cur } else { best })
+        .fold((Limit::Application, -1.0), |best, cur| {
+            if cur.1 > best.1 {
+                cur
+            } else {
+                best
+            }
+        })
     }
 }
 
@@ -97,7 +103,8 @@ mod tests {
 
     #[test]
     fn receiver_window_dominates() {
-        let s = LimitShares::between(&info(0, 0, 0), &info(900_000, 800_000, 0), 1_000_000).unwrap();
+        let s =
+            LimitShares::between(&info(0, 0, 0), &info(900_000, 800_000, 0), 1_000_000).unwrap();
         assert_eq!(s.dominant().0, Limit::ReceiverWindow);
         assert!((s.share(Limit::ReceiverWindow) - 0.8).abs() < 1e-9);
         assert!((s.share(Limit::CongestionWindow) - 0.1).abs() < 1e-9);
@@ -120,7 +127,10 @@ mod tests {
 
     #[test]
     fn old_kernels_give_none() {
-        let old = TcpInfo { len: 168, ..Default::default() };
+        let old = TcpInfo {
+            len: 168,
+            ..Default::default()
+        };
         assert!(LimitShares::between(&old, &old, 1_000_000).is_none());
     }
 }

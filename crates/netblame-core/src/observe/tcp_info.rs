@@ -134,7 +134,9 @@ impl Reader<'_> {
         self.0[off]
     }
     fn u16(&self, off: usize) -> Option<u16> {
-        self.0.get(off..off + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        self.0
+            .get(off..off + 2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
     }
     fn u32(&self, off: usize) -> Option<u32> {
         self.0
@@ -298,7 +300,9 @@ mod tests {
 
     #[test]
     fn every_historic_length_parses_and_missing_fields_are_absent() {
-        for len in [104, 120, 136, 144, 160, 168, 192, 200, 224, 232, 240, 248, 280, 300] {
+        for len in [
+            104, 120, 136, 144, 160, 168, 192, 200, 224, 232, 240, 248, 280, 300,
+        ] {
             let mut bytes = sample(len.min(280));
             bytes.resize(len, 0);
             let t = TcpInfo::parse(&bytes).unwrap();
@@ -306,7 +310,11 @@ mod tests {
             assert_eq!(t.rtt_us, 137_000);
             assert_eq!(t.pacing_rate.is_some(), len >= 120, "len {len}");
             assert_eq!(t.delivery_rate.is_some(), len >= 168, "len {len}");
-            assert_eq!(t.delivery_rate_app_limited.is_some(), len >= 168, "len {len}");
+            assert_eq!(
+                t.delivery_rate_app_limited.is_some(),
+                len >= 168,
+                "len {len}"
+            );
             assert_eq!(t.busy_time_us.is_some(), len >= 192, "len {len}");
             assert_eq!(t.snd_wnd.is_some(), len >= 232, "len {len}");
             assert_eq!(t.rcv_wnd.is_some(), len >= 240, "len {len}");

@@ -77,7 +77,12 @@ pub fn judge(kernel: &KernelVersion, model: &WindowModel, w: &Workload) -> Vec<F
             f = f
                 .evidence("rtt", rtt.as_secs_f64() * 1e6, Unit::Microseconds)
                 .evidence("ceiling", c, Unit::BitsPerSecond);
-            explanation += &format!("; {} window / {} RTT = {} ceiling", Bytes(window), format_duration(rtt), BitRate(c));
+            explanation += &format!(
+                "; {} window / {} RTT = {} ceiling",
+                Bytes(window),
+                format_duration(rtt),
+                BitRate(c)
+            );
         }
         f = f.explain(explanation);
         out.push(f);
@@ -89,12 +94,22 @@ pub fn judge(kernel: &KernelVersion, model: &WindowModel, w: &Workload) -> Vec<F
             };
             out.push(
                 Finding::new(
-                    known_issues::FINDINGS.iter().find(|s| s.id == issue.id).expect("catalogued"),
+                    known_issues::FINDINGS
+                        .iter()
+                        .find(|s| s.id == issue.id)
+                        .expect("catalogued"),
                     Severity::Warning,
                     format!("kernel {kernel}: {}", issue.title),
                 )
-                .explain(format!("{} ({}). {}", issue.effect, issue.commits.join("; "), BACKPORT_CAVEAT))
-                .fix(format!("stop setting SO_RCVBUF, or run a kernel with the fix ({fixed})")),
+                .explain(format!(
+                    "{} ({}). {}",
+                    issue.effect,
+                    issue.commits.join("; "),
+                    BACKPORT_CAVEAT
+                ))
+                .fix(format!(
+                    "stop setting SO_RCVBUF, or run a kernel with the fix ({fixed})"
+                )),
             );
         }
     }
@@ -137,15 +152,27 @@ pub fn judge(kernel: &KernelVersion, model: &WindowModel, w: &Workload) -> Vec<F
 pub fn rule_text(model: &WindowModel) -> String {
     use crate::window::WinFromSpace;
     match model.rule {
-        WinFromSpace::ScalingRatio { ratio } if model.clamp_fixed_at_initial || model.rcvbuf_locked => {
+        WinFromSpace::ScalingRatio { ratio }
+            if model.clamp_fixed_at_initial || model.rcvbuf_locked =>
+        {
             format!("{} x {}/256 (scaling_ratio)", model.sk_rcvbuf_bytes, ratio)
         }
         WinFromSpace::ScalingRatio { ratio } => format!("buffer x {ratio}/256 (scaling_ratio)"),
-        WinFromSpace::AdvWinScale { tcp_adv_win_scale: a } if a <= 0 => {
-            format!("{} >> {} (tcp_adv_win_scale={a})", model.sk_rcvbuf_bytes, -a)
+        WinFromSpace::AdvWinScale {
+            tcp_adv_win_scale: a,
+        } if a <= 0 => {
+            format!(
+                "{} >> {} (tcp_adv_win_scale={a})",
+                model.sk_rcvbuf_bytes, -a
+            )
         }
-        WinFromSpace::AdvWinScale { tcp_adv_win_scale: a } => {
-            format!("{} - ({} >> {a}) (tcp_adv_win_scale={a})", model.sk_rcvbuf_bytes, model.sk_rcvbuf_bytes)
+        WinFromSpace::AdvWinScale {
+            tcp_adv_win_scale: a,
+        } => {
+            format!(
+                "{} - ({} >> {a}) (tcp_adv_win_scale={a})",
+                model.sk_rcvbuf_bytes, model.sk_rcvbuf_bytes
+            )
         }
     }
 }
@@ -160,7 +187,11 @@ mod tests {
         let m = model(
             &kv,
             &RcvSettings::defaults_for(&kv),
-            &SocketRequest { so_rcvbuf: Some(65536), mss: 1448, measured_ratio: None },
+            &SocketRequest {
+                so_rcvbuf: Some(65536),
+                mss: 1448,
+                measured_ratio: None,
+            },
         );
         judge(
             &kv,
@@ -184,8 +215,15 @@ mod tests {
         assert!(ids.contains(&"kernel-clamp-initial-ratio"));
         assert!(ids.contains(&"transfer-misses-timeout"));
         let fixed = f.iter().find(|f| f.id == "rcvbuf-fixed-small").unwrap();
-        assert!(fixed.explanation.contains("131072 x 65/256"), "{}", fixed.explanation);
-        let known = f.iter().find(|f| f.id == "kernel-scaling-ratio-6.6").unwrap();
+        assert!(
+            fixed.explanation.contains("131072 x 65/256"),
+            "{}",
+            fixed.explanation
+        );
+        let known = f
+            .iter()
+            .find(|f| f.id == "kernel-scaling-ratio-6.6")
+            .unwrap();
         assert!(known.explanation.contains("backports"));
     }
 

@@ -79,20 +79,25 @@ enum What {
 }
 
 fn parse_bytes(s: &str) -> Result<Bytes, String> {
-    s.parse().map_err(|e: netblame_core::units::UnitError| e.to_string())
+    s.parse()
+        .map_err(|e: netblame_core::units::UnitError| e.to_string())
 }
 
 fn parse_rate(s: &str) -> Result<BitRate, String> {
-    s.parse().map_err(|e: netblame_core::units::UnitError| e.to_string())
+    s.parse()
+        .map_err(|e: netblame_core::units::UnitError| e.to_string())
 }
 
 fn parse_kernel(s: &str) -> Result<KernelVersion, String> {
-    s.parse().map_err(|e: netblame_core::kernel::KernelVersionError| e.to_string())
+    s.parse()
+        .map_err(|e: netblame_core::kernel::KernelVersionError| e.to_string())
 }
 
 /// The kernel to model and its settings: the running one with this host's sysctls, or a named
 /// version with upstream defaults.
-fn kernel_and_settings(kernel: Option<KernelVersion>) -> anyhow::Result<(KernelVersion, RcvSettings, &'static str)> {
+fn kernel_and_settings(
+    kernel: Option<KernelVersion>,
+) -> anyhow::Result<(KernelVersion, RcvSettings, &'static str)> {
     let running = netblame_linux::sysctl::kernel_version();
     match (kernel, running) {
         (Some(k), Ok(r)) if k == r => {
@@ -107,13 +112,20 @@ fn kernel_and_settings(kernel: Option<KernelVersion>) -> anyhow::Result<(KernelV
             let s = netblame_linux::sysctl::rcv_settings(&r);
             Ok((r, s, "this host's sysctls"))
         }
-        (None, Err(e)) => anyhow::bail!("cannot read the running kernel's version ({e}); name one with --kernel"),
+        (None, Err(e)) => {
+            anyhow::bail!("cannot read the running kernel's version ({e}); name one with --kernel")
+        }
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
-        What::Bdp { rate, rtt, kernel, json } => bdp(rate, rtt, kernel, json),
+        What::Bdp {
+            rate,
+            rtt,
+            kernel,
+            json,
+        } => bdp(rate, rtt, kernel, json),
         What::Ceiling { window, rtt, json } => ceiling(window, rtt, json),
         What::Window {
             rcvbuf,
@@ -128,7 +140,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             json,
         } => {
             if let Some(r) = ratio {
-                anyhow::ensure!(r > 0.0 && r < 1.0, "--ratio must be between 0 and 1 (got {r})");
+                anyhow::ensure!(
+                    r > 0.0 && r < 1.0,
+                    "--ratio must be between 0 and 1 (got {r})"
+                );
             }
             let workload = Workload {
                 rtt,
@@ -154,7 +169,12 @@ struct BdpOut {
     sysctls: Vec<(String, String)>,
 }
 
-fn bdp(rate: BitRate, rtt: Duration, kernel: Option<KernelVersion>, json: bool) -> anyhow::Result<ExitCode> {
+fn bdp(
+    rate: BitRate,
+    rtt: Duration,
+    kernel: Option<KernelVersion>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let (k, _, _) = kernel_and_settings(kernel)?;
     let bdp = window::bdp_bytes(rate.bits_per_second(), rtt);
     let plan = window::buffers_for_window(&k, bdp);
@@ -185,7 +205,10 @@ fn bdp(rate: BitRate, rtt: Duration, kernel: Option<KernelVersion>, json: bool) 
         group_thousands(bdp),
         Bytes(bdp)
     );
-    println!("window needed: {} bytes to keep the path full", group_thousands(bdp));
+    println!(
+        "window needed: {} bytes to keep the path full",
+        group_thousands(bdp)
+    );
     println!(
         "buffer needed on {k}: window / {:.2} (the share of buffer that becomes window) = {} bytes, rounded up to {}",
         plan.window_fraction,
@@ -249,7 +272,14 @@ struct WindowOut {
     caveat: &'static str,
 }
 
-fn column(k: &KernelVersion, s: &RcvSettings, source: &'static str, rcvbuf: Option<Bytes>, w: &Workload, ratio: Option<f64>) -> KernelColumn {
+fn column(
+    k: &KernelVersion,
+    s: &RcvSettings,
+    source: &'static str,
+    rcvbuf: Option<Bytes>,
+    w: &Workload,
+    ratio: Option<f64>,
+) -> KernelColumn {
     let model = window::model(
         k,
         s,
@@ -262,10 +292,14 @@ fn column(k: &KernelVersion, s: &RcvSettings, source: &'static str, rcvbuf: Opti
     let est = estimate(&model, w);
     KernelColumn {
         settings: source,
-        ceiling_bits_per_second: w.rtt.map(|r| window::ceiling_bps(model.window_clamp_bytes, r)),
+        ceiling_bits_per_second: w
+            .rtt
+            .map(|r| window::ceiling_bps(model.window_clamp_bytes, r)),
         transfer_time_s: est.as_ref().map(|e| e.total.as_secs_f64()),
         misses_timeout: est.as_ref().and_then(|e| w.timeout.map(|t| e.total > t)),
-        known_issues: netblame_core::known_issues::affecting(k).map(|i| i.id).collect(),
+        known_issues: netblame_core::known_issues::affecting(k)
+            .map(|i| i.id)
+            .collect(),
         model,
     }
 }
@@ -282,7 +316,10 @@ fn window_cmd(
     let mut columns = vec![(k.clone(), column(&k, &s, source, rcvbuf, w, ratio))];
     if let Some(c) = compare {
         let cs = RcvSettings::defaults_for(&c);
-        columns.push((c.clone(), column(&c, &cs, "upstream default sysctls", rcvbuf, w, ratio)));
+        columns.push((
+            c.clone(),
+            column(&c, &cs, "upstream default sysctls", rcvbuf, w, ratio),
+        ));
     }
     let mut findings = judge(&k, &columns[0].1.model, w);
     rank(&mut findings);
@@ -296,7 +333,10 @@ fn window_cmd(
         return Ok(ExitCode::SUCCESS);
     }
     match rcvbuf {
-        Some(v) => println!("SO_RCVBUF = {} set before connect (autotuning off)\n", Bytes(v.get())),
+        Some(v) => println!(
+            "SO_RCVBUF = {} set before connect (autotuning off)\n",
+            Bytes(v.get())
+        ),
         None => println!("no SO_RCVBUF: autotuned socket\n"),
     }
     let mut header = vec!["".to_string()];
@@ -308,16 +348,28 @@ fn window_cmd(
         rows.push(r);
     };
     row("settings", &|c| c.settings.to_string());
-    row("sk_rcvbuf", &|c| format!("{} B", group_thousands(c.model.sk_rcvbuf_bytes)));
+    row("sk_rcvbuf", &|c| {
+        format!("{} B", group_thousands(c.model.sk_rcvbuf_bytes))
+    });
     row("window rule", &|c| rule_text(&c.model));
-    row("initial window", &|c| format!("{} B", group_thousands(c.model.initial_window_bytes)));
+    row("initial window", &|c| {
+        format!("{} B", group_thousands(c.model.initial_window_bytes))
+    });
     row("window clamp (life)", &|c| {
-        let suffix = if c.model.clamp_fixed_at_initial { " (stuck at initial ratio)" } else { "" };
+        let suffix = if c.model.clamp_fixed_at_initial {
+            " (stuck at initial ratio)"
+        } else {
+            ""
+        };
         format!("{} B{suffix}", group_thousands(c.model.window_clamp_bytes))
     });
     row("rcv_wscale", &|c| c.model.rcv_wscale.to_string());
     if w.rtt.is_some() {
-        row("ceiling", &|c| c.ceiling_bits_per_second.map(|b| BitRate(b).to_string()).unwrap_or_default());
+        row("ceiling", &|c| {
+            c.ceiling_bits_per_second
+                .map(|b| BitRate(b).to_string())
+                .unwrap_or_default()
+        });
     }
     if w.size.is_some() && w.rtt.is_some() {
         row("transfer time", &|c| {
@@ -333,7 +385,13 @@ fn window_cmd(
             None => String::new(),
         });
     }
-    row("known issues", &|c| if c.known_issues.is_empty() { "none".into() } else { c.known_issues.join(", ") });
+    row("known issues", &|c| {
+        if c.known_issues.is_empty() {
+            "none".into()
+        } else {
+            c.known_issues.join(", ")
+        }
+    });
     let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
     print!("{}", render::table(&header_refs, &rows));
     println!("\n({BACKPORT_CAVEAT})");
