@@ -6,8 +6,8 @@ use crate::{known_issues, rules};
 
 /// Every catalogued finding, grouped by the module that produces it.
 pub fn all() -> impl Iterator<Item = &'static FindingSpec> {
-    let groups: [&'static [FindingSpec]; 2] = [known_issues::FINDINGS, rules::window::FINDINGS];
-    groups.into_iter().flatten()
+    let groups: [&'static [FindingSpec]; 1] = [rules::window::FINDINGS];
+    known_issues::findings().chain(groups.into_iter().flatten())
 }
 
 /// Looks a finding up by id.

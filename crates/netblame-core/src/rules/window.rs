@@ -94,12 +94,9 @@ pub fn judge(kernel: &KernelVersion, model: &WindowModel, w: &Workload) -> Vec<F
             };
             out.push(
                 Finding::new(
-                    known_issues::FINDINGS
-                        .iter()
-                        .find(|s| s.id == issue.id)
-                        .expect("catalogued"),
+                    &issue.spec,
                     Severity::Warning,
-                    format!("kernel {kernel}: {}", issue.title),
+                    format!("kernel {kernel}: {}", issue.spec.title),
                 )
                 .explain(format!(
                     "{} ({}). {}",

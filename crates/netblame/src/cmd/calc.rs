@@ -298,7 +298,7 @@ fn column(
         transfer_time_s: est.as_ref().map(|e| e.total.as_secs_f64()),
         misses_timeout: est.as_ref().and_then(|e| w.timeout.map(|t| e.total > t)),
         known_issues: netblame_core::known_issues::affecting(k)
-            .map(|i| i.id)
+            .map(|i| i.spec.id)
             .collect(),
         model,
     }
