@@ -6,7 +6,15 @@ use crate::{known_issues, rules};
 
 /// Every catalogued finding, grouped by the module that produces it.
 pub fn all() -> impl Iterator<Item = &'static FindingSpec> {
-    let groups: [&'static [FindingSpec]; 1] = [rules::window::FINDINGS];
+    let groups: [&'static [FindingSpec]; 7] = [
+        rules::host::FINDINGS,
+        rules::capture::FINDINGS,
+        rules::connection::FINDINGS,
+        rules::window::FINDINGS,
+        rules::lab::FINDINGS,
+        rules::probe::FINDINGS,
+        rules::transfer::FINDINGS,
+    ];
     known_issues::findings().chain(groups.into_iter().flatten())
 }
 

@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod known_issues;
 pub mod observe;
 pub mod rules;
+pub mod tune;
 pub mod units;
 pub mod window;
 

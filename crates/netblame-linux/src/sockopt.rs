@@ -7,7 +7,12 @@ use netblame_core::observe::TcpInfo;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-fn getsockopt_bytes(fd: RawFd, level: libc::c_int, name: libc::c_int, buf: &mut [u8]) -> io::Result<usize> {
+fn getsockopt_bytes(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    buf: &mut [u8],
+) -> io::Result<usize> {
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: buf is valid for len bytes and len is passed by pointer as the API requires.
     let rc = unsafe { libc::getsockopt(fd, level, name, buf.as_mut_ptr().cast(), &mut len) };
@@ -43,8 +48,14 @@ fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: i32) 
 /// Reads and parses `TCP_INFO` of a connected TCP socket, whatever length the kernel returns.
 pub fn tcp_info(sock: &impl AsRawFd) -> io::Result<TcpInfo> {
     let mut buf = [0u8; 512];
-    let len = getsockopt_bytes(sock.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, &mut buf)?;
-    TcpInfo::parse(&buf[..len]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    let len = getsockopt_bytes(
+        sock.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+        &mut buf,
+    )?;
+    TcpInfo::parse(&buf[..len])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// `SO_RCVBUF` as the kernel reports it (`sk_rcvbuf`: twice what was set, capped by rmem_max).
@@ -60,19 +71,39 @@ pub fn sndbuf(sock: &impl AsRawFd) -> io::Result<u64> {
 /// Sets `SO_RCVBUF` (before connect/listen to affect the window scale). Values above
 /// `i32::MAX` are rejected.
 pub fn set_rcvbuf(sock: &impl AsRawFd, bytes: u64) -> io::Result<()> {
-    let v = i32::try_from(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "SO_RCVBUF too large"))?;
+    let v = i32::try_from(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "SO_RCVBUF too large"))?;
     setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, v)
 }
 
 /// Sets `SO_SNDBUF`.
 pub fn set_sndbuf(sock: &impl AsRawFd, bytes: u64) -> io::Result<()> {
-    let v = i32::try_from(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "SO_SNDBUF too large"))?;
+    let v = i32::try_from(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "SO_SNDBUF too large"))?;
     setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, v)
 }
 
 /// The congestion-control algorithm of a TCP socket (`TCP_CONGESTION`).
 pub fn congestion(sock: &impl AsRawFd) -> io::Result<String> {
     let mut buf = [0u8; 32];
-    let len = getsockopt_bytes(sock.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_CONGESTION, &mut buf)?;
-    Ok(String::from_utf8_lossy(&buf[..len]).trim_end_matches('\0').to_string())
+    let len = getsockopt_bytes(
+        sock.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_CONGESTION,
+        &mut buf,
+    )?;
+    Ok(String::from_utf8_lossy(&buf[..len])
+        .trim_end_matches('\0')
+        .to_string())
+}
+
+/// Bytes queued for reading on a socket (Recv-Q: `SIOCINQ`, alias `FIONREAD`).
+pub fn recv_queue(sock: &impl AsRawFd) -> io::Result<u64> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which outlives the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut v) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v.max(0) as u64)
 }

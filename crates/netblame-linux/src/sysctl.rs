@@ -23,8 +23,12 @@ pub fn read_ints(name: &str) -> io::Result<Vec<i64>> {
     let raw = read(name)?;
     raw.split_whitespace()
         .map(|t| {
-            t.parse::<i64>()
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: '{raw}' is not a list of integers")))
+            t.parse::<i64>().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{name}: '{raw}' is not a list of integers"),
+                )
+            })
         })
         .collect()
 }
@@ -56,6 +60,66 @@ pub fn rcv_settings(kernel: &KernelVersion) -> RcvSettings {
     s
 }
 
+/// A sysctl's value with runs of whitespace (the tabs of `tcp_rmem`) turned into single spaces.
+pub fn read_normalized(name: &str) -> io::Result<String> {
+    read(name).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Reads each named sysctl: values by name, and the names that could not be read with why
+/// (a sysctl this kernel lacks, or one hidden in this network namespace).
+pub fn read_many(
+    names: &[&str],
+) -> (
+    std::collections::BTreeMap<String, String>,
+    Vec<(String, String)>,
+) {
+    let mut values = std::collections::BTreeMap::new();
+    let mut missing = Vec::new();
+    for name in names {
+        match read_normalized(name) {
+            Ok(v) => {
+                values.insert(name.to_string(), v);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push((
+                name.to_string(),
+                "not present on this kernel or in this network namespace".to_string(),
+            )),
+            Err(e) => missing.push((name.to_string(), e.to_string())),
+        }
+    }
+    (values, missing)
+}
+
+/// Writes a sysctl (what `sysctl -w` does). The kernel may reject the value (`EINVAL`) or the
+/// sysctl may be read-only here (`EACCES`/`EPERM`: not root, or not per-network-namespace).
+pub fn write(name: &str, value: &str) -> io::Result<()> {
+    use std::io::Write;
+    let p = path(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("opening {} for writing: {e}", p.display()),
+            )
+        })?;
+    f.write_all(value.as_bytes())
+        .map_err(|e| io::Error::new(e.kind(), format!("writing '{value}' to {name}: {e}")))
+}
+
+/// True when this process may write the sysctl: it exists and `access(W_OK)` allows it (procfs
+/// checks the mode bits even for root, so sysctls that are not per-network-namespace, shown
+/// read-only inside a non-initial namespace, report false; so does any sysctl without root).
+pub fn writable(name: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path(name).as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is a valid NUL-terminated path for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +131,9 @@ mod tests {
         let s = rcv_settings(&k);
         assert_eq!(s.tcp_rmem.len(), 3);
         assert!(s.tcp_rmem[2] >= s.tcp_rmem[1]);
-        assert!(read("net.ipv4.no_such_sysctl").unwrap_err().to_string().contains("no_such_sysctl"));
+        assert!(read("net.ipv4.no_such_sysctl")
+            .unwrap_err()
+            .to_string()
+            .contains("no_such_sysctl"));
     }
 }

@@ -35,13 +35,23 @@ fn check(rcvbuf: Option<u64>) {
     );
     let actual_rcvbuf = sockopt::rcvbuf(&sock).unwrap();
     if rcvbuf.is_some() {
-        assert_eq!(actual_rcvbuf, predicted.sk_rcvbuf_bytes, "sk_rcvbuf on {kernel}");
+        assert_eq!(
+            actual_rcvbuf, predicted.sk_rcvbuf_bytes,
+            "sk_rcvbuf on {kernel}"
+        );
     } else {
         // Autotuned: starts at tcp_rmem[1] (the kernel may have grown it already; never below).
-        assert!(actual_rcvbuf >= predicted.sk_rcvbuf_bytes, "{actual_rcvbuf} < {}", predicted.sk_rcvbuf_bytes);
+        assert!(
+            actual_rcvbuf >= predicted.sk_rcvbuf_bytes,
+            "{actual_rcvbuf} < {}",
+            predicted.sk_rcvbuf_bytes
+        );
     }
     assert!(info.has_wscale() == settings.window_scaling);
-    assert_eq!(info.rcv_wscale, predicted.rcv_wscale, "rcv_wscale on {kernel} with SO_RCVBUF {rcvbuf:?}");
+    assert_eq!(
+        info.rcv_wscale, predicted.rcv_wscale,
+        "rcv_wscale on {kernel} with SO_RCVBUF {rcvbuf:?}"
+    );
 }
 
 #[test]
@@ -62,6 +72,12 @@ fn the_two_cases_differ_as_the_model_says() {
     let (auto, _l2) = connect(None);
     let wf = sockopt::tcp_info(&fixed).unwrap().rcv_wscale;
     let wa = sockopt::tcp_info(&auto).unwrap().rcv_wscale;
-    assert!(wf < wa, "SO_RCVBUF=64k should negotiate a smaller scale ({wf}) than autotuning ({wa})");
-    assert_eq!(wa, netblame_core::window::autotuned_wscale(&kernel, &settings));
+    assert!(
+        wf < wa,
+        "SO_RCVBUF=64k should negotiate a smaller scale ({wf}) than autotuning ({wa})"
+    );
+    assert_eq!(
+        wa,
+        netblame_core::window::autotuned_wscale(&kernel, &settings)
+    );
 }

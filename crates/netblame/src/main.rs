@@ -10,22 +10,65 @@ mod render;
 /// Tells you what to blame when TCP is slow or spiky — the network, the kernel, the host or the
 /// application — with the evidence and the fix.
 #[derive(Parser)]
-#[command(name = "netblame", version, about, long_about = None, propagate_version = true)]
+#[command(name = "netblame", version, about, long_about = None, propagate_version = true,
+          args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand, netblame runs `doctor` with these options.
+    #[command(flatten)]
+    doctor: cmd::doctor::Args,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job (also plain `netblame`): audit this host and its live TCP connections over a
+    /// short window, then say what to blame, with the evidence and the fix per finding.
+    Doctor(cmd::doctor::Args),
+    /// Host audit: TCP sysctls, kernel known issues, counter deltas (TcpExt, softnet, NIC,
+    /// qdisc, TX queues, cgroup throttling) with findings; --save/--load a snapshot.
+    Host(cmd::host::Args),
+    /// A sysctl plan for a path (--rate, --rtt, --profile) with the BDP arithmetic; dry run by
+    /// default, --apply with a backup, --rollback.
+    Tune(cmd::tune::Args),
     /// Window, BDP, throughput ceiling and transfer time for any kernel version and SO_RCVBUF.
     Calc(cmd::calc::Args),
+    /// iperf3-compatible throughput test (client and server) that says what limited the transfer.
+    Bench(cmd::bench::Args),
+    /// Network namespaces joined by a userspace WAN emulator (delay, rate, loss); scenarios that
+    /// reproduce each seed incident and check the verdict.
+    Lab(cmd::lab::Args),
+    /// Every TCP connection with its tcp_info, memory and a verdict on what limits it
+    /// (`ss -tinm`, explained); --watch refreshes.
+    Sockets(cmd::sockets::Args),
+    /// Explain every TCP connection in a pcap/pcapng capture (throughput, RTT, windows, zero
+    /// windows, retransmissions, who closed and when); with two files, match the same streams
+    /// across both captures (e.g. both sides of a NAT).
+    Pcap(cmd::pcap::Args),
+    /// Latency probes (tcp connect, rr, http, udp, icmp) on a fixed schedule to several targets
+    /// side by side: loss, percentiles, histograms, spikes, SYN-retransmit signatures;
+    /// `probe serve` answers them.
+    Probe(cmd::probe::Args),
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`netblame doctor --json | head`) instead of panicking in print!.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Calc(args) => cmd::calc::run(args),
+        None => cmd::doctor::run(cli.doctor),
+        Some(Command::Doctor(args)) => cmd::doctor::run(args),
+        Some(Command::Host(args)) => cmd::host::run(args),
+        Some(Command::Tune(args)) => cmd::tune::run(args),
+        Some(Command::Calc(args)) => cmd::calc::run(args),
+        Some(Command::Bench(args)) => cmd::bench::run(args),
+        Some(Command::Lab(args)) => cmd::lab::run(args),
+        Some(Command::Sockets(args)) => cmd::sockets::run(args),
+        Some(Command::Pcap(args)) => cmd::pcap::run(args),
+        Some(Command::Probe(args)) => cmd::probe::run(args),
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn netblame(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_netblame")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_netblame"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -22,17 +25,23 @@ fn ceiling_seed_figure() {
     let (code, out, _) = netblame(&["calc", "ceiling", "--window", "65535", "--rtt", "30ms"]);
     assert_eq!(code, 0);
     assert!(out.contains("17.48 Mbit/s"), "{out}");
-    let v = json(&["calc", "ceiling", "--window", "65535", "--rtt", "30ms", "--json"]);
+    let v = json(&[
+        "calc", "ceiling", "--window", "65535", "--rtt", "30ms", "--json",
+    ]);
     assert!((v["bits_per_second"].as_f64().unwrap() - 17_476_000.0).abs() < 1.0);
 }
 
 #[test]
 fn bdp_seed_figure() {
-    let (code, out, _) = netblame(&["calc", "bdp", "--rate", "10gbit", "--rtt", "30ms", "--kernel", "6.6.33"]);
+    let (code, out, _) = netblame(&[
+        "calc", "bdp", "--rate", "10gbit", "--rtt", "30ms", "--kernel", "6.6.33",
+    ]);
     assert_eq!(code, 0);
     assert!(out.contains("37,500,000"), "{out}");
     assert!(out.contains("net.ipv4.tcp_rmem"), "{out}");
-    let v = json(&["calc", "bdp", "--rate", "10gbit", "--rtt", "30ms", "--kernel", "6.6.33", "--json"]);
+    let v = json(&[
+        "calc", "bdp", "--rate", "10gbit", "--rtt", "30ms", "--kernel", "6.6.33", "--json",
+    ]);
     assert_eq!(v["bdp_bytes"], 37_500_000);
     assert!(v["buffer_bytes"].as_u64().unwrap() >= 75_000_000);
 }
@@ -40,8 +49,21 @@ fn bdp_seed_figure() {
 #[test]
 fn window_netflix_side_by_side() {
     let v = json(&[
-        "calc", "window", "--rcvbuf", "64k", "--kernel", "6.6.10", "--compare", "6.5.13", "--rtt", "137ms", "--size", "10M",
-        "--timeout", "30s", "--json",
+        "calc",
+        "window",
+        "--rcvbuf",
+        "64k",
+        "--kernel",
+        "6.6.10",
+        "--compare",
+        "6.5.13",
+        "--rtt",
+        "137ms",
+        "--size",
+        "10M",
+        "--timeout",
+        "30s",
+        "--json",
     ]);
     let k = &v["kernels"];
     assert_eq!(k[0]["sk_rcvbuf_bytes"], 131_072);
@@ -53,10 +75,23 @@ fn window_netflix_side_by_side() {
     assert_eq!(k[1]["misses_timeout"], false);
     let t_new = k[0]["transfer_time_s"].as_f64().unwrap();
     let t_old = k[1]["transfer_time_s"].as_f64().unwrap();
-    assert!((21.0..23.5).contains(&t_old) && t_new > 1.9 * t_old, "{t_old} {t_new}");
-    let ids: Vec<&str> = v["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&"kernel-scaling-ratio-6.6") && ids.contains(&"transfer-misses-timeout"), "{ids:?}");
-    let fixed = json(&["calc", "window", "--rcvbuf", "64k", "--kernel", "6.6.33", "--json"]);
+    assert!(
+        (21.0..23.5).contains(&t_old) && t_new > 1.9 * t_old,
+        "{t_old} {t_new}"
+    );
+    let ids: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"kernel-scaling-ratio-6.6") && ids.contains(&"transfer-misses-timeout"),
+        "{ids:?}"
+    );
+    let fixed = json(&[
+        "calc", "window", "--rcvbuf", "64k", "--kernel", "6.6.33", "--json",
+    ]);
     assert_eq!(fixed["kernels"][0]["initial_window_bytes"], 65_536);
 }
 

@@ -1,7 +1,12 @@
 //! Observation types: what sources saw, in one vocabulary, before any rule judged it.
 
+pub mod flow;
+pub mod host;
+pub mod latency;
 pub mod limits;
+pub mod socket;
 pub mod tcp_info;
 
 pub use limits::LimitShares;
+pub use socket::{SkMemInfo, SocketOwner, SocketSnapshot, TcpState};
 pub use tcp_info::TcpInfo;

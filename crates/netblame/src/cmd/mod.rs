@@ -1,3 +1,11 @@
 //! One module per subcommand: each has an `Args` (clap) and a `run` that returns the exit code.
 
+pub mod bench;
 pub mod calc;
+pub mod doctor;
+pub mod host;
+pub mod lab;
+pub mod pcap;
+pub mod probe;
+pub mod sockets;
+pub mod tune;

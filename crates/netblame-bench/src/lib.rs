@@ -1,0 +1,24 @@
+//! netblame-bench: an iperf3-compatible TCP throughput test that samples `tcp_info` of every
+//! stream on both ends, so netblame-core can say what limited the transfer.
+//!
+//! - [`proto`]: the iperf3 control protocol (cookie, state bytes, length-framed JSON).
+//! - [`config`]: test settings (the iperf3 parameter set plus netblame's extension keys).
+//! - [`stream`]: data sockets, their options and the sender/receiver loops.
+//! - [`sample`]: per-interval samples of each stream (bytes, tcp_info, Recv-Q).
+//! - [`client`] and [`server`]: the two roles.
+//! - [`report`]: the iperf3 `-J` layout with netblame's additions.
+//!
+//! Library code never prints: progress goes through callbacks.
+
+pub mod client;
+pub mod config;
+pub mod proto;
+pub mod report;
+pub mod running;
+pub mod sample;
+pub mod server;
+pub mod stream;
+
+pub use client::{run_client, ClientOutcome};
+pub use config::{ClientConfig, TestParams};
+pub use server::{Server, ServerConfig};

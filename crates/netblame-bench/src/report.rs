@@ -1,0 +1,413 @@
+//! Results: the verdict inputs for netblame-core (one per direction) and the iperf3 `-J` layout
+//! (`start`, `intervals`, `end` with `sum_sent`, `sum_received`, `cpu_utilization_percent`)
+//! with netblame's additions under `netblame`.
+
+use crate::client::ClientOutcome;
+use crate::sample::{IntervalSample, StreamSample};
+use netblame_core::rules::transfer::{BufferRequest, SenderStream, TransferObservation};
+use netblame_core::Finding;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Sums one stream's counted (not omitted) samples into the verdict's sender view.
+pub fn sender_stream(id: i64, samples: &[&StreamSample]) -> SenderStream {
+    let counted: Vec<&&StreamSample> = samples.iter().filter(|s| !s.omitted).collect();
+    let use_all = counted.is_empty();
+    let set: Vec<&StreamSample> = if use_all {
+        samples.to_vec()
+    } else {
+        counted.into_iter().copied().collect()
+    };
+    let shares = netblame_core::rules::transfer::sum_shares(
+        set.iter()
+            .filter_map(|s| s.shares())
+            .collect::<Vec<_>>()
+            .iter(),
+    );
+    let rtts: Vec<f64> = set
+        .iter()
+        .filter(|s| s.rtt_us > 0)
+        .map(|s| s.rtt_us as f64)
+        .collect();
+    let rwnd_weight: f64 = set
+        .iter()
+        .map(|s| s.rwnd_limited_us.unwrap_or(0) as f64)
+        .sum();
+    let wnd = {
+        let with: Vec<(f64, f64)> = set
+            .iter()
+            .filter_map(|s| {
+                s.snd_wnd_bytes
+                    .map(|w| (w as f64, s.rwnd_limited_us.unwrap_or(0) as f64))
+            })
+            .collect();
+        if with.is_empty() {
+            None
+        } else if rwnd_weight > 0.0 {
+            Some(
+                with.iter().map(|(w, k)| w * k).sum::<f64>()
+                    / with.iter().map(|x| x.1).sum::<f64>().max(1.0),
+            )
+        } else {
+            Some(with.iter().map(|x| x.0).sum::<f64>() / with.len() as f64)
+        }
+    };
+    SenderStream {
+        id,
+        shares,
+        bytes: set.iter().map(|s| s.bytes).sum(),
+        seconds: set.iter().map(|s| s.seconds).sum(),
+        mean_rtt_us: if rtts.is_empty() {
+            0.0
+        } else {
+            rtts.iter().sum::<f64>() / rtts.len() as f64
+        },
+        mean_snd_wnd_bytes: wnd,
+        retransmits: set.iter().map(|s| s.retransmits).sum(),
+    }
+}
+
+fn streams_of(intervals: &[IntervalSample], sender: bool) -> Vec<(i64, Vec<&StreamSample>)> {
+    let mut out: Vec<(i64, Vec<&StreamSample>)> = Vec::new();
+    for iv in intervals {
+        for s in iv.streams.iter().filter(|s| s.sender == sender) {
+            match out.iter_mut().find(|(id, _)| *id == s.id) {
+                Some((_, v)) => v.push(s),
+                None => out.push((s.id, vec![s])),
+            }
+        }
+    }
+    out
+}
+
+fn timeline(intervals: &[IntervalSample], ids: &[i64], sender: bool) -> Vec<(f64, u64)> {
+    let mut acc = 0u64;
+    intervals
+        .iter()
+        .map(|iv| {
+            acc += iv
+                .streams
+                .iter()
+                .filter(|s| s.sender == sender && ids.contains(&s.id))
+                .map(|s| s.bytes)
+                .sum::<u64>();
+            (iv.end, acc)
+        })
+        .collect()
+}
+
+fn mean_recv_q(intervals: &[IntervalSample], ids: &[i64], sender: bool) -> Option<f64> {
+    let v: Vec<f64> = intervals
+        .iter()
+        .flat_map(|iv| iv.streams.iter())
+        .filter(|s| s.sender == sender && ids.contains(&s.id))
+        .map(|s| s.recv_q_bytes as f64)
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// The verdict inputs of a client run: one observation per direction that carried data.
+pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<TransferObservation> {
+    let p = &o.params;
+    let server_iv: &[IntervalSample] = o
+        .server
+        .as_ref()
+        .map(|s| s.intervals.as_slice())
+        .unwrap_or(&[]);
+    let mut out = Vec::new();
+    for client_sends in [true, false] {
+        let ids: Vec<i64> = o
+            .streams
+            .iter()
+            .filter(|s| s.client_sends == client_sends)
+            .map(|s| s.id)
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        // The sender's samples: ours when we send, the server's when it sends.
+        let (sender_iv, receiver_iv, receiver_is_client) = if client_sends {
+            (&o.intervals[..], server_iv, false)
+        } else {
+            (server_iv, &o.intervals[..], true)
+        };
+        let mut senders: Vec<SenderStream> = streams_of(sender_iv, true)
+            .into_iter()
+            .filter(|(id, _)| ids.contains(id))
+            .map(|(id, v)| sender_stream(id, &v))
+            .collect();
+        if senders.is_empty() {
+            // Only the receiver's view: bytes and time, no stopwatches.
+            senders = streams_of(receiver_iv, false)
+                .into_iter()
+                .filter(|(id, _)| ids.contains(id))
+                .map(|(id, v)| SenderStream {
+                    shares: None,
+                    ..sender_stream(id, &v)
+                })
+                .collect();
+        }
+        let mut buffers = Vec::new();
+        let mut receiver_rcvbuf = None;
+        let mut receiver_actual = None;
+        for (i, s) in o.streams.iter().enumerate() {
+            let srv = o.server.as_ref().and_then(|x| x.buffers.get(i));
+            for (side, b, sends) in [
+                ("client", Some(&s.buffers), s.client_sends),
+                ("server", srv, !s.client_sends),
+            ] {
+                let Some(b) = b else { continue };
+                if let Some(r) = b.requested_rcvbuf_bytes {
+                    buffers.push(BufferRequest {
+                        option: "SO_RCVBUF",
+                        side: side.into(),
+                        requested_bytes: r,
+                        actual_bytes: b.actual_rcvbuf_bytes,
+                    });
+                }
+                if let Some(r) = b.requested_sndbuf_bytes {
+                    buffers.push(BufferRequest {
+                        option: "SO_SNDBUF",
+                        side: side.into(),
+                        requested_bytes: r,
+                        actual_bytes: b.actual_sndbuf_bytes,
+                    });
+                }
+                if !sends && s.client_sends == client_sends {
+                    receiver_rcvbuf = receiver_rcvbuf.or(b.requested_rcvbuf_bytes);
+                    receiver_actual = receiver_actual.or(Some(b.actual_rcvbuf_bytes));
+                }
+            }
+        }
+        if receiver_rcvbuf.is_none() && !receiver_is_client && o.server.is_none() {
+            receiver_rcvbuf = p.window;
+        }
+        buffers.dedup();
+        let (tl_iv, tl_sender) = if receiver_iv.is_empty() {
+            (sender_iv, true)
+        } else {
+            (receiver_iv, false)
+        };
+        out.push(TransferObservation {
+            direction: if client_sends {
+                "client -> server".into()
+            } else {
+                "server -> client".into()
+            },
+            senders,
+            receiver_rcvbuf_bytes: receiver_rcvbuf,
+            receiver_mean_recv_q_bytes: mean_recv_q(receiver_iv, &ids, false),
+            receiver_actual_rcvbuf_bytes: receiver_actual,
+            buffers,
+            app_timeout,
+            bytes_needed: (p.bytes > 0).then_some(p.bytes),
+            timeline: timeline(tl_iv, &ids, tl_sender),
+        });
+    }
+    // Capped-buffer findings once per test, not per direction.
+    for later in out.iter_mut().skip(1) {
+        later.buffers.clear();
+    }
+    out
+}
+
+fn iperf_stream_interval(s: &StreamSample, socket: i64) -> Value {
+    let mut v = json!({
+        "socket": socket,
+        "start": s.start,
+        "end": s.end,
+        "seconds": s.seconds,
+        "bytes": s.bytes,
+        "bits_per_second": s.bits_per_second,
+        "omitted": s.omitted,
+        "sender": s.sender,
+    });
+    if s.sender {
+        v["retransmits"] = json!(s.retransmits);
+        v["snd_cwnd"] = json!(s.snd_cwnd_bytes);
+        v["snd_wnd"] = json!(s.snd_wnd_bytes.unwrap_or(0));
+        v["rtt"] = json!(s.rtt_us);
+        v["rttvar"] = json!(s.rttvar_us);
+        v["pmtu"] = json!(s.pmtu);
+    }
+    v
+}
+
+fn sum_of(streams: &[&StreamSample], sender: bool) -> Value {
+    let bytes: u64 = streams.iter().map(|s| s.bytes).sum();
+    let first = streams.first();
+    let (start, end, seconds) = first
+        .map(|s| (s.start, s.end, s.seconds))
+        .unwrap_or_default();
+    let mut v = json!({
+        "start": start,
+        "end": end,
+        "seconds": seconds,
+        "bytes": bytes,
+        "bits_per_second": bytes as f64 * 8.0 / seconds.max(1e-9),
+        "omitted": first.is_some_and(|s| s.omitted),
+        "sender": sender,
+    });
+    if sender {
+        v["retransmits"] = json!(streams.iter().map(|s| s.retransmits).sum::<u64>());
+    }
+    v
+}
+
+/// The iperf3 `-J` document for a client run, with netblame's samples and verdict under
+/// `netblame`.
+pub fn iperf3_json(o: &ClientOutcome, findings: &[Finding]) -> Value {
+    let p = &o.params;
+    let socket = |id: i64| id + 4; // iperf3 prints fds; any stable small number will do
+    let intervals: Vec<Value> = o
+        .intervals
+        .iter()
+        .map(|iv| {
+            let fwd: Vec<&StreamSample> = iv.streams.iter().filter(|s| !p.bidir || s.sender).collect();
+            let rev: Vec<&StreamSample> = iv.streams.iter().filter(|s| p.bidir && !s.sender).collect();
+            let mut v = json!({
+                "streams": iv.streams.iter().map(|s| iperf_stream_interval(s, socket(s.id))).collect::<Vec<_>>(),
+                "sum": sum_of(&fwd, fwd.first().is_some_and(|s| s.sender)),
+            });
+            if p.bidir {
+                v["sum_bidir_reverse"] = sum_of(&rev, false);
+            }
+            v
+        })
+        .collect();
+    let end_side = |id: i64, bytes: u64, sender: bool, retr: Option<i64>| {
+        let mut v = json!({
+            "socket": socket(id),
+            "start": 0,
+            "end": o.seconds,
+            "seconds": o.seconds,
+            "bytes": bytes,
+            "bits_per_second": bytes as f64 * 8.0 / o.seconds.max(1e-9),
+            "sender": sender,
+        });
+        if let Some(r) = retr {
+            v["retransmits"] = json!(r.max(0));
+        }
+        if sender {
+            let mine: Vec<&StreamSample> = o
+                .intervals
+                .iter()
+                .flat_map(|iv| iv.streams.iter())
+                .filter(|s| s.id == id && s.sender)
+                .collect();
+            if !mine.is_empty() {
+                let rtts: Vec<u64> = mine.iter().map(|s| s.rtt_us).collect();
+                v["max_snd_cwnd"] = json!(mine.iter().map(|s| s.snd_cwnd_bytes).max());
+                v["max_snd_wnd"] = json!(mine
+                    .iter()
+                    .filter_map(|s| s.snd_wnd_bytes)
+                    .max()
+                    .unwrap_or(0));
+                v["max_rtt"] = json!(rtts.iter().max());
+                v["min_rtt"] = json!(rtts.iter().min());
+                v["mean_rtt"] = json!(rtts.iter().sum::<u64>() / rtts.len() as u64);
+            }
+        }
+        v
+    };
+    let mut end_streams = Vec::new();
+    let mut sums = [[0u64; 2]; 2]; // [direction client->server?][sent, received]
+    let mut retr = [0i64; 2];
+    for t in &o.totals {
+        let (sent, recvd) = if t.client_sends {
+            (t.client_bytes, t.server_bytes.unwrap_or(0))
+        } else {
+            (t.server_bytes.unwrap_or(0), t.client_bytes)
+        };
+        let d = usize::from(t.client_sends);
+        sums[d][0] += sent;
+        sums[d][1] += recvd;
+        retr[d] += t.retransmits.max(0);
+        end_streams.push(json!({
+            "sender": end_side(t.id, sent, t.client_sends, Some(t.retransmits)),
+            "receiver": end_side(t.id, recvd, false, None),
+        }));
+    }
+    let sum = |bytes: u64, sender: bool, r: Option<i64>| {
+        let mut v = json!({
+            "start": 0, "end": o.seconds, "seconds": o.seconds, "bytes": bytes,
+            "bits_per_second": bytes as f64 * 8.0 / o.seconds.max(1e-9), "sender": sender,
+        });
+        if let Some(r) = r {
+            v["retransmits"] = json!(r);
+        }
+        v
+    };
+    let fwd = if p.bidir { 1 } else { usize::from(!p.reverse) };
+    let mut end = json!({
+        "streams": end_streams,
+        "sum_sent": sum(sums[fwd][0], true, Some(retr[fwd])),
+        "sum_received": sum(sums[fwd][1], false, None),
+        "cpu_utilization_percent": {
+            "host_total": o.cpu_local.total,
+            "host_user": o.cpu_local.user,
+            "host_system": o.cpu_local.system,
+            "remote_total": o.cpu_remote.total,
+            "remote_user": o.cpu_remote.user,
+            "remote_system": o.cpu_remote.system,
+        },
+        "sender_tcp_congestion": if p.reverse && !p.bidir { o.congestion_remote.clone().unwrap_or_default() } else { o.congestion_local.clone() },
+        "receiver_tcp_congestion": if p.reverse && !p.bidir { o.congestion_local.clone() } else { o.congestion_remote.clone().unwrap_or_default() },
+    });
+    if p.bidir {
+        end["sum_sent_bidir_reverse"] = sum(sums[0][0], true, Some(retr[0]));
+        end["sum_received_bidir_reverse"] = sum(sums[0][1], false, None);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let first_buf = o.streams.first().map(|s| s.buffers).unwrap_or_default();
+    json!({
+        "start": {
+            "connected": o.streams.iter().map(|s| {
+                let (lh, lp) = split_addr(&s.local);
+                let (rh, rp) = split_addr(&s.remote);
+                json!({"socket": socket(s.id), "local_host": lh, "local_port": lp, "remote_host": rh, "remote_port": rp})
+            }).collect::<Vec<_>>(),
+            "version": format!("netblame {}", env!("CARGO_PKG_VERSION")),
+            "system_info": std::fs::read_to_string("/proc/version").map(|s| s.trim().to_string()).unwrap_or_default(),
+            "timestamp": {"timesecs": now},
+            "connecting_to": {"host": o.host, "port": o.port},
+            "cookie": o.cookie,
+            "sock_bufsize": p.window.unwrap_or(0),
+            "sndbuf_actual": first_buf.actual_sndbuf_bytes,
+            "rcvbuf_actual": first_buf.actual_rcvbuf_bytes,
+            "test_start": {
+                "protocol": "TCP",
+                "num_streams": p.parallel,
+                "blksize": p.len,
+                "omit": p.omit_s,
+                "duration": if p.bytes > 0 { 0 } else { p.time_s },
+                "bytes": p.bytes,
+                "blocks": 0,
+                "reverse": i32::from(p.reverse),
+                "tos": 0,
+                "target_bitrate": 0,
+                "bidir": i32::from(p.bidir),
+                "fqrate": 0,
+            },
+        },
+        "intervals": intervals,
+        "end": end,
+        "netblame": {
+            "streams": o.streams,
+            "client_intervals": o.intervals,
+            "server": o.server,
+            "server_output": o.server_output,
+            "findings": findings,
+        },
+    })
+}
+
+fn split_addr(a: &str) -> (String, u16) {
+    match a.parse::<std::net::SocketAddr>() {
+        Ok(sa) => (sa.ip().to_string(), sa.port()),
+        Err(_) => (a.to_string(), 0),
+    }
+}

@@ -1,0 +1,350 @@
+//! Data streams: socket options applied before connect (client) or after accept (server), and
+//! the sender and receiver loops, one thread per stream.
+
+use crate::config::TestParams;
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often blocked loops wake to check their stop flag.
+const WAKE: Duration = Duration::from_millis(100);
+
+/// Requested versus actual buffer sizes of one socket (the kernel doubles and caps requests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BufferSizes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_sndbuf_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_rcvbuf_bytes: Option<u64>,
+    pub actual_sndbuf_bytes: u64,
+    pub actual_rcvbuf_bytes: u64,
+}
+
+/// Which buffer sizes a socket should get, given the test and its direction.
+fn wanted_buffers(p: &TestParams, sending: bool) -> (Option<u64>, Option<u64>) {
+    let mut snd = p.window;
+    let mut rcv = p.window;
+    if sending {
+        if p.sndbuf.is_some() {
+            snd = p.sndbuf;
+        }
+    } else if p.rcvbuf.is_some() {
+        rcv = p.rcvbuf;
+    }
+    (snd, rcv)
+}
+
+fn apply_options(sock: &Socket, p: &TestParams, sending: bool) -> io::Result<BufferSizes> {
+    let (snd, rcv) = wanted_buffers(p, sending);
+    if let Some(v) = snd {
+        netblame_linux::sockopt::set_sndbuf(sock, v)?;
+    }
+    if let Some(v) = rcv {
+        netblame_linux::sockopt::set_rcvbuf(sock, v)?;
+    }
+    if p.nodelay {
+        sock.set_nodelay(true)?;
+    }
+    if let Some(c) = &p.congestion {
+        sock.set_tcp_congestion(c.as_bytes())
+            .map_err(|e| io::Error::new(e.kind(), format!("congestion control {c:?}: {e}")))?;
+    }
+    Ok(BufferSizes {
+        requested_sndbuf_bytes: snd,
+        requested_rcvbuf_bytes: rcv,
+        actual_sndbuf_bytes: netblame_linux::sockopt::sndbuf(sock)?,
+        actual_rcvbuf_bytes: netblame_linux::sockopt::rcvbuf(sock)?,
+    })
+}
+
+/// Connects one data stream with the test's options set before connect (so SO_RCVBUF shapes the
+/// window scale), then writes the cookie.
+pub fn connect_stream(
+    addr: SocketAddr,
+    p: &TestParams,
+    sending: bool,
+    cookie: &[u8],
+    timeout: Duration,
+) -> io::Result<(TcpStream, BufferSizes)> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(mss) = p.mss {
+        sock.set_mss(mss)?;
+    }
+    apply_options(&sock, p, sending)?;
+    sock.connect_timeout(&SockAddr::from(addr), timeout)?;
+    let mut buffers = BufferSizes {
+        actual_sndbuf_bytes: netblame_linux::sockopt::sndbuf(&sock)?,
+        actual_rcvbuf_bytes: netblame_linux::sockopt::rcvbuf(&sock)?,
+        ..BufferSizes::default()
+    };
+    let (s, r) = wanted_buffers(p, sending);
+    buffers.requested_sndbuf_bytes = s;
+    buffers.requested_rcvbuf_bytes = r;
+    let stream: TcpStream = sock.into();
+    io::Write::write_all(&mut &stream, cookie)?;
+    Ok((stream, buffers))
+}
+
+/// Applies the test's options to an accepted data socket (the server side). SO_RCVBUF set after
+/// the handshake still locks the buffer and caps the window, though the window scale was
+/// already chosen by the listener.
+pub fn configure_accepted(
+    stream: TcpStream,
+    p: &TestParams,
+    sending: bool,
+) -> io::Result<(TcpStream, BufferSizes)> {
+    let sock = Socket::from(stream);
+    if let Some(mss) = p.mss {
+        // Only effective before the handshake; ignore failure like iperf3 does on accepted sockets.
+        let _ = sock.set_mss(mss);
+    }
+    let b = apply_options(&sock, p, sending)?;
+    Ok((sock.into(), b))
+}
+
+/// One running data stream.
+pub struct DataStream {
+    /// iperf3 stream id (1, 3, 4, ...).
+    pub id: i64,
+    /// True when this end sends on it.
+    pub sending: bool,
+    pub sock: Arc<TcpStream>,
+    /// Bytes sent or received so far.
+    pub bytes: Arc<AtomicU64>,
+    pub buffers: BufferSizes,
+    handle: Option<JoinHandle<io::Result<()>>>,
+}
+
+/// Flags shared by the streams of one test.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlags {
+    /// Senders stop (test end).
+    pub send: Arc<AtomicBool>,
+    /// Receivers stop reading (session teardown).
+    pub recv: Arc<AtomicBool>,
+}
+
+impl StopFlags {
+    /// Stops everything.
+    pub fn all(&self) {
+        self.send.store(true, Ordering::SeqCst);
+        self.recv.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Limits shared by the senders of one direction (`-n`).
+#[derive(Debug, Clone, Default)]
+pub struct SendBudget {
+    /// Bytes reserved (whole blocks) by all senders of this end.
+    pub sent: Arc<AtomicU64>,
+    /// 0 = unlimited.
+    pub limit: u64,
+}
+
+impl DataStream {
+    /// Starts the stream's thread: a sender or a receiver loop.
+    pub fn start(
+        id: i64,
+        sock: TcpStream,
+        sending: bool,
+        buffers: BufferSizes,
+        p: &TestParams,
+        stop: &StopFlags,
+        budget: &SendBudget,
+    ) -> io::Result<DataStream> {
+        sock.set_read_timeout(Some(WAKE))?;
+        sock.set_write_timeout(Some(WAKE))?;
+        let sock = Arc::new(sock);
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (s, b, len) = (sock.clone(), bytes.clone(), p.len);
+        let handle = if sending {
+            let (stop, budget, zc) = (stop.send.clone(), budget.clone(), p.zerocopy);
+            std::thread::Builder::new()
+                .name(format!("send-{id}"))
+                .spawn(move || send_loop(&s, len, zc, &b, &budget, &stop))?
+        } else {
+            let (stop, skip) = (stop.recv.clone(), p.skip_rx_copy);
+            std::thread::Builder::new()
+                .name(format!("recv-{id}"))
+                .spawn(move || recv_loop(&s, len, skip, &b, &stop))?
+        };
+        Ok(DataStream {
+            id,
+            sending,
+            sock,
+            bytes,
+            buffers,
+            handle: Some(handle),
+        })
+    }
+
+    /// Bytes moved so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// True when the stream's thread has ended (peer closed, error, or stopped).
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Waits for the thread (after the stop flags are set) and closes the socket.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("stream thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DataStream {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+fn peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    )
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    // Not all zeros, so compression anywhere on the path cannot flatter the result.
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+fn memfd_payload(len: usize) -> io::Result<OwnedFd> {
+    // SAFETY: the name is a valid NUL-terminated string; the returned fd is owned below.
+    let fd = unsafe { libc::memfd_create(c"netblame-bench".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut f = std::fs::File::from(owned);
+    io::Write::write_all(&mut f, &payload(len))?;
+    Ok(OwnedFd::from(f))
+}
+
+/// How long a sender keeps finishing its current block after the stop flag.
+const FINISH_BLOCK: Duration = Duration::from_secs(5);
+
+/// Sends whole blocks of `len` bytes until stopped. A started block is always completed (iperf3
+/// 3.12 clients read exactly `len` bytes per call on blocking sockets: a torn last block would
+/// leave them waiting forever). With a byte budget, each block is reserved before it is sent,
+/// so the total is the budget rounded up to whole blocks, as iperf3 does.
+fn send_loop(
+    sock: &TcpStream,
+    len: usize,
+    zerocopy: bool,
+    bytes: &AtomicU64,
+    budget: &SendBudget,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let buf = payload(len);
+    let file = if zerocopy {
+        Some(memfd_payload(len)?)
+    } else {
+        None
+    };
+    let fd = sock.as_raw_fd();
+    let mut done_in_block = 0usize;
+    let mut stopped_at: Option<std::time::Instant> = None;
+    loop {
+        if done_in_block == 0 {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if budget.limit > 0
+                && budget.sent.fetch_add(len as u64, Ordering::Relaxed) >= budget.limit
+            {
+                return Ok(());
+            }
+        } else if stop.load(Ordering::Relaxed) {
+            let t = *stopped_at.get_or_insert_with(std::time::Instant::now);
+            if t.elapsed() > FINISH_BLOCK {
+                return Ok(());
+            }
+        }
+        let want = len - done_in_block;
+        let n = match &file {
+            Some(f) => {
+                let mut off = done_in_block as libc::off_t;
+                // SAFETY: both fds are open for the duration of the call; off is a valid pointer.
+                let rc = unsafe { libc::sendfile(fd, f.as_raw_fd(), &mut off, want) };
+                if rc < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(rc as usize)
+                }
+            }
+            None => io::Write::write(&mut &*sock, &buf[done_in_block..]),
+        };
+        match n {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                done_in_block = (done_in_block + n) % len;
+            }
+            Err(e) if transient(&e) => continue,
+            Err(e) if peer_gone(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn recv_loop(
+    sock: &TcpStream,
+    len: usize,
+    skip_copy: bool,
+    bytes: &AtomicU64,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; if skip_copy { 1 } else { len }];
+    let fd = sock.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        let n = if skip_copy {
+            // SAFETY: MSG_TRUNC on TCP discards up to `len` bytes without writing to buf.
+            let rc = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, libc::MSG_TRUNC) };
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(rc as usize)
+            }
+        } else {
+            (&*sock).read(&mut buf)
+        };
+        match n {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) if transient(&e) => continue,
+            Err(e) if peer_gone(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! The end-of-test verdict on real loopback transfers: a receiver-only SO_RCVBUF of 64 KiB gives
+//! the receiver-window verdict; an unconstrained run does not blame the receiver.
+
+mod common;
+
+use common::*;
+use netblame_bench::config::{ClientConfig, TestParams};
+use netblame_bench::report::observations;
+use netblame_bench::run_client;
+use netblame_bench::server::ServerConfig;
+use netblame_core::rules::transfer::judge;
+use netblame_core::{Finding, Severity};
+use std::time::Duration;
+
+fn run(params: TestParams) -> (netblame_bench::ClientOutcome, Vec<Finding>) {
+    let srv = nb_server(ServerConfig::default());
+    let cfg = ClientConfig {
+        host: "127.0.0.1".into(),
+        port: srv.addr.port(),
+        params,
+        interval: Duration::from_millis(500),
+        app_timeout: Some(Duration::from_secs(30)),
+        ..ClientConfig::default()
+    };
+    let out = run_client(&cfg, &mut |_| {}).unwrap();
+    let findings: Vec<Finding> = observations(&out, cfg.app_timeout)
+        .iter()
+        .flat_map(judge)
+        .collect();
+    for f in &findings {
+        eprintln!(
+            "{} {:?} {} | {} | {}",
+            f.id, f.severity, f.summary, f.explanation, f.fix
+        );
+    }
+    (out, findings)
+}
+
+fn judge_outcome(out: &netblame_bench::ClientOutcome) -> Vec<Finding> {
+    let mut f: Vec<Finding> = observations(out, Some(Duration::from_secs(30)))
+        .iter()
+        .flat_map(judge)
+        .collect();
+    netblame_core::rank(&mut f);
+    f
+}
+
+#[test]
+fn receiver_only_rcvbuf_applies_to_the_receiver_alone() {
+    // Loopback: the client reads (-R) with SO_RCVBUF=64 KiB; the server's sender is untouched.
+    let (out, findings) = run(TestParams {
+        time_s: 2,
+        reverse: true,
+        rcvbuf: Some(64 << 10),
+        ..TestParams::default()
+    });
+    let client = out.streams[0].buffers;
+    assert_eq!(client.requested_rcvbuf_bytes, Some(64 << 10));
+    assert_eq!(
+        client.actual_rcvbuf_bytes,
+        128 << 10,
+        "the kernel doubles SO_RCVBUF"
+    );
+    assert_eq!(
+        client.requested_sndbuf_bytes, None,
+        "receiver-only: no SO_SNDBUF"
+    );
+    let server = out.server.as_ref().unwrap().buffers[0];
+    assert_eq!(
+        server.requested_rcvbuf_bytes, None,
+        "the sender keeps autotuning"
+    );
+    assert_eq!(server.requested_sndbuf_bytes, None);
+    // The sender's view of the window is bounded by the 128 KiB buffer.
+    let rw = findings.iter().find(|f| f.id == "transfer-receiver-window");
+    if let Some(rw) = rw {
+        assert!(
+            rw.value("window").is_some_and(|w| w <= 128.0 * 1024.0),
+            "{rw:?}"
+        );
+    }
+}
+
+/// The Netflix shape over a real 40 ms path (two namespaces joined by netblame-lab's emulator):
+/// the client reads with SO_RCVBUF=64 KiB and the sender is receiver-window limited.
+#[test]
+fn receiver_only_rcvbuf_64k_gives_the_receiver_window_verdict() {
+    if !netblame_testkit::require_root("receiver_only_rcvbuf_64k_gives_the_receiver_window_verdict")
+    {
+        return;
+    }
+    use netblame_lab::{netns, Lab, LabConfig, Side};
+    let name = netblame_testkit::unique_name("bv");
+    let lab =
+        Lab::up(LabConfig::symmetric(&name, Duration::from_millis(40), None)).expect("lab up");
+    let server_addr = std::net::SocketAddr::new(Side::Server.addr().into(), 5201);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = netns::spawn_in(&lab.netns(Side::Server), move || {
+        let srv = netblame_bench::Server::bind(
+            ServerConfig {
+                bind: server_addr,
+                one_off: true,
+                idle_timeout: Duration::from_secs(20),
+                ..ServerConfig::default()
+            },
+            |_| {},
+        )?;
+        let _ = ready_tx.send(());
+        srv.serve()
+    })
+    .unwrap();
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server ready");
+    let out = netns::run_in(&lab.netns(Side::Client), move || {
+        let cfg = ClientConfig {
+            host: Side::Server.addr().to_string(),
+            port: 5201,
+            params: TestParams {
+                time_s: 3,
+                reverse: true,
+                rcvbuf: Some(64 << 10),
+                ..TestParams::default()
+            },
+            interval: Duration::from_millis(500),
+            ..ClientConfig::default()
+        };
+        run_client(&cfg, &mut |_| {}).map_err(std::io::Error::other)
+    })
+    .expect("client run");
+    let _ = server.join();
+    drop(lab);
+    let findings = judge_outcome(&out);
+    for f in &findings {
+        eprintln!(
+            "{} {:?} {} | {} | {}",
+            f.id, f.severity, f.summary, f.explanation, f.fix
+        );
+    }
+    let first = &findings[0];
+    assert_eq!(first.id, "transfer-receiver-window", "{findings:#?}");
+    assert!(first.fix.contains("SO_RCVBUF=64 KiB"), "{}", first.fix);
+    assert!(
+        first.explanation.contains("caps a stream at"),
+        "{}",
+        first.explanation
+    );
+    assert!(
+        first.value("window").is_some_and(|w| w <= 128.0 * 1024.0),
+        "{first:?}"
+    );
+    // The ceiling is window / RTT at the measured RTT (about 40 ms).
+    let rtt = first.value("rtt").unwrap();
+    assert!(rtt > 35_000.0, "rtt {rtt} us");
+}
+
+#[test]
+fn unconstrained_loopback_does_not_blame_the_receiver() {
+    let (_out, findings) = run(TestParams {
+        time_s: 2,
+        ..TestParams::default()
+    });
+    assert!(!findings.is_empty());
+    assert_ne!(findings[0].id, "transfer-receiver-window", "{findings:#?}");
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.id == "transfer-receiver-window" && f.severity >= Severity::Warning),
+        "{findings:#?}"
+    );
+    let timeout = findings
+        .iter()
+        .find(|f| f.id == "transfer-app-timeout")
+        .expect("--app-timeout finding");
+    assert_eq!(timeout.severity, Severity::Info);
+}

@@ -1,0 +1,354 @@
+//! One TCP connection as reconstructed from a packet capture: both directions' counters, the
+//! handshake, zero-window episodes, RTT samples, how it closed, and a per-interval time series.
+//!
+//! `netblame-pcap` produces these; `rules::capture` judges them. Times are microseconds;
+//! offsets (`*_us` fields named `at_us`, `start_us`, ...) count from the connection's first
+//! packet. "Client" is the side that sent the first SYN (or, for a connection caught
+//! midstream, the side with the higher port).
+
+use serde::Serialize;
+use std::fmt;
+use std::net::IpAddr;
+
+/// An address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            IpAddr::V4(ip) => write!(f, "{ip}:{}", self.port),
+            IpAddr::V6(ip) => write!(f, "[{ip}]:{}", self.port),
+        }
+    }
+}
+
+/// One side of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    /// The originator (sent the SYN).
+    Client,
+    /// The responder.
+    Server,
+}
+
+impl Side {
+    /// The other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+
+    /// 0 for the client, 1 for the server.
+    pub fn index(self) -> usize {
+        match self {
+            Side::Client => 0,
+            Side::Server => 1,
+        }
+    }
+
+    /// `client` or `server`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// TCP options a SYN carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct TcpOptions {
+    pub mss_bytes: Option<u16>,
+    /// The window scale shift announced (clamped to 14 as RFC 7323 says).
+    pub wscale: Option<u8>,
+    pub sack_permitted: bool,
+    pub timestamps: bool,
+}
+
+/// The three-way handshake.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Handshake {
+    /// SYNs the client sent with the same initial sequence number (1 = no retransmission).
+    pub syn_count: u32,
+    /// SYN-ACKs the server sent.
+    pub synack_count: u32,
+    /// First SYN to first SYN-ACK.
+    pub syn_to_synack_us: Option<u64>,
+    /// SYN-ACK to the client's first ACK.
+    pub synack_to_ack_us: Option<u64>,
+    /// Initial RTT as Wireshark computes it: first non-SYN ACK minus the most recent SYN.
+    pub rtt_us: Option<u64>,
+    pub client_options: Option<TcpOptions>,
+    pub server_options: Option<TcpOptions>,
+    /// True when both SYNs carried the window scale option, so windows after the SYNs are scaled.
+    pub window_scaling: bool,
+}
+
+/// Summary of RTT samples (Karn-safe: no sample from a retransmitted segment).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RttStats {
+    pub samples: u64,
+    pub min_us: Option<u64>,
+    pub mean_us: Option<u64>,
+    pub max_us: Option<u64>,
+}
+
+impl RttStats {
+    /// Adds one sample.
+    pub fn add(&mut self, rtt_us: u64, sum: &mut u128) {
+        self.samples += 1;
+        *sum += rtt_us as u128;
+        self.min_us = Some(self.min_us.map_or(rtt_us, |m| m.min(rtt_us)));
+        self.max_us = Some(self.max_us.map_or(rtt_us, |m| m.max(rtt_us)));
+        self.mean_us = Some((*sum / self.samples as u128) as u64);
+    }
+}
+
+/// Counters for what one side sent (data, ACKs, windows it advertised).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DirectionStats {
+    pub packets: u64,
+    /// Segments carrying payload.
+    pub data_packets: u64,
+    /// All payload bytes (payload length from the IP header, not the captured length).
+    pub payload_bytes: u64,
+    /// Payload bytes that advanced the sequence space (sent for the first time).
+    pub unique_bytes: u64,
+    /// Payload bytes at or below what was already sent.
+    pub retransmitted_bytes: u64,
+    /// Retransmitted segments of any kind (fast, timeout, spurious, other), as Wireshark flags them.
+    pub retransmissions: u64,
+    /// Retransmissions after two or more duplicate ACKs, within 20 ms of the last one.
+    pub fast_retransmissions: u64,
+    /// Retransmissions after 200 ms or more of silence from the sender (an RTO).
+    pub timeout_retransmissions: u64,
+    /// Retransmissions of data the receiver had already acknowledged.
+    pub spurious_retransmissions: u64,
+    /// Segments below the highest sequence sent, arriving sooner than an RTT after it.
+    pub out_of_order: u64,
+    /// Gaps in the sequence space: segments the capture did not see ("previous segment not captured").
+    pub lost_segments: u64,
+    pub lost_bytes: u64,
+    pub dup_acks: u64,
+    pub keep_alives: u64,
+    /// Segments advertising a zero window (not SYN/FIN/RST).
+    pub zero_window_adverts: u64,
+    /// Zero-window probes, counting Linux's (seq = SND.UNA - 1, no payload) too.
+    pub zero_window_probes: u64,
+    /// Segments that filled the peer's advertised window exactly.
+    pub window_full: u64,
+    /// Advertised receive window (scaled), over the non-SYN segments this side sent.
+    pub window_min_bytes: Option<u64>,
+    pub window_mean_bytes: Option<u64>,
+    pub window_max_bytes: Option<u64>,
+    /// RTT of the data this side sent (until the peer acknowledged it).
+    pub rtt: RttStats,
+    /// Largest unacknowledged amount of this side's data seen.
+    pub max_in_flight_bytes: u64,
+    /// Largest payload in one segment.
+    pub max_segment_bytes: u64,
+    /// First and last data segment, offsets from the connection start.
+    pub first_data_us: Option<u64>,
+    pub last_data_us: Option<u64>,
+    /// Time with this side's data in flight within one segment of the peer's advertised window
+    /// (or the peer at zero window): the sender was pinned at the receiver's window.
+    pub window_limited_us: u64,
+    /// Unique bytes over the connection's duration, bits per second (as tcptrace).
+    pub throughput_bits_per_second: f64,
+    /// Unique bytes over this side's sending time (first to last data segment).
+    pub sending_rate_bits_per_second: f64,
+    /// Offsets of this side's first FIN and first RST.
+    pub fin_at_us: Option<u64>,
+    pub rst_at_us: Option<u64>,
+    pub rst_count: u64,
+}
+
+impl DirectionStats {
+    /// First to last data segment.
+    pub fn sending_us(&self) -> u64 {
+        match (self.first_data_us, self.last_data_us) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        }
+    }
+
+    /// Share of the sending time pinned at the receiver's window, `0.0..=1.0`.
+    pub fn window_limited_share(&self) -> f64 {
+        let s = self.sending_us();
+        if s == 0 {
+            0.0
+        } else {
+            (self.window_limited_us as f64 / s as f64).min(1.0)
+        }
+    }
+}
+
+/// A side advertising a zero window until it opened again.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ZeroWindowEpisode {
+    /// Who advertised the zero window (the receiver that did not read).
+    pub side: Side,
+    pub start_us: u64,
+    pub duration_us: u64,
+    /// False when the connection closed or the capture ended with the window still zero.
+    pub reopened: bool,
+    /// Zero-window probes the peer sent during the episode.
+    pub probes: u64,
+}
+
+/// A stretch with no packet in either direction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IdleGap {
+    pub start_us: u64,
+    pub duration_us: u64,
+}
+
+/// FIN or RST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseKind {
+    Fin,
+    Rst,
+}
+
+/// Who closed first, when, and what happened after.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CloseInfo {
+    /// The side that sent the first FIN or RST.
+    pub closer: Option<Side>,
+    pub kind: Option<CloseKind>,
+    /// Offset of that FIN or RST from the connection start.
+    pub at_us: Option<u64>,
+    /// Time from the last payload the closer received to its close.
+    pub since_last_data_received_us: Option<u64>,
+    /// Payload the peer had sent that the closer had not acknowledged when it closed.
+    pub peer_unacked_at_close_bytes: u64,
+    /// Payload the peer sent after the close (it still had data to send).
+    pub peer_data_after_close_bytes: u64,
+    pub peer_segments_after_close: u64,
+    /// RSTs the closer sent after its close (answering what kept arriving).
+    pub closer_rsts_after_close: u64,
+}
+
+/// One side's activity in one interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SideSample {
+    /// Payload bytes sent.
+    pub bytes: u64,
+    pub retransmissions: u64,
+    /// Smallest receive window this side advertised in the interval (scaled).
+    pub window_min_bytes: Option<u64>,
+    /// Largest amount of this side's data in flight.
+    pub in_flight_max_bytes: u64,
+    /// Mean RTT of this side's data acknowledged in the interval.
+    pub rtt_mean_us: Option<u64>,
+    pub zero_window_adverts: u64,
+    #[serde(skip)]
+    pub rtt_sum_us: u64,
+    #[serde(skip)]
+    pub rtt_samples: u64,
+}
+
+/// One interval of the time series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IntervalSample {
+    /// Offset of the interval's start.
+    pub start_us: u64,
+    pub client: SideSample,
+    pub server: SideSample,
+}
+
+impl IntervalSample {
+    /// The sample of one side.
+    pub fn side_mut(&mut self, side: Side) -> &mut SideSample {
+        match side {
+            Side::Client => &mut self.client,
+            Side::Server => &mut self.server,
+        }
+    }
+}
+
+/// One reconstructed TCP connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowObservation {
+    /// Number in order of first packet, from 1.
+    pub id: u32,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    /// Absolute time of the first packet, microseconds since the Unix epoch.
+    pub start_unix_us: u64,
+    pub duration_us: u64,
+    pub packets: u64,
+    /// No SYN seen: the capture started after the connection did.
+    pub midstream: bool,
+    /// Raw initial sequence numbers (as on the wire), to match a stream across captures.
+    pub client_isn: Option<u32>,
+    pub server_isn: Option<u32>,
+    pub handshake: Handshake,
+    /// Zeek conn.log `conn_state` (S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH).
+    pub conn_state: String,
+    /// Zeek conn.log `history` (upper case: client; lower case: server).
+    pub history: String,
+    /// What the client sent.
+    pub from_client: DirectionStats,
+    /// What the server sent.
+    pub from_server: DirectionStats,
+    pub zero_windows: Vec<ZeroWindowEpisode>,
+    /// The longest gaps of a second or more (at most five), longest first.
+    pub idle_gaps: Vec<IdleGap>,
+    pub idle_gaps_total: u64,
+    pub close: CloseInfo,
+    /// Interval of `series`, zero when no series was kept.
+    pub series_interval_us: u64,
+    pub series: Vec<IntervalSample>,
+}
+
+impl FlowObservation {
+    /// Stats of what `side` sent.
+    pub fn sent_by(&self, side: Side) -> &DirectionStats {
+        match side {
+            Side::Client => &self.from_client,
+            Side::Server => &self.from_server,
+        }
+    }
+
+    /// Payload bytes in both directions.
+    pub fn total_bytes(&self) -> u64 {
+        self.from_client.payload_bytes + self.from_server.payload_bytes
+    }
+
+    /// The endpoint of `side`.
+    pub fn endpoint(&self, side: Side) -> Endpoint {
+        match side {
+            Side::Client => self.client,
+            Side::Server => self.server,
+        }
+    }
+
+    /// The side that sent more unique payload (the bulk sender).
+    pub fn main_sender(&self) -> Side {
+        if self.from_server.unique_bytes >= self.from_client.unique_bytes {
+            Side::Server
+        } else {
+            Side::Client
+        }
+    }
+
+    /// `client -> server` for humans.
+    pub fn label(&self) -> String {
+        format!("{} -> {}", self.client, self.server)
+    }
+}

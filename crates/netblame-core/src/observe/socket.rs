@@ -1,0 +1,228 @@
+//! One TCP socket as a sock_diag dump sees it at one instant: addresses, state, queues,
+//! `tcp_info`, congestion control, socket memory (`SKMEMINFO`), shutdown state and the
+//! processes that hold it. Sources fill it; `rules::connection` judges two of them.
+
+use super::tcp_info::TcpInfo;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TcpState {
+    Established = 1,
+    SynSent = 2,
+    SynRecv = 3,
+    FinWait1 = 4,
+    FinWait2 = 5,
+    TimeWait = 6,
+    Close = 7,
+    CloseWait = 8,
+    LastAck = 9,
+    Listen = 10,
+    Closing = 11,
+    NewSynRecv = 12,
+}
+
+impl TcpState {
+    /// Every state, in kernel order.
+    pub const ALL: [TcpState; 12] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+        TcpState::NewSynRecv,
+    ];
+
+    /// The state with kernel number `n`.
+    pub fn from_kernel(n: u8) -> Option<TcpState> {
+        Self::ALL.into_iter().find(|s| *s as u8 == n)
+    }
+
+    /// The bit of this state in an `idiag_states` mask (`1 << state`).
+    pub fn mask_bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
+    /// The name `ss` prints (`ESTAB`, `LISTEN`, `TIME-WAIT`, ...), also accepted by
+    /// [`TcpState::parse`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpState::Established => "established",
+            TcpState::SynSent => "syn-sent",
+            TcpState::SynRecv => "syn-recv",
+            TcpState::FinWait1 => "fin-wait-1",
+            TcpState::FinWait2 => "fin-wait-2",
+            TcpState::TimeWait => "time-wait",
+            TcpState::Close => "close",
+            TcpState::CloseWait => "close-wait",
+            TcpState::LastAck => "last-ack",
+            TcpState::Listen => "listen",
+            TcpState::Closing => "closing",
+            TcpState::NewSynRecv => "new-syn-recv",
+        }
+    }
+
+    /// Parses a state name: `established`/`estab`, `listen`, `time-wait`, `syn-sent`, ...
+    /// (case-insensitive, `_` or `-`).
+    pub fn parse(name: &str) -> Option<TcpState> {
+        let n = name.trim().to_ascii_lowercase().replace('_', "-");
+        if n == "estab" {
+            return Some(TcpState::Established);
+        }
+        if n == "listening" {
+            return Some(TcpState::Listen);
+        }
+        Self::ALL.into_iter().find(|s| s.as_str() == n)
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `INET_DIAG_SKMEMINFO`: the socket's memory accounting (`ss -m` `skmem:(r,rb,t,tb,f,w,o,bl,d)`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkMemInfo {
+    /// `sk_rmem_alloc` (`r`): memory held by received data, truesize.
+    pub rmem_alloc_bytes: u32,
+    /// `sk_rcvbuf` (`rb`).
+    pub rcvbuf_bytes: u32,
+    /// `sk_wmem_alloc` (`t`): memory in the qdisc/driver.
+    pub wmem_alloc_bytes: u32,
+    /// `sk_sndbuf` (`tb`).
+    pub sndbuf_bytes: u32,
+    /// `sk_forward_alloc` (`f`).
+    pub fwd_alloc_bytes: u32,
+    /// `sk_wmem_queued` (`w`): memory of the send queue.
+    pub wmem_queued_bytes: u32,
+    /// `sk_omem_alloc` (`o`).
+    pub optmem_bytes: u32,
+    /// Backlog length (`bl`); absent on kernels before 3.8.
+    pub backlog_bytes: Option<u32>,
+    /// Drops (`d`); absent on kernels before 4.7.
+    pub drops: Option<u32>,
+}
+
+impl SkMemInfo {
+    /// Builds from the kernel's u32 array (`SK_MEMINFO_*` order); `None` with fewer than 7.
+    pub fn from_array(v: &[u32]) -> Option<SkMemInfo> {
+        if v.len() < 7 {
+            return None;
+        }
+        Some(SkMemInfo {
+            rmem_alloc_bytes: v[0],
+            rcvbuf_bytes: v[1],
+            wmem_alloc_bytes: v[2],
+            sndbuf_bytes: v[3],
+            fwd_alloc_bytes: v[4],
+            wmem_queued_bytes: v[5],
+            optmem_bytes: v[6],
+            backlog_bytes: v.get(7).copied(),
+            drops: v.get(8).copied(),
+        })
+    }
+}
+
+/// A process holding the socket (through one of its file descriptors).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketOwner {
+    pub pid: u32,
+    /// `comm` of the process (`/proc/PID/comm`).
+    pub command: String,
+    /// The file descriptor number in that process.
+    pub fd: u32,
+    /// The process's cgroup (v2 path, or the first line of `/proc/PID/cgroup`), if readable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+/// One TCP socket at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocketSnapshot {
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub state: TcpState,
+    /// Socket inode (0 for time-wait and request sockets); links the socket to processes.
+    pub inode: u64,
+    /// The kernel's socket cookie: identifies the same socket across two dumps.
+    pub cookie: u64,
+    pub uid: u32,
+    /// Recv-Q: bytes received and not yet read by the application (for listeners: pending
+    /// connections).
+    pub recv_q_bytes: u32,
+    /// Send-Q: bytes sent and not yet acknowledged, plus not yet sent (for listeners: backlog).
+    pub send_q_bytes: u32,
+    /// `tcp_info`, when requested and the socket has one (absent for time-wait sockets).
+    pub tcp_info: Option<TcpInfo>,
+    /// Congestion-control algorithm (`cubic`, `bbr`, ...).
+    pub congestion: Option<String>,
+    pub skmem: Option<SkMemInfo>,
+    /// Shutdown bits: 1 = no more receives (SHUT_RD), 2 = no more sends (SHUT_WR).
+    pub shutdown: Option<u8>,
+    /// Processes holding it; empty when unknown (not mapped, or another user's process).
+    pub owners: Vec<SocketOwner>,
+}
+
+impl SocketSnapshot {
+    /// `local -> peer`, the way tables and finding subjects name a connection.
+    pub fn label(&self) -> String {
+        format!("{} -> {}", self.local, self.peer)
+    }
+
+    /// The first owner's `command[pid]`, or `None` when no owner is known.
+    pub fn process_label(&self) -> Option<String> {
+        let o = self.owners.first()?;
+        let more = if self.owners.len() > 1 {
+            format!(" +{}", self.owners.len() - 1)
+        } else {
+            String::new()
+        };
+        Some(format!("{}[{}]{more}", o.command, o.pid))
+    }
+
+    /// Smoothed RTT in microseconds, falling back to the receiver-side estimate.
+    pub fn rtt_us(&self) -> Option<u32> {
+        let t = self.tcp_info.as_ref()?;
+        t.srtt_us()
+            .or_else(|| (t.rcv_rtt_us > 0).then_some(t.rcv_rtt_us))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_parse_like_ss() {
+        for s in TcpState::ALL {
+            assert_eq!(TcpState::from_kernel(s as u8), Some(s));
+            assert_eq!(TcpState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(TcpState::parse("ESTAB"), Some(TcpState::Established));
+        assert_eq!(TcpState::parse("time_wait"), Some(TcpState::TimeWait));
+        assert_eq!(TcpState::parse("nonsense"), None);
+        assert_eq!(TcpState::from_kernel(0), None);
+        assert_eq!(TcpState::Listen.mask_bit(), 1 << 10);
+    }
+
+    #[test]
+    fn skmem_needs_seven_and_keeps_optional_tail_absent() {
+        assert!(SkMemInfo::from_array(&[1, 2, 3]).is_none());
+        let m = SkMemInfo::from_array(&[1, 2, 3, 4, 5, 6, 7]).unwrap();
+        assert_eq!((m.rcvbuf_bytes, m.sndbuf_bytes), (2, 4));
+        assert_eq!((m.backlog_bytes, m.drops), (None, None));
+        let m = SkMemInfo::from_array(&[1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+        assert_eq!(m.drops, Some(9));
+    }
+}

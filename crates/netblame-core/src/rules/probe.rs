@@ -1,0 +1,670 @@
+//! Findings from latency probes: connect times clustered at the SYN retransmission schedule,
+//! failures or replies at one fixed delay (timeout and retry), a tail or loss present on one
+//! target but not on another (which localizes the problem), and plain loss.
+
+use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
+use crate::kernel::{KernelVersion, BACKPORT_CAVEAT};
+use crate::observe::latency::{Measures, ProbeOutcome, TargetLatency};
+use crate::units::format_duration;
+use std::time::Duration;
+
+/// Findings this module produces.
+pub const FINDINGS: &[FindingSpec] = &[
+    FindingSpec {
+        id: "connect-syn-retransmit",
+        layer: Layer::Network,
+        title: "connect times cluster at the SYN retransmission schedule: lost SYNs or a full accept queue",
+    },
+    FindingSpec {
+        id: "timeout-and-retry",
+        layer: Layer::Application,
+        title: "probes fail or answer at one fixed delay, then succeed: something times out and retries",
+    },
+    FindingSpec {
+        id: "latency-tail-one-target",
+        layer: Layer::Network,
+        title: "one target has a latency tail (or loss) the others lack: the problem sits on its part of the path",
+    },
+    FindingSpec {
+        id: "probe-loss",
+        layer: Layer::Network,
+        title: "probes were lost: no reply within the timeout, or the probe failed",
+    },
+];
+
+fn spec(id: &str) -> &'static FindingSpec {
+    FINDINGS.iter().find(|s| s.id == id).expect("catalogued id")
+}
+
+/// `TCP_TIMEOUT_INIT`: the initial SYN retransmission timeout.
+const SYN_RTO_INIT: Duration = Duration::from_secs(1);
+/// `TCP_RTO_MAX`.
+const RTO_MAX: Duration = Duration::from_secs(120);
+
+/// The client kernel's SYN retransmission schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynSchedule {
+    /// `tcp_syn_linear_timeouts` (6.5+): how many retransmissions keep the 1 s RTO before
+    /// exponential backoff starts. 0 on older kernels: the classic 1, 3, 7, 15 s schedule.
+    pub linear_timeouts: u32,
+    /// `tcp_syn_retries` (default 6): how many SYN retransmissions before connect fails.
+    pub syn_retries: u32,
+}
+
+impl SynSchedule {
+    /// The classic exponential schedule (before 6.5).
+    pub const CLASSIC: SynSchedule = SynSchedule {
+        linear_timeouts: 0,
+        syn_retries: 6,
+    };
+
+    /// The schedule of a kernel given its sysctls (`None`: the sysctl could not be read, so the
+    /// kernel's default applies: 4 linear timeouts since 6.5, none before).
+    pub fn for_kernel(
+        kernel: &KernelVersion,
+        linear_timeouts: Option<u32>,
+        syn_retries: Option<u32>,
+    ) -> Self {
+        let linear = if kernel.at_least(6, 5, 0) {
+            linear_timeouts.unwrap_or(4)
+        } else {
+            0
+        };
+        SynSchedule {
+            linear_timeouts: linear,
+            syn_retries: syn_retries.unwrap_or(6).clamp(1, 127),
+        }
+    }
+
+    /// When each SYN retransmission leaves, counted from the first SYN. The RTO stays at 1 s for
+    /// the first `linear_timeouts + 1` timeouts, then doubles (commit ccce324dabfe): 1, 2, 3, 4,
+    /// 5, 7, 11, 19, 35, 67 s with the default 4; 1, 3, 7, 15, 31, 63 s classic.
+    pub fn retry_times(&self) -> Vec<Duration> {
+        let mut out = Vec::new();
+        let mut rto = SYN_RTO_INIT;
+        let mut at = Duration::ZERO;
+        for k in 1..=self.syn_retries {
+            at += rto;
+            out.push(at);
+            if k > self.linear_timeouts {
+                rto = (rto * 2).min(RTO_MAX);
+            }
+        }
+        out
+    }
+
+    /// The schedule as people write it: `1, 2, 3, 4, 5, 7 s`.
+    pub fn describe(&self, n: usize) -> String {
+        let v: Vec<String> = self
+            .retry_times()
+            .iter()
+            .take(n)
+            .map(|d| format!("{}", d.as_secs()))
+            .collect();
+        let kind = if self.linear_timeouts > 0 {
+            format!(
+                "linear for {} retries (tcp_syn_linear_timeouts)",
+                self.linear_timeouts
+            )
+        } else {
+            "classic exponential".to_string()
+        };
+        format!("{} s, {kind}", v.join(", "))
+    }
+}
+
+/// What the rules need to know about the client host.
+#[derive(Debug, Clone)]
+pub struct ProbeContext {
+    pub kernel: Option<KernelVersion>,
+    pub syn: SynSchedule,
+}
+
+/// Judges every target of a run, then the targets against each other.
+pub fn judge(targets: &[TargetLatency], ctx: &ProbeContext) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for t in targets {
+        out.extend(syn_retransmit(t, ctx));
+        out.extend(timeout_and_retry(t, ctx));
+        out.extend(loss(t));
+    }
+    out.extend(tail_one_target(targets));
+    out
+}
+
+/// Percentile of `(value, count)` pairs (nearest rank).
+fn percentile(values: &[(u64, u64)], q: f64) -> Option<u64> {
+    let mut v: Vec<(u64, u64)> = values.iter().copied().filter(|&(_, c)| c > 0).collect();
+    v.sort_unstable();
+    let total: u64 = v.iter().map(|&(_, c)| c).sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (val, c) in v {
+        seen += c;
+        if seen >= rank {
+            return Some(val);
+        }
+    }
+    None
+}
+
+/// The window (microseconds) in which a connect that needed `retry` lands, given the normal
+/// connect time `base_us`: from just before the retry time to well after it.
+fn syn_window(retry: Duration, base_us: u64) -> (u64, u64) {
+    let r = retry.as_micros() as u64;
+    let slack = (3 * base_us).max(100_000);
+    (r.saturating_sub(20_000), r + base_us + slack)
+}
+
+fn syn_retry_of(connect_us: u64, windows: &[(u64, u64)]) -> Option<usize> {
+    windows
+        .iter()
+        .position(|&(lo, hi)| connect_us >= lo && connect_us <= hi)
+}
+
+/// Connect times clustered at the SYN schedule.
+fn syn_retransmit(t: &TargetLatency, ctx: &ProbeContext) -> Option<Finding> {
+    let base = percentile(&t.connect_values, 0.5)?;
+    let times = ctx.syn.retry_times();
+    let windows: Vec<(u64, u64)> = times.iter().map(|&r| syn_window(r, base)).collect();
+    let mut per_retry = vec![0u64; windows.len()];
+    let mut tail_total = 0u64;
+    let mut connects = 0u64;
+    for &(v, c) in &t.connect_values {
+        connects += c;
+        if v > base + 100_000 {
+            tail_total += c;
+        }
+        if let Some(k) = syn_retry_of(v, &windows) {
+            per_retry[k] += c;
+        }
+    }
+    let clustered: u64 = per_retry.iter().sum();
+    // A cluster, not a smear: most of the slow connects sit at the schedule's instants.
+    if clustered == 0 || clustered * 2 < tail_total {
+        return None;
+    }
+    let retransmitted_syns: u64 = per_retry
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| c * (k as u64 + 1))
+        .sum();
+    let share = clustered as f64 * 100.0 / connects.max(1) as f64;
+    let (checked, confirmed) = rto_confirmation(t, &windows);
+    let mut parts = Vec::new();
+    for (k, &c) in per_retry.iter().enumerate() {
+        if c > 0 {
+            parts.push(format!(
+                "{c} at ~{} (retry {})",
+                format_duration(times[k]),
+                k + 1
+            ));
+        }
+    }
+    let severity = if share >= 1.0 {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let mut f = Finding::new(
+        spec("connect-syn-retransmit"),
+        severity,
+        format!(
+            "{clustered} of {connects} connects to {} waited for a SYN retransmission ({})",
+            t.target,
+            parts.join(", ")
+        ),
+    )
+    .subject(t.target.clone())
+    .evidence("syn_retransmit_connects", clustered as f64, Unit::Count)
+    .evidence("connects", connects as f64, Unit::Count)
+    .evidence("share", share, Unit::Percent)
+    .evidence("retransmitted_syns", retransmitted_syns as f64, Unit::Count)
+    .evidence("connect_p50", base as f64, Unit::Microseconds);
+    for (k, &c) in per_retry.iter().enumerate() {
+        if c > 0 {
+            f = f.evidence(&format!("after_retry_{}", k + 1), c as f64, Unit::Count);
+        }
+    }
+    let confirmation = if checked > 0 {
+        f = f.evidence("confirmed_by_total_rto", confirmed as f64, Unit::Count);
+        format!(
+            "; tcpi_total_rto read after connect was >= 1 for {confirmed} of them: the handshake itself timed out"
+        )
+    } else {
+        "; tcpi_total_rto was not available to confirm it (needs Linux 6.7+)".to_string()
+    };
+    let kernel = match &ctx.kernel {
+        Some(k) => format!("client kernel {k}: "),
+        None => String::new(),
+    };
+    Some(f.explain(format!(
+        "normal connect {}; {kernel}SYN retransmissions leave at {} after the first SYN, and the slow connects sit at those instants{confirmation}. {}",
+        format_duration(Duration::from_micros(base)),
+        ctx.syn.describe(6),
+        BACKPORT_CAVEAT
+    ))
+    .fix(
+        "the SYN or SYN-ACK was dropped, or the server's accept queue was full (the client sees the same): \
+         check the server's ListenOverflows/ListenDrops (nstat -az TcpExtListenOverflows) and raise the listen \
+         backlog and net.core.somaxconn if they grow; otherwise look for drops on the path (netblame host on both \
+         ends, NIC and qdisc drop counters, firewall/conntrack limits)",
+    ))
+}
+
+fn rto_confirmation(t: &TargetLatency, windows: &[(u64, u64)]) -> (u64, u64) {
+    let mut checked = 0;
+    let mut confirmed = 0;
+    for s in &t.samples {
+        let (Some(c), Some(rto)) = (s.connect_us, s.total_rto) else {
+            continue;
+        };
+        if syn_retry_of(c, windows).is_some() {
+            checked += 1;
+            if rto > 0 {
+                confirmed += 1;
+            }
+        }
+    }
+    (checked, confirmed)
+}
+
+/// Densest cluster in sorted values: (center, count), values within max(20%, 20 ms) of each other
+/// (a timer observed through a busy scheduler still wobbles by that much).
+fn densest_cluster(sorted: &[u64]) -> Option<(u64, u64)> {
+    let mut best: Option<(u64, u64)> = None;
+    let mut j = 0;
+    for i in 0..sorted.len() {
+        let tol = (sorted[i] / 5).max(20_000);
+        while sorted[j] + tol < sorted[i] {
+            j += 1;
+        }
+        let n = (i - j + 1) as u64;
+        if best.is_none_or(|(_, c)| n > c) {
+            best = Some((sorted[(i + j) / 2], n));
+        }
+    }
+    best
+}
+
+/// Failures at one fixed delay followed by success, or replies clustered at one fixed extra delay.
+fn timeout_and_retry(t: &TargetLatency, ctx: &ProbeContext) -> Option<Finding> {
+    let syn_windows: Vec<(u64, u64)> = match percentile(&t.connect_values, 0.5) {
+        Some(base) => ctx
+            .syn
+            .retry_times()
+            .iter()
+            .map(|&r| syn_window(r, base))
+            .collect(),
+        None => Vec::new(),
+    };
+    // (a) failures at one fixed delay (not instant refusals), then later successes.
+    let mut fail_after: Vec<(u64, u64)> = t
+        .samples
+        .iter()
+        .filter_map(|s| match &s.outcome {
+            ProbeOutcome::Failed { after_us, .. } if *after_us >= 50_000 => {
+                Some((*after_us, s.seq))
+            }
+            _ => None,
+        })
+        .collect();
+    if fail_after.len() >= 2 {
+        fail_after.sort_unstable();
+        let sorted: Vec<u64> = fail_after.iter().map(|&(a, _)| a).collect();
+        if let Some((center, n)) = densest_cluster(&sorted) {
+            let first_fail = fail_after.iter().map(|&(_, seq)| seq).min().unwrap_or(0);
+            let later_ok = t
+                .samples
+                .iter()
+                .filter(|s| s.seq > first_fail && s.latency_us().is_some())
+                .count() as u64;
+            if n >= 2 && n * 2 >= sorted.len() as u64 && later_ok > 0 {
+                return Some(
+                    Finding::new(
+                        spec("timeout-and-retry"),
+                        Severity::Warning,
+                        format!(
+                            "{n} probes to {} failed after ~{}, and {later_ok} later probes succeeded",
+                            t.target,
+                            format_duration(Duration::from_micros(center))
+                        ),
+                    )
+                    .subject(t.target.clone())
+                    .evidence("failures_at_delay", n as f64, Unit::Count)
+                    .evidence("delay", center as f64, Unit::Microseconds)
+                    .evidence("later_successes", later_ok as f64, Unit::Count)
+                    .explain(format!(
+                        "{n} of {} slow failures ended within 20% of {}: a fixed delay is a timer (a proxy or \
+                         client timeout), not congestion, which smears; success afterwards means the retry worked",
+                        sorted.len(),
+                        format_duration(Duration::from_micros(center))
+                    ))
+                    .fix(
+                        "find the component whose timeout equals that delay (proxy, load balancer, client library) \
+                         and why it waits: requests sent to terminating instances (drain them before shutdown, \
+                         e.g. a preStop hook), or a backend that does not answer",
+                    ),
+                );
+            }
+        }
+    }
+    // (b) replies at one fixed extra delay (outside the SYN schedule).
+    let p50 = t.summary.p50_us as u64;
+    let threshold = (p50 * 5).max(p50 + 20_000);
+    let mut tail: Vec<u64> = if t.samples.is_empty() {
+        t.values
+            .iter()
+            .filter(|&&(v, _)| v > threshold)
+            .flat_map(|&(v, c)| std::iter::repeat_n(v, c.min(10_000) as usize))
+            .collect()
+    } else {
+        t.samples
+            .iter()
+            .filter(|s| {
+                s.connect_us
+                    .is_none_or(|c| syn_retry_of(c, &syn_windows).is_none())
+            })
+            .filter_map(|s| s.latency_us())
+            .filter(|&l| l > threshold)
+            .collect()
+    };
+    if t.measures == Measures::Connect {
+        tail.retain(|&v| syn_retry_of(v, &syn_windows).is_none());
+    }
+    if tail.len() < 3 {
+        return None;
+    }
+    tail.sort_unstable();
+    let (center, n) = densest_cluster(&tail)?;
+    if n < 3 || n * 2 < tail.len() as u64 {
+        return None;
+    }
+    let extra = center.saturating_sub(p50);
+    Some(
+        Finding::new(
+            spec("timeout-and-retry"),
+            Severity::Warning,
+            format!(
+                "{n} replies from {} came ~{} late, all at the same delay",
+                t.target,
+                format_duration(Duration::from_micros(extra))
+            ),
+        )
+        .subject(t.target.clone())
+        .evidence("replies_at_delay", n as f64, Unit::Count)
+        .evidence("delay", extra as f64, Unit::Microseconds)
+        .evidence("latency_p50", p50 as f64, Unit::Microseconds)
+        .explain(format!(
+            "{n} of {} slow replies sit within 20% of {} (normal {} + {} extra): a fixed extra delay is a \
+             timer firing and a retry (a client or proxy timeout; on one kept TCP connection, a retransmission \
+             timeout, at least 200 ms), not queueing, which smears",
+            tail.len(),
+            format_duration(Duration::from_micros(center)),
+            format_duration(Duration::from_micros(p50)),
+            format_duration(Duration::from_micros(extra))
+        ))
+        .fix(
+            "look for a timeout equal to the extra delay on the path (proxy, client library, retry policy) and \
+             for what makes the first attempt fail (a terminating backend, drops: TCP retransmits in netblame host)",
+        ),
+    )
+}
+
+/// Loss of one target, with the worst window.
+fn loss(t: &TargetLatency) -> Option<Finding> {
+    let s = &t.summary;
+    if s.lost == 0 || s.sent == 0 {
+        return None;
+    }
+    let severity = if s.loss_percent >= 1.0 {
+        Severity::Warning
+    } else {
+        Severity::Info
+    };
+    let mut f = Finding::new(
+        spec("probe-loss"),
+        severity,
+        format!(
+            "{} of {} probes to {} lost ({:.2}%)",
+            s.lost, s.sent, t.target, s.loss_percent
+        ),
+    )
+    .subject(t.target.clone())
+    .evidence("sent", s.sent as f64, Unit::Count)
+    .evidence("lost", s.lost as f64, Unit::Count)
+    .evidence("late", s.late as f64, Unit::Count)
+    .evidence("failed", s.failed as f64, Unit::Count)
+    .evidence("loss", s.loss_percent, Unit::Percent)
+    .evidence("timeout", t.timeout_us as f64, Unit::Microseconds);
+    let mut explanation = format!(
+        "lost = sent - received = {} - {} = {}; {} replies came after the {} timeout and {} probes failed outright (both counted as lost)",
+        s.sent,
+        s.received,
+        s.lost,
+        s.late,
+        format_duration(Duration::from_micros(t.timeout_us)),
+        s.failed
+    );
+    if let Some(w) = t
+        .windows
+        .iter()
+        .filter(|w| w.lost > 0)
+        .max_by(|a, b| a.loss_percent.total_cmp(&b.loss_percent))
+    {
+        f = f.evidence("worst_window_loss", w.loss_percent, Unit::Percent);
+        explanation += &format!(
+            "; worst window: {:.1}% lost at +{}",
+            w.loss_percent,
+            format_duration(Duration::from_micros(w.start_us))
+        );
+    }
+    let all_failed_fast = s.failed == s.lost;
+    if all_failed_fast {
+        f = f.blame(Layer::Application);
+    }
+    Some(f.explain(explanation).fix(if all_failed_fast {
+        "the target refused or reset the probes: check that the service (or `netblame probe serve`) listens there"
+    } else {
+        "compare targets along the path (the first one that loses localizes the drop); check drop counters with \
+         netblame host on both ends; raise --timeout if replies come back late"
+    }))
+}
+
+/// A tail or loss on one target but not on another probed in the same run.
+fn tail_one_target(targets: &[TargetLatency]) -> Option<Finding> {
+    // Only targets probed together in this run (loaded logs may come from other times).
+    let ok: Vec<&TargetLatency> = targets
+        .iter()
+        .filter(|t| t.summary.received >= 20 && !t.samples.is_empty())
+        .collect();
+    if ok.len() < 2 {
+        return None;
+    }
+    let best = ok
+        .iter()
+        .min_by(|a, b| a.summary.p99_us.total_cmp(&b.summary.p99_us))?;
+    let worst = ok
+        .iter()
+        .max_by(|a, b| a.summary.p99_us.total_cmp(&b.summary.p99_us))?;
+    let tail = worst.summary.p99_us >= 5.0 * best.summary.p99_us.max(1.0)
+        && worst.summary.p99_us - best.summary.p99_us >= 1000.0;
+    let lossy = ok
+        .iter()
+        .max_by(|a, b| a.summary.loss_percent.total_cmp(&b.summary.loss_percent))?;
+    let clean = ok
+        .iter()
+        .min_by(|a, b| a.summary.loss_percent.total_cmp(&b.summary.loss_percent))?;
+    let loss_only =
+        lossy.summary.loss_percent >= 1.0 && clean.summary.lost == 0 && clean.summary.sent >= 100;
+    let (bad, good, what) = if tail {
+        (worst, best, "latency tail")
+    } else if loss_only {
+        (lossy, clean, "loss")
+    } else {
+        return None;
+    };
+    let us = |v: f64| format_duration(Duration::from_micros(v.max(0.0) as u64));
+    Some(
+        Finding::new(
+            spec("latency-tail-one-target"),
+            Severity::Warning,
+            format!(
+                "the {what} is on {} only: p99 {} / max {} / loss {:.2}%, against p99 {} / loss {:.2}% on {}",
+                bad.target,
+                us(bad.summary.p99_us),
+                us(bad.summary.max_us),
+                bad.summary.loss_percent,
+                us(good.summary.p99_us),
+                good.summary.loss_percent,
+                good.target
+            ),
+        )
+        .subject(bad.target.clone())
+        .evidence("p99", bad.summary.p99_us, Unit::Microseconds)
+        .evidence("max", bad.summary.max_us, Unit::Microseconds)
+        .evidence("loss", bad.summary.loss_percent, Unit::Percent)
+        .evidence("other_p99", good.summary.p99_us, Unit::Microseconds)
+        .evidence("other_max", good.summary.max_us, Unit::Microseconds)
+        .evidence("other_loss", good.summary.loss_percent, Unit::Percent)
+        .explain(format!(
+            "p99 {} vs {} ({:.1}x), probed side by side over the same run: what the paths share is clean, so the \
+             problem is where they differ (Cloudflare: the router answered flat, the server behind it spiked)",
+            us(bad.summary.p99_us),
+            us(good.summary.p99_us),
+            bad.summary.p99_us / good.summary.p99_us.max(1.0)
+        ))
+        .fix(format!(
+            "look between {} and {}: that host's kernel (netblame host: softirq squeeze, tcp_collapse/prune \
+             counters, CPU throttling) or the link to it",
+            good.target, bad.target
+        )),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::latency::{LatencySummary, ProbeSample};
+
+    fn target(name: &str, connects: &[u64], rto: Option<u16>) -> TargetLatency {
+        let samples: Vec<ProbeSample> = connects
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| ProbeSample {
+                seq: i as u64,
+                at_us: i as u64 * 100_000,
+                outcome: ProbeOutcome::Reply { latency_us: c },
+                connect_us: Some(c),
+                first_byte_us: None,
+                total_rto: rto.map(|r| if c > 500_000 { r } else { 0 }),
+            })
+            .collect();
+        let mut sorted = connects.to_vec();
+        sorted.sort_unstable();
+        TargetLatency {
+            target: name.into(),
+            kind: "tcp".into(),
+            measures: Measures::Connect,
+            interval_us: 100_000,
+            timeout_us: 5_000_000,
+            summary: LatencySummary {
+                sent: connects.len() as u64,
+                received: connects.len() as u64,
+                p50_us: sorted[sorted.len() / 2] as f64,
+                p99_us: sorted[sorted.len() * 99 / 100] as f64,
+                max_us: *sorted.last().unwrap() as f64,
+                ..Default::default()
+            },
+            values: connects.iter().map(|&c| (c, 1)).collect(),
+            connect_values: connects.iter().map(|&c| (c, 1)).collect(),
+            windows: vec![],
+            samples,
+        }
+    }
+
+    fn ctx(linear: u32) -> ProbeContext {
+        ProbeContext {
+            kernel: Some(KernelVersion::new(6, 18, 0)),
+            syn: SynSchedule {
+                linear_timeouts: linear,
+                syn_retries: 6,
+            },
+        }
+    }
+
+    #[test]
+    fn schedules_match_the_kernel() {
+        let secs =
+            |s: SynSchedule| -> Vec<u64> { s.retry_times().iter().map(|d| d.as_secs()).collect() };
+        assert_eq!(secs(SynSchedule::CLASSIC), [1, 3, 7, 15, 31, 63]);
+        let linear = SynSchedule::for_kernel(&KernelVersion::new(6, 6, 0), None, Some(10));
+        assert_eq!(secs(linear), [1, 2, 3, 4, 5, 7, 11, 19, 35, 67]);
+        let old = SynSchedule::for_kernel(&KernelVersion::new(6, 1, 0), Some(4), None);
+        assert_eq!(old, SynSchedule::CLASSIC);
+    }
+
+    #[test]
+    fn syn_cluster_is_found_and_counted() {
+        let mut c = vec![60u64; 95];
+        c.extend([1_000_080, 1_000_100, 1_000_090, 2_000_100, 1_000_070]);
+        let f = judge(&[target("a:1", &c, Some(1))], &ctx(4));
+        let syn = f
+            .iter()
+            .find(|f| f.id == "connect-syn-retransmit")
+            .expect("syn finding");
+        assert_eq!(syn.value("syn_retransmit_connects"), Some(5.0));
+        assert_eq!(syn.value("after_retry_1"), Some(4.0));
+        assert_eq!(syn.value("after_retry_2"), Some(1.0));
+        assert_eq!(syn.value("retransmitted_syns"), Some(6.0));
+        assert_eq!(syn.value("confirmed_by_total_rto"), Some(5.0));
+        // Classic schedule: a 2 s connect is not on it (3 s is).
+        let f = judge(&[target("a:1", &c, None)], &ctx(0));
+        let syn = f.iter().find(|f| f.id == "connect-syn-retransmit").unwrap();
+        assert_eq!(syn.value("syn_retransmit_connects"), Some(4.0));
+        assert!(syn.explanation.contains("not available"));
+    }
+
+    #[test]
+    fn smeared_tail_is_not_a_syn_signature() {
+        let mut c = vec![60u64; 80];
+        c.extend((0..20).map(|i| 150_000 + i * 90_000));
+        let f = judge(&[target("a:1", &c, None)], &ctx(4));
+        assert!(f.iter().all(|f| f.id != "connect-syn-retransmit"), "{f:?}");
+    }
+
+    #[test]
+    fn fixed_delay_failures_then_success_is_timeout_and_retry() {
+        let mut t = target("a:1", &[100; 20], None);
+        for s in t.samples.iter_mut().take(4) {
+            s.outcome = ProbeOutcome::Failed {
+                after_us: 1_000_000 + s.seq * 1000,
+                error: "HTTP 504".into(),
+            };
+        }
+        let f = judge(&[t], &ctx(4));
+        let tr = f
+            .iter()
+            .find(|f| f.id == "timeout-and-retry")
+            .expect("finding");
+        assert_eq!(tr.value("failures_at_delay"), Some(4.0));
+        assert!(tr.value("later_successes").unwrap() >= 16.0);
+    }
+
+    #[test]
+    fn tail_on_one_target_is_localized() {
+        let mut spiky = vec![10_000u64; 95];
+        spiky.extend([1_800_000; 5]);
+        let a = target("router:80", &[10_000; 100], None);
+        let b = target("server:80", &spiky, None);
+        let f = judge(&[a, b], &ctx(4));
+        let loc = f
+            .iter()
+            .find(|f| f.id == "latency-tail-one-target")
+            .expect("finding");
+        assert_eq!(loc.subject.as_deref(), Some("server:80"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Network namespaces: create, delete, list, run code or commands inside one, set its sysctls.
+//!
+//! Namespaces are named and bind-mounted under `/run/netns` by `ip netns add`, so `ip netns
+//! list`, `ip netns exec` and every other tool see them; iproute2 is the one tool the lab needs
+//! besides the kernel. Code runs inside a namespace on a dedicated thread that calls
+//! `setns(CLONE_NEWNET)`: sockets and TUN devices opened there stay in that namespace after the
+//! thread ends, and the rest of the process is never moved.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where `ip netns` keeps named namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The path of a named namespace.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+/// True when a named namespace exists.
+pub fn exists(name: &str) -> bool {
+    path(name).exists()
+}
+
+/// Runs `ip ARGS...`, turning a failure into an error that carries `ip`'s own message.
+pub fn ip(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip").args(args).output().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("running `ip {}`: {e} (install iproute2)", args.join(" ")),
+        )
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Creates a named network namespace (needs root: CAP_SYS_ADMIN).
+pub fn create(name: &str) -> io::Result<()> {
+    ip(&["netns", "add", name])?;
+    // Loopback up, so servers bound to 127.0.0.1 inside work too.
+    ip(&["-n", name, "link", "set", "lo", "up"])
+}
+
+/// Deletes a named namespace; a namespace that is already gone is not an error.
+pub fn delete(name: &str) -> io::Result<()> {
+    let mut last = Ok(());
+    for _ in 0..3 {
+        if !exists(name) {
+            return Ok(());
+        }
+        last = ip(&["netns", "del", name]);
+        if last.is_ok() || !exists(name) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    last
+}
+
+/// Every named namespace.
+pub fn list() -> Vec<String> {
+    std::fs::read_dir(NETNS_DIR)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs `f` on a new thread that entered namespace `name`; returns what `f` returned.
+/// Sockets and devices `f` opens belong to that namespace for their whole life.
+pub fn run_in<T, F>(name: &str, f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    let ns = File::open(path(name))
+        .map_err(|e| io::Error::new(e.kind(), format!("opening namespace {name}: {e}")))?;
+    let name = name.to_string();
+    std::thread::Builder::new()
+        .name(format!("netns-{name}"))
+        .spawn(move || {
+            enter(&ns)
+                .map_err(|e| io::Error::new(e.kind(), format!("entering namespace {name}: {e}")))?;
+            f()
+        })?
+        .join()
+        .map_err(|_| io::Error::other("thread inside the namespace panicked"))?
+}
+
+/// Moves the calling thread into the network namespace behind `ns` (an open /run/netns file).
+pub fn enter(ns: &File) -> io::Result<()> {
+    // SAFETY: setns takes a valid open fd and a namespace type; it only affects this thread.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Spawns a long-lived thread inside namespace `name` running `f` (for servers and workloads).
+pub fn spawn_in<T, F>(name: &str, f: F) -> io::Result<std::thread::JoinHandle<io::Result<T>>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
+    let ns = File::open(path(name))
+        .map_err(|e| io::Error::new(e.kind(), format!("opening namespace {name}: {e}")))?;
+    std::thread::Builder::new()
+        .name(format!("in-{name}"))
+        .spawn(move || {
+            enter(&ns)?;
+            f()
+        })
+}
+
+/// Sets a sysctl inside namespace `name` only (the host is untouched). `/proc/sys/net` shows
+/// the namespace of the thread that opens it; per-namespace TCP sysctls exist since Linux 4.15.
+pub fn set_sysctl(ns: &str, key: &str, value: &str) -> io::Result<()> {
+    let p = netblame_linux::sysctl::path(key);
+    let value = value.to_string();
+    let key = key.to_string();
+    run_in(ns, move || {
+        std::fs::write(&p, format!("{value}\n")).map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::NotFound {
+                " (this sysctl does not exist inside a network namespace on this kernel)"
+            } else {
+                ""
+            };
+            io::Error::new(e.kind(), format!("setting {key}={value}: {e}{hint}"))
+        })
+    })
+}
+
+/// Reads a sysctl as seen inside namespace `ns`.
+pub fn get_sysctl(ns: &str, key: &str) -> io::Result<String> {
+    let key = key.to_string();
+    run_in(ns, move || netblame_linux::sysctl::read(&key))
+}

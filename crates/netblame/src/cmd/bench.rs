@@ -1,0 +1,459 @@
+//! `netblame bench`: an iperf3-compatible throughput test that says what limited the transfer.
+
+use crate::render;
+use netblame_bench::client::ClientOutcome;
+use netblame_bench::config::{ClientConfig, TestParams, DEFAULT_LEN};
+use netblame_bench::report;
+use netblame_bench::sample::IntervalSample;
+use netblame_bench::server::{ServerConfig, ServerEvent, SessionReport};
+use netblame_core::rules::transfer::{self, TransferObservation};
+use netblame_core::units::{format_duration, parse_duration};
+use netblame_core::{rank, BitRate, Bytes, Finding};
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(clap::Subcommand)]
+enum Role {
+    /// Serve tests from iperf3 and netblame clients (several at once).
+    Server(ServerArgs),
+    /// Run a test against an iperf3 or netblame server.
+    Client(Box<ClientArgs>),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Port to listen on.
+    #[arg(short = 'p', long, default_value_t = 5201)]
+    port: u16,
+    /// Address to bind.
+    #[arg(short = 'B', long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Refuse and stop tests longer than this (e.g. 60s).
+    #[arg(long, value_parser = parse_duration)]
+    max_duration: Option<Duration>,
+    /// Drop connections silent this long (no cookie, parameters, streams or data).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    idle_timeout: Duration,
+    /// Serve one test, then exit.
+    #[arg(short = '1', long)]
+    one_off: bool,
+    /// Concurrent tests before clients get "busy".
+    #[arg(long, default_value_t = 8)]
+    max_clients: usize,
+    /// One JSON line per finished test instead of text.
+    #[arg(short = 'J', long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// Server host name or address.
+    host: String,
+    /// Server port.
+    #[arg(short = 'p', long, default_value_t = 5201)]
+    port: u16,
+    /// Seconds to transmit.
+    #[arg(short = 't', long, default_value_t = 10)]
+    time: u64,
+    /// Bytes to transmit instead of a time (10M, 1GiB).
+    #[arg(short = 'n', long, value_parser = parse_bytes)]
+    bytes: Option<Bytes>,
+    /// Parallel streams (a thread each).
+    #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=128))]
+    parallel: u16,
+    /// Reverse: the server sends, the client receives.
+    #[arg(short = 'R', long)]
+    reverse: bool,
+    /// Both directions at once.
+    #[arg(long, conflicts_with = "reverse")]
+    bidir: bool,
+    /// SO_SNDBUF and SO_RCVBUF on every data socket of both ends (iperf3 -w).
+    #[arg(short = 'w', long, value_parser = parse_bytes)]
+    window: Option<Bytes>,
+    /// SO_RCVBUF on the receiving side only (a netblame server applies it when it receives).
+    #[arg(long, value_parser = parse_bytes)]
+    rcvbuf: Option<Bytes>,
+    /// SO_SNDBUF on the sending side only.
+    #[arg(long, value_parser = parse_bytes)]
+    sndbuf: Option<Bytes>,
+    /// TCP_NODELAY.
+    #[arg(short = 'N', long)]
+    no_delay: bool,
+    /// Congestion control algorithm (cubic, bbr, reno...).
+    #[arg(short = 'C', long)]
+    congestion: Option<String>,
+    /// TCP maximum segment size (TCP_MAXSEG).
+    #[arg(short = 'M', long)]
+    set_mss: Option<u32>,
+    /// Block size per write/read (default 128 KiB).
+    #[arg(short = 'l', long, value_parser = parse_bytes)]
+    length: Option<Bytes>,
+    /// Omit the first N seconds from the totals (slow start).
+    #[arg(short = 'O', long, default_value_t = 0)]
+    omit: u64,
+    /// Seconds between samples and live lines.
+    #[arg(short = 'i', long, default_value = "1", value_parser = parse_interval)]
+    interval: Duration,
+    /// Send with sendfile(2) (zero copy on the sender).
+    #[arg(short = 'Z', long)]
+    zerocopy: bool,
+    /// Receive with MSG_TRUNC (no copy into user space).
+    #[arg(long)]
+    skip_rx_copy: bool,
+    /// Include the server's own output in the results.
+    #[arg(long)]
+    get_server_output: bool,
+    /// Say whether an application with this read timeout would have given up (e.g. 30s).
+    #[arg(long, value_parser = parse_duration)]
+    app_timeout: Option<Duration>,
+    /// Seconds to wait for connections and handshake replies.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    connect_timeout: Duration,
+    /// One iperf3-layout JSON document (with a `netblame` key) instead of text.
+    #[arg(short = 'J', long)]
+    json: bool,
+}
+
+fn parse_bytes(s: &str) -> Result<Bytes, String> {
+    s.parse()
+        .map_err(|e: netblame_core::units::UnitError| e.to_string())
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = netblame_core::units::parse_duration_default_secs(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
+        return Err("interval must be between 0.1 and 60 seconds".into());
+    }
+    Ok(d)
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.role {
+        Role::Server(a) => server(a),
+        Role::Client(a) => client(*a),
+    }
+}
+
+fn client(a: ClientArgs) -> anyhow::Result<ExitCode> {
+    let len = a.length.map(|b| b.get() as usize).unwrap_or(DEFAULT_LEN);
+    if len == 0 || len > netblame_bench::config::MAX_LEN {
+        anyhow::bail!("-l must be between 1 byte and 16 MiB");
+    }
+    if a.time == 0 && a.bytes.is_none() {
+        anyhow::bail!("-t must be at least 1 second (or give -n)");
+    }
+    let cfg = ClientConfig {
+        host: a.host.clone(),
+        port: a.port,
+        params: TestParams {
+            time_s: a.time,
+            bytes: a.bytes.map(Bytes::get).unwrap_or(0),
+            omit_s: a.omit,
+            parallel: a.parallel as usize,
+            reverse: a.reverse,
+            bidir: a.bidir,
+            window: a.window.map(Bytes::get),
+            len,
+            mss: a.set_mss,
+            nodelay: a.no_delay,
+            congestion: a.congestion.clone(),
+            get_server_output: a.get_server_output,
+            zerocopy: a.zerocopy,
+            skip_rx_copy: a.skip_rx_copy,
+            rcvbuf: a.rcvbuf.map(Bytes::get),
+            sndbuf: a.sndbuf.map(Bytes::get),
+            interval_ms: a.interval.as_millis() as u64,
+            peer_is_netblame: false,
+        },
+        interval: a.interval,
+        app_timeout: a.app_timeout,
+        connect_timeout: a.connect_timeout,
+    };
+    if !a.json {
+        println!(
+            "Connecting to host {}, port {} ({} stream{}{})",
+            a.host,
+            a.port,
+            a.parallel,
+            if a.parallel > 1 { "s" } else { "" },
+            if a.bidir {
+                ", both directions"
+            } else if a.reverse {
+                ", reverse: server sends"
+            } else {
+                ""
+            }
+        );
+        println!("{}", interval_header());
+    }
+    let json = a.json;
+    let mut live = |iv: &IntervalSample| {
+        if !json {
+            print!("{}", interval_lines(iv));
+        }
+    };
+    let outcome = netblame_bench::run_client(&cfg, &mut live)?;
+    let mut findings: Vec<Finding> = report::observations(&outcome, a.app_timeout)
+        .iter()
+        .flat_map(transfer::judge)
+        .collect();
+    rank(&mut findings);
+    if json {
+        render::print_json(&report::iperf3_json(&outcome, &findings))?;
+    } else {
+        print!("{}", summary_text(&outcome));
+        if outcome.server.is_none() && (outcome.params.reverse || outcome.params.bidir) {
+            println!("(the server is not netblame: no sender-side tcp_info for server -> client)");
+        }
+        if let Some(out) = &outcome.server_output {
+            println!(
+                "Server output:\n{}",
+                out.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| out.to_string())
+            );
+        }
+        println!();
+        print!("{}", render::findings(&findings));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn interval_header() -> String {
+    format!(
+        "{:<6} {:<13} {:>10} {:>14} {:>5} {:>10} {:>10} {:>9} {:>8}  limits (rwnd/sndbuf/busy)",
+        "[ ID]", "Interval", "Transfer", "Bitrate", "Retr", "Cwnd", "Wnd", "RTT", "Recv-Q"
+    )
+}
+
+fn interval_lines(iv: &IntervalSample) -> String {
+    let mut out = String::new();
+    let line = |id: &str, s: &netblame_bench::sample::StreamSample| {
+        let lim = match (s.busy_us, s.rwnd_limited_us, s.sndbuf_limited_us) {
+            (Some(b), Some(r), Some(sb)) if s.sender => {
+                let iv = s.interval_us.max(1) as f64;
+                format!(
+                    "{:.0}%/{:.0}%/{:.0}%",
+                    r as f64 / iv * 100.0,
+                    sb as f64 / iv * 100.0,
+                    b as f64 / iv * 100.0
+                )
+            }
+            _ => String::new(),
+        };
+        format!(
+            "[{:>4}] {:>5.2}-{:<6.2} s {:>10} {:>14} {:>5} {:>10} {:>10} {:>9} {:>8}  {}{}\n",
+            id,
+            s.start,
+            s.end,
+            Bytes(s.bytes).to_string(),
+            BitRate(s.bits_per_second).to_string(),
+            if s.sender {
+                s.retransmits.to_string()
+            } else {
+                "-".into()
+            },
+            Bytes(s.snd_cwnd_bytes).to_string(),
+            Bytes(if s.sender {
+                s.snd_wnd_bytes.unwrap_or(0)
+            } else {
+                s.rcv_wnd_bytes.unwrap_or(0)
+            })
+            .to_string(),
+            format_duration(Duration::from_micros(s.rtt_us)),
+            Bytes(s.recv_q_bytes).to_string(),
+            lim,
+            if s.omitted {
+                " (omitted)"
+            } else if s.sender {
+                ""
+            } else {
+                " receiver"
+            }
+        )
+    };
+    for s in &iv.streams {
+        out += &line(&s.id.to_string(), s);
+    }
+    if iv.streams.len() > 1 {
+        let bytes: u64 = iv.streams.iter().map(|s| s.bytes).sum();
+        let secs = iv.streams[0].seconds.max(1e-9);
+        out += &format!(
+            "[ SUM] {:>5.2}-{:<6.2} s {:>10} {:>14}\n",
+            iv.start,
+            iv.end,
+            Bytes(bytes).to_string(),
+            BitRate(bytes as f64 * 8.0 / secs).to_string()
+        );
+    }
+    out
+}
+
+fn summary_text(o: &ClientOutcome) -> String {
+    let mut rows = Vec::new();
+    for t in &o.totals {
+        let (sent, recvd) = if t.client_sends {
+            (Some(t.client_bytes), t.server_bytes)
+        } else {
+            (t.server_bytes, Some(t.client_bytes))
+        };
+        let rate = |b: Option<u64>| {
+            b.map(|b| BitRate(b as f64 * 8.0 / o.seconds.max(1e-9)).to_string())
+                .unwrap_or("-".into())
+        };
+        rows.push(vec![
+            t.id.to_string(),
+            if t.client_sends {
+                "client -> server"
+            } else {
+                "server -> client"
+            }
+            .to_string(),
+            sent.map(|b| Bytes(b).to_string()).unwrap_or("-".into()),
+            rate(sent),
+            recvd.map(|b| Bytes(b).to_string()).unwrap_or("-".into()),
+            rate(recvd),
+            if t.retransmits >= 0 {
+                t.retransmits.to_string()
+            } else {
+                "-".into()
+            },
+        ]);
+    }
+    let mut out = format!("\nTotals over {:.2} s:\n", o.seconds);
+    out += &render::table(
+        &[
+            "ID",
+            "Direction",
+            "Sent",
+            "Sender rate",
+            "Received",
+            "Receiver rate",
+            "Retr",
+        ],
+        &rows,
+    );
+    let mut brows = Vec::new();
+    for (i, s) in o.streams.iter().enumerate() {
+        let mut add = |side: &str, b: &netblame_bench::stream::BufferSizes| {
+            let req = |r: Option<u64>| r.map(|v| Bytes(v).to_string()).unwrap_or("auto".into());
+            brows.push(vec![
+                s.id.to_string(),
+                side.to_string(),
+                req(b.requested_sndbuf_bytes),
+                Bytes(b.actual_sndbuf_bytes).to_string(),
+                req(b.requested_rcvbuf_bytes),
+                Bytes(b.actual_rcvbuf_bytes).to_string(),
+            ]);
+        };
+        add("client", &s.buffers);
+        if let Some(b) = o.server.as_ref().and_then(|x| x.buffers.get(i)) {
+            add("server", b);
+        }
+    }
+    out += "\nSocket buffers (requested vs actual; the kernel doubles requests and caps them at rmem_max/wmem_max):\n";
+    out += &render::table(
+        &[
+            "ID",
+            "End",
+            "SO_SNDBUF asked",
+            "sndbuf actual",
+            "SO_RCVBUF asked",
+            "rcvbuf actual",
+        ],
+        &brows,
+    );
+    out += &format!(
+        "\nCPU: local {:.1}% (user {:.1}%, system {:.1}%), remote {:.1}%\n",
+        o.cpu_local.total, o.cpu_local.user, o.cpu_local.system, o.cpu_remote.total
+    );
+    out
+}
+
+/// The verdict on what a server saw while it was the sender.
+fn server_findings(r: &SessionReport) -> Vec<Finding> {
+    let mut by_id: Vec<(i64, Vec<&netblame_bench::sample::StreamSample>)> = Vec::new();
+    for iv in &r.intervals {
+        for s in iv.streams.iter().filter(|s| s.sender) {
+            match by_id.iter_mut().find(|(id, _)| *id == s.id) {
+                Some((_, v)) => v.push(s),
+                None => by_id.push((s.id, vec![s])),
+            }
+        }
+    }
+    if by_id.is_empty() {
+        return Vec::new();
+    }
+    let obs = TransferObservation {
+        direction: format!("server -> {}", r.peer),
+        senders: by_id
+            .iter()
+            .map(|(id, v)| report::sender_stream(*id, v))
+            .collect(),
+        ..TransferObservation::default()
+    };
+    transfer::judge(&obs)
+}
+
+fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
+    let json = a.json;
+    let cfg = ServerConfig {
+        bind: SocketAddr::new(a.bind, a.port),
+        max_duration: a.max_duration,
+        idle_timeout: a.idle_timeout,
+        one_off: a.one_off,
+        max_sessions: a.max_clients.max(1),
+        ..ServerConfig::default()
+    };
+    let srv = netblame_bench::Server::bind(cfg, move |ev| match ev {
+        ServerEvent::Started { peer, params } if !json => {
+            println!("Accepted test from {peer}: {params}");
+        }
+        ServerEvent::Interval { peer, sample } if !json => {
+            for line in interval_lines(&sample).lines() {
+                println!("{peer} {line}");
+            }
+        }
+        ServerEvent::Finished(r) => {
+            let mut f = server_findings(&r);
+            rank(&mut f);
+            if json {
+                let v = serde_json::json!({"test": r, "findings": f});
+                println!("{v}");
+            } else {
+                let total: u64 = r.streams.iter().map(|s| s.server_bytes).sum();
+                println!(
+                    "Test from {} done: {} in {:.2} s ({}), CPU {:.1}%",
+                    r.peer,
+                    Bytes(total),
+                    r.seconds,
+                    BitRate(total as f64 * 8.0 / r.seconds.max(1e-9)),
+                    r.cpu.total
+                );
+                print!("{}", render::findings(&f));
+            }
+        }
+        ServerEvent::Dropped { peer, reason } => {
+            if json {
+                println!("{}", serde_json::json!({"dropped": peer, "reason": reason}));
+            } else {
+                eprintln!("{peer}: {reason}");
+            }
+        }
+        _ => {}
+    })
+    .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", a.bind, a.port))?;
+    if !json {
+        println!("Server listening on {}", srv.local_addr()?);
+    }
+    srv.serve()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,510 @@
+//! `netblame host`: the host audit — sysctls that bound TCP, known kernel issues, and counters
+//! read twice over a window (TcpExt/Tcp, softnet, interfaces, qdiscs, TX queues, NIC statistics,
+//! cgroup CPU throttling of socket owners), with findings. `--save` writes what was collected,
+//! `--load` judges such a file on another machine.
+
+use crate::render;
+use anyhow::Context;
+use netblame_core::observe::host::{HostSnapshot, QueueDir};
+use netblame_core::observe::TcpState;
+use netblame_core::rules::host::{judge, PathSpec};
+use netblame_core::units::{
+    format_duration, group_thousands, parse_duration, parse_duration_default_secs,
+};
+use netblame_core::{rank, BitRate, Bytes, Finding};
+use netblame_linux::diag::{dump, DumpRequest};
+use netblame_linux::host as linux_host;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Counter window: counters are read at its start and end (2s, 500ms; a bare number is seconds).
+    #[arg(long, default_value = "2s", value_parser = parse_duration_default_secs, conflicts_with = "load")]
+    duration: Duration,
+    /// Rate of a path this host must fill (10g, 100mbit): with --rtt, checks buffers against its BDP.
+    #[arg(long, value_parser = parse_rate, requires = "rtt")]
+    rate: Option<BitRate>,
+    /// Round-trip time of that path (30ms).
+    #[arg(long, value_parser = parse_duration, requires = "rate")]
+    rtt: Option<Duration>,
+    /// One JSON document: the snapshot, the deltas and the findings.
+    #[arg(long)]
+    json: bool,
+    /// Also write everything collected to FILE (JSON), e.g. for a support bundle.
+    #[arg(long, value_name = "FILE", conflicts_with = "load")]
+    save: Option<PathBuf>,
+    /// Judge a snapshot written by --save (on any machine) instead of this host.
+    #[arg(long, value_name = "FILE")]
+    load: Option<PathBuf>,
+}
+
+pub(crate) fn parse_rate(s: &str) -> Result<BitRate, String> {
+    let r: BitRate = s
+        .parse()
+        .map_err(|e: netblame_core::units::UnitError| e.to_string())?;
+    if r.bits_per_second() <= 0.0 {
+        return Err("the rate must be more than zero".into());
+    }
+    Ok(r)
+}
+
+/// The path named by `--rate`/`--rtt`, if both were given.
+pub(crate) fn path_spec(
+    rate: Option<BitRate>,
+    rtt: Option<Duration>,
+) -> anyhow::Result<Option<PathSpec>> {
+    match (rate, rtt) {
+        (Some(r), Some(t)) => {
+            anyhow::ensure!(!t.is_zero(), "--rtt must be more than zero");
+            Ok(Some(PathSpec {
+                rate_bps: r.bits_per_second(),
+                rtt: t,
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A spinner-and-bar on stderr while a window elapses, only on a terminal.
+pub(crate) struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    pub(crate) fn new(window: Duration, what: &str) -> Progress {
+        if !std::io::stderr().is_terminal() || window < Duration::from_millis(500) {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::new(window.as_millis() as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {elapsed}/{duration}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        Progress(Some(bar))
+    }
+
+    /// Sleeps until `until` has elapsed since `start`, ticking the bar.
+    pub(crate) fn wait(&self, start: std::time::Instant, until: Duration) {
+        loop {
+            let e = start.elapsed();
+            if e >= until {
+                break;
+            }
+            if let Some(b) = &self.0 {
+                b.set_position(e.as_millis() as u64);
+            }
+            std::thread::sleep((until - e).min(Duration::from_millis(100)));
+        }
+    }
+
+    pub(crate) fn finish(self) {
+        if let Some(b) = self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Dumps established sockets with their owning processes: the processes whose cgroups the
+/// audit watches. Returns what it could not do as a skipped note.
+pub(crate) fn socket_owner_targets(
+    pending_notes: &mut Vec<(String, String)>,
+) -> Vec<linux_host::CgroupTarget> {
+    let req = DumpRequest {
+        states: vec![TcpState::Established, TcpState::CloseWait],
+        processes: true,
+        ..Default::default()
+    };
+    match dump(&req) {
+        Ok(d) => {
+            if let Some(l) = d.stats.limitation() {
+                pending_notes.push(("cgroup".into(), l));
+            }
+            let mut skipped = Vec::new();
+            let t = linux_host::cgroup_targets(&d.sockets, &mut skipped);
+            pending_notes.extend(skipped.into_iter().map(|s| (s.section, s.reason)));
+            t
+        }
+        Err(e) => {
+            pending_notes.push((
+                "cgroup".into(),
+                format!("could not list socket owners ({e}): no CPU-throttling check"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// Deltas over the window, for JSON and the text report.
+#[derive(Serialize)]
+pub(crate) struct Deltas {
+    window_us: u64,
+    proto: Vec<netblame_core::observe::host::CounterDelta>,
+    softnet: Vec<netblame_core::observe::host::SoftnetRow>,
+    devices: Vec<netblame_core::observe::host::DevCounters>,
+    qdiscs: Vec<netblame_core::observe::host::QdiscStats>,
+    queues: Vec<netblame_core::observe::host::QueueStats>,
+    nic: Vec<netblame_core::observe::host::NicStats>,
+    cgroups: Vec<netblame_core::observe::host::CgroupCpu>,
+}
+
+pub(crate) fn deltas(s: &HostSnapshot) -> Deltas {
+    Deltas {
+        window_us: s.window_us,
+        proto: s.proto_deltas(),
+        softnet: s.softnet_deltas(),
+        devices: s.device_deltas(),
+        qdiscs: s.qdisc_deltas(),
+        queues: s.queue_deltas(),
+        nic: s
+            .nic_deltas()
+            .into_iter()
+            .filter(|n| !n.stats.is_empty())
+            .collect(),
+        cgroups: s.cgroup_deltas(),
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    source: &'a str,
+    snapshot: &'a HostSnapshot,
+    deltas: Deltas,
+    findings: &'a [Finding],
+}
+
+/// The host sections of a text report (everything but the findings).
+pub(crate) fn host_text(s: &HostSnapshot, verbose: bool) -> String {
+    let secs = s.window_secs();
+    let mut out = String::new();
+    out += &format!(
+        "host {}  kernel {}  window {}\n\n",
+        s.hostname.as_deref().unwrap_or("?"),
+        s.kernel
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        format_duration(Duration::from_micros(s.window_us))
+    );
+    if verbose {
+        let rows: Vec<Vec<String>> = s
+            .sysctls
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.clone()])
+            .collect();
+        out += &render::table(&["sysctl", "value"], &rows);
+        out += "\n";
+    }
+    let d = deltas(s);
+    let rows: Vec<Vec<String>> = d
+        .proto
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                group_thousands(c.delta),
+                format!("{:.1}/s", c.per_second),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out += "TCP/IP counters: none moved\n\n";
+    } else if verbose {
+        out += &render::table(&["counter", "delta", "rate"], &rows);
+        out += "\n";
+    } else {
+        // The counters the findings read, when they moved.
+        let watched = [
+            "Tcp.OutSegs",
+            "Tcp.RetransSegs",
+            "Tcp.InErrs",
+            "Tcp.OutRsts",
+            "TcpExt.TCPTimeouts",
+            "TcpExt.PruneCalled",
+            "TcpExt.TCPRcvCollapsed",
+            "TcpExt.RcvPruned",
+            "TcpExt.OfoPruned",
+            "TcpExt.TCPZeroWindowDrop",
+            "TcpExt.TCPToZeroWindowAdv",
+            "TcpExt.TCPBacklogDrop",
+            "TcpExt.ListenOverflows",
+            "TcpExt.ListenDrops",
+            "TcpExt.TCPSynRetrans",
+            "TcpExt.TCPMemoryPressures",
+            "TcpExt.TCPRcvQDrop",
+            "TcpExt.TCPOFODrop",
+            "TcpExt.TCPLostRetransmit",
+            "TcpExt.TCPAbortOnTimeout",
+        ];
+        let rows: Vec<Vec<String>> = d
+            .proto
+            .iter()
+            .filter(|c| watched.contains(&c.name.as_str()))
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    group_thousands(c.delta),
+                    format!("{:.1}/s", c.per_second),
+                ]
+            })
+            .collect();
+        out += &format!(
+            "TCP/IP counters: {} moved ({} shown; all with --json)\n",
+            d.proto.len(),
+            rows.len()
+        );
+        if !rows.is_empty() {
+            out += &render::table(&["counter", "delta", "rate"], &rows);
+        }
+        out += "\n";
+    }
+    let processed: u64 = d.softnet.iter().map(|r| r.processed).sum();
+    let squeeze: u64 = d.softnet.iter().map(|r| r.time_squeeze).sum();
+    let dropped: u64 = d.softnet.iter().map(|r| r.dropped).sum();
+    out += &format!(
+        "softnet: {} CPUs, {} packets ({:.0}/s), time_squeeze +{squeeze}, dropped +{dropped}\n",
+        d.softnet.len(),
+        group_thousands(processed),
+        processed as f64 / secs
+    );
+    let dev_rows: Vec<Vec<String>> = d
+        .devices
+        .iter()
+        .filter(|x| verbose || x.rx_packets + x.tx_packets + x.rx_dropped + x.tx_dropped > 0)
+        .map(|x| {
+            vec![
+                x.device.clone(),
+                BitRate(x.rx_bytes as f64 * 8.0 / secs).to_string(),
+                BitRate(x.tx_bytes as f64 * 8.0 / secs).to_string(),
+                group_thousands(x.rx_packets),
+                group_thousands(x.tx_packets),
+                format!("{}/{}", x.rx_dropped, x.tx_dropped),
+                format!("{}/{}", x.rx_errors, x.tx_errors),
+            ]
+        })
+        .collect();
+    if !dev_rows.is_empty() {
+        out += "\n";
+        out += &render::table(
+            &[
+                "interface",
+                "rx rate",
+                "tx rate",
+                "rx pkts",
+                "tx pkts",
+                "drop rx/tx",
+                "err rx/tx",
+            ],
+            &dev_rows,
+        );
+    }
+    let q_rows: Vec<Vec<String>> = d
+        .qdiscs
+        .iter()
+        .filter(|q| verbose || q.packets + q.drops + q.requeues + q.overlimits > 0)
+        .map(|q| {
+            vec![
+                q.device.clone(),
+                q.kind.clone(),
+                q.handle.clone(),
+                q.parent.clone(),
+                group_thousands(q.packets),
+                group_thousands(q.drops),
+                group_thousands(q.requeues),
+                group_thousands(q.overlimits),
+                Bytes(q.backlog_bytes).to_string(),
+            ]
+        })
+        .collect();
+    if !q_rows.is_empty() {
+        out += "\n";
+        out += &render::table(
+            &[
+                "qdisc dev",
+                "kind",
+                "handle",
+                "parent",
+                "packets",
+                "drops",
+                "requeues",
+                "overlimits",
+                "backlog",
+            ],
+            &q_rows,
+        );
+    }
+    let mut by_dev: BTreeMap<&str, Vec<(u32, u64)>> = BTreeMap::new();
+    for q in d.queues.iter().filter(|q| q.dir == QueueDir::Tx) {
+        by_dev
+            .entry(&q.device)
+            .or_default()
+            .push((q.index, q.packets));
+    }
+    for (dev, qs) in by_dev.iter().filter(|(_, q)| q.len() > 1) {
+        let total: u64 = qs.iter().map(|q| q.1).sum::<u64>().max(1);
+        let parts: Vec<String> = qs
+            .iter()
+            .map(|(i, p)| format!("tx-{i} {:.0}%", *p as f64 * 100.0 / total as f64))
+            .collect();
+        out += &format!("\nTX queues of {dev}: {}\n", parts.join(", "));
+    }
+    for nic in &d.nic {
+        let mut moved: Vec<(&String, &u64)> = nic.stats.iter().collect();
+        moved.sort_by(|a, b| b.1.cmp(a.1));
+        let shown: Vec<String> = moved
+            .iter()
+            .take(if verbose { usize::MAX } else { 8 })
+            .map(|(k, v)| format!("{k} +{v}"))
+            .collect();
+        out += &format!(
+            "\nNIC {} ({}): {}{}\n",
+            nic.device,
+            nic.driver.as_deref().unwrap_or("?"),
+            shown.join(", "),
+            if moved.len() > shown.len() {
+                format!(" (+{} more)", moved.len() - shown.len())
+            } else {
+                String::new()
+            }
+        );
+    }
+    if !d.cgroups.is_empty() {
+        let rows: Vec<Vec<String>> = d
+            .cgroups
+            .iter()
+            .map(|c| {
+                let owners: Vec<String> = c
+                    .owners
+                    .iter()
+                    .map(|o| format!("{}[{}]", o.command, o.pid))
+                    .collect();
+                vec![
+                    c.path.clone(),
+                    owners.join(" "),
+                    c.nr_periods.to_string(),
+                    c.nr_throttled.to_string(),
+                    format_duration(Duration::from_micros(c.throttled_usec)),
+                    match (c.quota_usec, c.period_usec) {
+                        (Some(q), Some(p)) => format!("{:.2} CPUs", q as f64 / p.max(1) as f64),
+                        _ => "none".into(),
+                    },
+                ]
+            })
+            .collect();
+        out += "\n";
+        out += &render::table(
+            &[
+                "cgroup (socket owners)",
+                "processes",
+                "periods",
+                "throttled",
+                "throttled time",
+                "cpu limit",
+            ],
+            &rows,
+        );
+    }
+    if !s.skipped.is_empty() {
+        out += "\nskipped:\n";
+        for sk in &s.skipped {
+            out += &format!("  {}: {}\n", sk.section, sk.reason);
+        }
+    }
+    out
+}
+
+/// Collects a live snapshot over `window`, with a progress bar on a terminal.
+pub(crate) fn collect_live(window: Duration) -> HostSnapshot {
+    let mut notes = Vec::new();
+    let targets = socket_owner_targets(&mut notes);
+    let progress = Progress::new(window, "reading host counters");
+    let (snap, (), _) = collect_live_with(
+        targets,
+        notes,
+        std::time::Instant::now(),
+        window,
+        &progress,
+        || ((), std::time::Instant::now()),
+    );
+    progress.finish();
+    snap
+}
+
+/// Reads the first counters, waits until `window` has passed since `t0`, runs `at_end` (which
+/// returns its result and when it started) and reads the counters again. Returns the snapshot,
+/// `at_end`'s result and the time from `t0` to when `at_end` started.
+pub(crate) fn collect_live_with<T>(
+    targets: Vec<linux_host::CgroupTarget>,
+    notes: Vec<(String, String)>,
+    t0: std::time::Instant,
+    window: Duration,
+    progress: &Progress,
+    at_end: impl FnOnce() -> (T, std::time::Instant),
+) -> (HostSnapshot, T, Duration) {
+    let mut pending = linux_host::begin(targets);
+    for (section, reason) in notes {
+        pending.skipped(&section, reason);
+    }
+    progress.wait(t0, window);
+    let (result, t1) = at_end();
+    let snap = pending.finish();
+    (snap, result, t1.duration_since(t0))
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let path = path_spec(a.rate, a.rtt)?;
+    let (snap, source) = match &a.load {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let snap: HostSnapshot = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a snapshot written by netblame host --save",
+                    file.display()
+                )
+            })?;
+            (snap, "loaded")
+        }
+        None => {
+            anyhow::ensure!(!a.duration.is_zero(), "--duration must be more than zero");
+            (collect_live(a.duration), "live")
+        }
+    };
+    if let Some(file) = &a.save {
+        let text = serde_json::to_string_pretty(&snap)?;
+        std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
+    }
+    let mut findings = judge(&snap, path);
+    rank(&mut findings);
+    if a.json {
+        render::print_json(&Report {
+            source,
+            snapshot: &snap,
+            deltas: deltas(&snap),
+            findings: &findings,
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(file) = &a.load {
+        println!("snapshot {} ({})\n", file.display(), snap.collector);
+    }
+    print!("{}", host_text(&snap, true));
+    if findings.is_empty() {
+        println!("\nNo host finding.");
+    } else {
+        println!("\nFindings:\n");
+        print!("{}", render::findings(&findings));
+    }
+    if let Some(file) = &a.save {
+        println!(
+            "\nsaved to {} (judge it anywhere with: netblame host --load {})",
+            file.display(),
+            file.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,669 @@
+//! `netblame lab`: namespaces joined by netblame's userspace WAN emulator; scenarios that
+//! reproduce each seed incident and check the verdict.
+
+use crate::render;
+use anyhow::{bail, Context};
+use netblame_core::units::{format_duration, parse_duration};
+use netblame_core::{BitRate, Bytes};
+use netblame_lab::emulator::{default_queue_bytes, LossModel};
+use netblame_lab::lab::{self, Backend, LabConfig, LabState, Side};
+use netblame_lab::scenario::{self, RunOptions, ScenarioReport};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
+enum What {
+    /// Start a lab that keeps running: namespaces NAME client and server joined by the emulator.
+    Up(UpArgs),
+    /// Run a command on one side of a running lab ($NETBLAME_PEER holds the other side's address).
+    Exec {
+        name: String,
+        /// client or server.
+        side: Side,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stop a lab and remove its namespaces, devices and state.
+    Down { name: String },
+    /// Running labs with their path and emulator counters.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove leftovers (namespaces, state) of labs whose process died.
+    Gc {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reproduce a seed incident in a fresh lab and check netblame's verdict against the culprit.
+    Scenario {
+        /// Scenario name (see --list); `all` runs every one.
+        name: Option<String>,
+        /// Describe every scenario.
+        #[arg(long)]
+        list: bool,
+        /// Smaller sizes and durations.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The lab's own process (started by `lab up`; not for direct use).
+    #[command(hide = true)]
+    Daemon {
+        #[arg(long)]
+        config: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Lab name (letters, digits, '-' and '_'; at most 24).
+    name: String,
+    /// Round-trip time: half of it each way (100ms).
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    rtt: Duration,
+    /// Bottleneck rate each way, decimal bits per second (1gbit, 100mbit); default: unlimited.
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<BitRate>,
+    /// Random loss each way, percent (0.5% or 0.5).
+    #[arg(long, value_parser = parse_percent)]
+    loss: Option<f64>,
+    /// Gilbert-Elliott burst loss each way: P,R[,LOSS_BAD[,LOSS_GOOD]] in percent (1,30 = enter the
+    /// bad state with 1% per packet, leave it with 30%; the bad state loses 100% by default).
+    #[arg(long, value_parser = parse_ge, conflicts_with = "loss")]
+    loss_burst: Option<LossModel>,
+    /// Only impair this direction with loss: up (client->server), down, or both.
+    #[arg(long, default_value = "both", value_parser = ["up", "down", "both"])]
+    loss_direction: String,
+    /// Uniform delay jitter each way (+/- this much); order is kept unless --reorder.
+    #[arg(long, value_parser = parse_duration)]
+    jitter: Option<Duration>,
+    /// Let jitter reorder packets.
+    #[arg(long)]
+    reorder: bool,
+    /// Bottleneck queue in bytes (drop-tail); default one BDP, at least 150 KB.
+    #[arg(long, value_parser = parse_bytes)]
+    queue: Option<Bytes>,
+    /// Scripted: drop the first SYN of every Nth new connection (client -> server).
+    #[arg(long, value_name = "N")]
+    drop_first_syn: Option<u32>,
+    /// A sysctl inside the client namespace only (repeatable): KEY=VALUE.
+    #[arg(long, value_parser = parse_sysctl)]
+    client_sysctl: Vec<(String, String)>,
+    /// A sysctl inside the server namespace only (repeatable): net.ipv4.tcp_rmem="4096 131072 1048576".
+    #[arg(long, value_parser = parse_sysctl)]
+    server_sysctl: Vec<(String, String)>,
+    /// MTU of the emulated link.
+    #[arg(long, default_value_t = 1500)]
+    mtu: u32,
+    /// tun: netblame's userspace emulator; netem: the kernel's (where it exists).
+    #[arg(long, default_value = "tun", value_parser = ["tun", "netem"])]
+    backend: String,
+    /// Seed of the loss generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_rate(s: &str) -> Result<BitRate, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_bytes(s: &str) -> Result<Bytes, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%');
+    let v: f64 = t
+        .parse()
+        .map_err(|_| format!("'{s}' is not a percentage (e.g. 0.5%)"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("'{s}' is not between 0% and 100%"));
+    }
+    Ok(v / 100.0)
+}
+
+fn parse_ge(s: &str) -> Result<LossModel, String> {
+    let v: Vec<f64> = s.split(',').map(parse_percent).collect::<Result<_, _>>()?;
+    match v[..] {
+        [p, r] => Ok(LossModel::GilbertElliott {
+            p,
+            r,
+            loss_bad: 1.0,
+            loss_good: 0.0,
+        }),
+        [p, r, b] => Ok(LossModel::GilbertElliott {
+            p,
+            r,
+            loss_bad: b,
+            loss_good: 0.0,
+        }),
+        [p, r, b, g] => Ok(LossModel::GilbertElliott {
+            p,
+            r,
+            loss_bad: b,
+            loss_good: g,
+        }),
+        _ => Err(format!(
+            "'{s}': expected P,R[,LOSS_BAD[,LOSS_GOOD]] in percent, e.g. 1,30"
+        )),
+    }
+}
+
+fn parse_sysctl(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| {
+        format!("'{s}' is not KEY=VALUE (e.g. net.ipv4.tcp_rmem=\"4096 131072 1048576\")")
+    })?;
+    let k = k.trim();
+    if k.is_empty()
+        || !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return Err(format!("'{k}' is not a sysctl name"));
+    }
+    Ok((k.to_string(), v.trim().trim_matches('"').to_string()))
+}
+
+/// Runs `netblame lab ...`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Every lab command first removes what dead labs left behind.
+    if !matches!(
+        args.what,
+        What::Daemon { .. } | What::Gc { .. } | What::Scenario { list: true, .. }
+    ) && is_root()
+    {
+        let _ = lab::gc();
+    }
+    match args.what {
+        What::Up(a) => up(a),
+        What::Exec {
+            name,
+            side,
+            command,
+        } => exec(&name, side, &command),
+        What::Down { name } => down(&name),
+        What::List { json } => list(json),
+        What::Gc { json } => gc(json),
+        What::Scenario {
+            name,
+            list,
+            quick,
+            json,
+        } => scenario_cmd(name, list, quick, json),
+        What::Daemon { config } => daemon(&config),
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn need_root() -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("{}", lab::LabError::NotRoot);
+    }
+    Ok(())
+}
+
+fn config_from(a: &UpArgs) -> anyhow::Result<LabConfig> {
+    lab::validate_name(&a.name)?;
+    let rate = a.rate.map(|r| r.bits_per_second());
+    if rate.is_some_and(|r| r < 8_000.0) {
+        bail!(
+            "--rate {} is too slow for a lab (at least 8 kbit/s)",
+            BitRate(rate.unwrap_or(0.0))
+        );
+    }
+    let mut c = LabConfig::symmetric(&a.name, a.rtt, rate);
+    let loss = match (a.loss, a.loss_burst) {
+        (Some(p), _) => LossModel::Random { p },
+        (None, Some(ge)) => ge,
+        (None, None) => LossModel::None,
+    };
+    let (up, down) = match a.loss_direction.as_str() {
+        "up" => (true, false),
+        "down" => (false, true),
+        _ => (true, true),
+    };
+    for (on, link) in [(up, &mut c.uplink), (down, &mut c.downlink)] {
+        if on {
+            link.loss = loss;
+        }
+        link.jitter = a.jitter.unwrap_or_default();
+        link.reorder = a.reorder;
+        link.queue_bytes = a.queue.map_or(default_queue_bytes(rate, a.rtt), |q| {
+            q.get().max(2 * a.mtu as u64)
+        });
+        link.seed = link.seed.wrapping_add(a.seed.wrapping_mul(0x9e37_79b9));
+    }
+    c.uplink.drop_first_syn_every = a.drop_first_syn;
+    c.client_sysctls = a.client_sysctl.clone();
+    c.server_sysctls = a.server_sysctl.clone();
+    if !(576..=65_535).contains(&a.mtu) {
+        bail!("--mtu {} is out of range (576 to 65535)", a.mtu);
+    }
+    c.mtu = a.mtu;
+    c.backend = if a.backend == "netem" {
+        Backend::Netem
+    } else {
+        Backend::Tun
+    };
+    Ok(c)
+}
+
+fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
+    need_root()?;
+    let cfg = config_from(&a)?;
+    if cfg.backend == Backend::Netem {
+        // Say so before forking a daemon.
+        match lab::netem_available() {
+            Err(why) => bail!("{}", lab::LabError::NoNetem(why)),
+            Ok(()) => bail!("{}", lab::LabError::NetemNotBuilt),
+        }
+    }
+    let exe = std::env::current_exe().context("finding the netblame binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["lab", "daemon", "--config", &serde_json::to_string(&cfg)?])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe; the daemon leaves the terminal's session so Ctrl-C
+    // in the shell that ran `lab up` does not stop it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the lab process")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let _ = child.wait();
+        let _ = lab::gc();
+        bail!("{}", err.trim().trim_start_matches("netblame: error: "));
+    }
+    let state = LabState::load(&cfg.name)?;
+    if a.json {
+        render::print_json(&state)?;
+    } else {
+        println!(
+            "lab {} up (pid {}): client {} in netns {}, server {} in netns {}",
+            state.name,
+            state.pid,
+            state.client_addr,
+            state.client_netns,
+            state.server_addr,
+            state.server_netns
+        );
+        println!("path: {}", path_text(&state.config));
+        println!("run:  netblame lab exec {} client -- CMD   (the server's address is in $NETBLAME_PEER)", state.name);
+        println!("stop: netblame lab down {}", state.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn path_text(c: &LabConfig) -> String {
+    let mut s = format!("RTT {}", format_duration(c.rtt()));
+    s += &match c.uplink.rate_bps {
+        Some(r) => format!(
+            ", {} each way, queue {}",
+            BitRate(r),
+            Bytes(c.uplink.queue_bytes)
+        ),
+        None => ", rate unlimited".to_string(),
+    };
+    for (dir, l) in [("up", &c.uplink), ("down", &c.downlink)] {
+        match l.loss {
+            LossModel::Random { p } => s += &format!(", {:.2}% loss {dir}", p * 100.0),
+            LossModel::GilbertElliott { p, r, .. } => {
+                s += &format!(
+                    ", burst loss {dir} (p {:.1}%, r {:.1}%)",
+                    p * 100.0,
+                    r * 100.0
+                )
+            }
+            LossModel::None => {}
+        }
+    }
+    if !c.uplink.jitter.is_zero() {
+        s += &format!(", jitter +/-{}", format_duration(c.uplink.jitter));
+    }
+    if let Some(n) = c.uplink.drop_first_syn_every {
+        s += &format!(", first SYN dropped on every connection number divisible by {n}");
+    }
+    for (k, v) in &c.client_sysctls {
+        s += &format!(", client {k}={v}");
+    }
+    for (k, v) in &c.server_sysctls {
+        s += &format!(", server {k}={v}");
+    }
+    s
+}
+
+fn running(name: &str) -> anyhow::Result<LabState> {
+    let state = LabState::load(name)?;
+    if !state.alive() {
+        bail!("{}", lab::LabError::Dead(name.to_string(), state.pid));
+    }
+    Ok(state)
+}
+
+fn exec(name: &str, side: Side, command: &[String]) -> anyhow::Result<ExitCode> {
+    need_root()?;
+    let state = running(name)?;
+    let ns = match side {
+        Side::Client => &state.client_netns,
+        Side::Server => &state.server_netns,
+    };
+    let status = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(command)
+        .env("NETBLAME_PEER", side.peer().addr().to_string())
+        .env("NETBLAME_LAB", name)
+        .env(
+            "NETBLAME_SIDE",
+            if side == Side::Client {
+                "client"
+            } else {
+                "server"
+            },
+        )
+        .status()
+        .context("running `ip netns exec`")?;
+    Ok(match status.code() {
+        Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
+        None => ExitCode::from(1),
+    })
+}
+
+fn down(name: &str) -> anyhow::Result<ExitCode> {
+    need_root()?;
+    let state = LabState::load(name)?;
+    if state.alive() {
+        // SAFETY: kill with a pid we verified by its start time.
+        unsafe {
+            libc::kill(state.pid, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while state.alive() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if state.alive() {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(state.pid, libc::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    lab::remove_leftovers(name)?;
+    println!("lab {name} down");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(json: bool) -> anyhow::Result<ExitCode> {
+    let labs = lab::list();
+    if json {
+        let v: Vec<_> = labs
+            .iter()
+            .map(|s| serde_json::json!({"state": s, "alive": s.alive(), "counters": s.counters()}))
+            .collect();
+        render::print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if labs.is_empty() {
+        println!("no labs (start one with `netblame lab up NAME --rtt 100ms`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = labs
+        .iter()
+        .map(|s| {
+            let c = s.counters().unwrap_or_default();
+            vec![
+                s.name.clone(),
+                s.pid.to_string(),
+                if s.alive() {
+                    "running"
+                } else {
+                    "dead (lab gc)"
+                }
+                .to_string(),
+                path_text(&s.config),
+                format!("{}/{}", c.uplink.packets_out, c.downlink.packets_out),
+                format!(
+                    "{}/{}",
+                    c.uplink.dropped_total(),
+                    c.downlink.dropped_total()
+                ),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render::table(
+            &[
+                "name",
+                "pid",
+                "state",
+                "path",
+                "forwarded up/down",
+                "dropped up/down"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gc(json: bool) -> anyhow::Result<ExitCode> {
+    need_root()?;
+    let r = lab::gc()?;
+    if json {
+        render::print_json(&r)?;
+    } else if r.labs.is_empty() && r.namespaces.is_empty() {
+        println!("nothing to remove");
+    } else {
+        println!(
+            "removed labs: {}; namespaces: {}",
+            r.labs.join(", "),
+            r.namespaces.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn daemon(config: &str) -> anyhow::Result<ExitCode> {
+    let cfg: LabConfig = serde_json::from_str(config).context("bad --config")?;
+    netblame_lab::daemon::serve(cfg, |_| {
+        println!("ready");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scenario_cmd(
+    name: Option<String>,
+    list: bool,
+    quick: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if list || name.is_none() {
+        if json {
+            render::print_json(&scenario::SCENARIOS)?;
+        } else {
+            for s in scenario::SCENARIOS {
+                println!("{}\n    {}\n    {}\n", s.name, s.incident, s.description);
+            }
+            if name.is_none() && !list {
+                println!("run one with `netblame lab scenario NAME`, or `all`");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    need_root()?;
+    let name = name.unwrap_or_default();
+    let names: Vec<&str> = if name == "all" {
+        scenario::SCENARIOS.iter().map(|s| s.name).collect()
+    } else {
+        if scenario::info(&name).is_none() {
+            let known: Vec<_> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
+            bail!("no scenario '{name}' (known: {}, all)", known.join(", "));
+        }
+        vec![name.as_str()]
+    };
+    // Ctrl-C, SIGTERM, SIGHUP: the main thread waits for them while a worker runs the
+    // scenarios; on one, every lab of this process is removed before exiting.
+    let set = netblame_lab::daemon::block_stop_signals();
+    let opts = RunOptions {
+        quick,
+        netblame: std::env::current_exe().ok(),
+    };
+    let owned: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let worker = std::thread::spawn(move || -> Vec<Result<ScenarioReport, String>> {
+        owned
+            .iter()
+            .map(|n| scenario::run(n, &opts).map_err(|e| format!("scenario {n}: {e}")))
+            .collect()
+    });
+    while !worker.is_finished() {
+        if let Some(sig) = netblame_lab::daemon::wait_for_signal(&set, Duration::from_millis(100)) {
+            scenario::abort_and_clean_up();
+            eprintln!("netblame: interrupted (signal {sig}); the scenario's labs were removed");
+            return Ok(ExitCode::from(130));
+        }
+    }
+    let results = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the scenario panicked (its labs were removed)"))?;
+    let mut all_passed = true;
+    let mut reports = Vec::new();
+    for r in results {
+        match r {
+            Ok(rep) => {
+                all_passed &= rep.passed;
+                reports.push(rep);
+            }
+            Err(e) => bail!("{e}"),
+        }
+    }
+    if json {
+        if reports.len() == 1 {
+            render::print_json(&reports[0])?;
+        } else {
+            render::print_json(&reports)?;
+        }
+    } else {
+        for rep in &reports {
+            print!("{}", scenario_text(rep));
+        }
+    }
+    Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn scenario_text(rep: &ScenarioReport) -> String {
+    let mut out = format!(
+        "== scenario {}: {}\n",
+        rep.scenario.name, rep.scenario.incident
+    );
+    for p in &rep.parts {
+        let expected = match p.expected.finding {
+            Some(id) => format!(
+                "{id} ({})",
+                p.expected.layer.map(|l| l.as_str()).unwrap_or("any layer")
+            ),
+            None => "no finding above info".to_string(),
+        };
+        let observed: Vec<String> = p
+            .findings
+            .iter()
+            .map(|f| format!("{} ({}, {})", f.id, f.layer, f.severity))
+            .collect();
+        let tag = if p.matched {
+            render::paint("MATCH", "32")
+        } else {
+            render::paint("MISMATCH", "1;31")
+        };
+        out += &format!("\n-- {}  [{}]\n", p.label, p.path);
+        out += &format!(
+            "   expected: {expected}\n   observed: {}\n   verdict:  {tag}\n",
+            if observed.is_empty() {
+                "nothing".to_string()
+            } else {
+                observed.join(", ")
+            }
+        );
+        let c = &p.counters;
+        out += &format!(
+            "   emulator: up {} pkts ({} dropped), down {} pkts ({} dropped), tun kernel drops {}/{}, delay lateness p99 {} us\n",
+            c.uplink.packets_out,
+            c.uplink.dropped_total(),
+            c.downlink.packets_out,
+            c.downlink.dropped_total(),
+            c.client_tun_tx_dropped,
+            c.server_tun_tx_dropped,
+            c.uplink.lateness_p99_us.max(c.downlink.lateness_p99_us)
+        );
+        if let Some(b) = &p.crosscheck {
+            let seen: Vec<String> = b
+                .findings
+                .iter()
+                .map(|f| format!("{} ({}, {})", f.id, f.layer, f.severity))
+                .collect();
+            out += &match &b.error {
+                Some(e) => format!(
+                    "   {:<9} {} failed: {e}\n",
+                    format!("{}:", b.tool),
+                    b.command
+                ),
+                None => format!(
+                    "   {:<9} {}{}; findings: {}\n",
+                    format!("{}:", b.tool),
+                    b.command,
+                    b.bits_per_second
+                        .map(|v| format!(" -> {}", BitRate(v)))
+                        .unwrap_or_default(),
+                    if seen.is_empty() {
+                        "none".to_string()
+                    } else {
+                        seen.join(", ")
+                    }
+                ),
+            };
+        }
+        for line in render::findings(&p.findings).lines() {
+            out += &format!("   {line}\n");
+        }
+    }
+    out += &format!(
+        "\n{} {} in {:.1} s\n\n",
+        rep.scenario.name,
+        if rep.passed { "PASSED" } else { "FAILED" },
+        rep.elapsed_ms as f64 / 1000.0
+    );
+    out
+}

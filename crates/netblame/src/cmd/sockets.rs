@@ -1,0 +1,565 @@
+//! `netblame sockets`: every TCP connection with its `tcp_info`, memory and a verdict on what
+//! limits it (`ss -tinm`, explained).
+
+use crate::render;
+use anyhow::Context;
+use netblame_core::observe::{SocketSnapshot, TcpState};
+use netblame_core::rules::connection::{judge, ConnectionVerdict, HostContext};
+use netblame_core::units::{format_duration, parse_duration, parse_duration_default_secs};
+use netblame_core::{BitRate, Bytes, Finding};
+use netblame_linux::diag::{dump_filtered, DumpRequest, DumpStats};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// One instant snapshot, no interval (no sender shares then: they need two samples).
+    #[arg(long, conflicts_with = "watch")]
+    once: bool,
+    /// Time between the two samples a verdict is built from.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Refresh every SECS (default 2) with deltas since the previous refresh, until interrupted.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+          value_parser = parse_duration_default_secs)]
+    watch: Option<Duration>,
+    /// Stop --watch after this many refreshes.
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
+    /// One JSON document (JSON lines, one per refresh, with --watch).
+    #[arg(long)]
+    json: bool,
+    /// Full evidence per connection: tcp_info, memory, limit shares and findings.
+    #[arg(long)]
+    explain: bool,
+    /// Only connections with this local or peer port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Only connections to this peer address (IP, or IP:port).
+    #[arg(long, value_parser = parse_peer)]
+    peer: Option<PeerFilter>,
+    /// Only sockets held by this process id.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Only sockets held by a process whose command contains this text.
+    #[arg(long)]
+    process: Option<String>,
+    /// States to show, comma-separated (established, syn-sent, time-wait, listen, ..., all);
+    /// default: every state but listen.
+    #[arg(long, value_delimiter = ',', value_parser = parse_state)]
+    state: Vec<StateArg>,
+    /// Only connections with a finding of warning or worse.
+    #[arg(long)]
+    problems: bool,
+    /// Do not map sockets to processes (skips the /proc scan; --pid and --process need it).
+    #[arg(long, conflicts_with_all = ["pid", "process"])]
+    no_processes: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum StateArg {
+    All,
+    One(TcpState),
+}
+
+fn parse_state(s: &str) -> Result<StateArg, String> {
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(StateArg::All);
+    }
+    TcpState::parse(s).map(StateArg::One).ok_or_else(|| {
+        let names: Vec<&str> = TcpState::ALL.iter().map(|s| s.as_str()).collect();
+        format!(
+            "unknown TCP state '{s}' (one of: all, {})",
+            names.join(", ")
+        )
+    })
+}
+
+#[derive(Debug, Clone)]
+struct PeerFilter {
+    ip: IpAddr,
+    port: Option<u16>,
+}
+
+fn parse_peer(s: &str) -> Result<PeerFilter, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(PeerFilter { ip, port: None });
+    }
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Ok(PeerFilter {
+            ip: sa.ip(),
+            port: Some(sa.port()),
+        });
+    }
+    Err(format!(
+        "'{s}' is not an IP address or IP:port (e.g. 10.0.0.2, [::1]:443)"
+    ))
+}
+
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    canon(a) == canon(b)
+}
+
+/// The filters, applied in the dump (cheap ones) and after process mapping (pid, command).
+struct Filters {
+    request: DumpRequest,
+    port: Option<u16>,
+    peer: Option<PeerFilter>,
+    pid: Option<u32>,
+    process: Option<String>,
+}
+
+impl Filters {
+    fn from_args(a: &Args) -> anyhow::Result<Filters> {
+        let mut request = DumpRequest {
+            processes: !a.no_processes,
+            ..Default::default()
+        };
+        if a.state.iter().any(|s| matches!(s, StateArg::All)) {
+            request.states = Vec::new();
+        } else if a.state.is_empty() {
+            request.states = TcpState::ALL
+                .into_iter()
+                .filter(|s| *s != TcpState::Listen)
+                .collect();
+        } else {
+            request.states = a
+                .state
+                .iter()
+                .filter_map(|s| match s {
+                    StateArg::One(t) => Some(*t),
+                    StateArg::All => None,
+                })
+                .collect();
+        }
+        Ok(Filters {
+            request,
+            port: a.port,
+            peer: a.peer.clone(),
+            pid: a.pid,
+            process: a.process.clone(),
+        })
+    }
+
+    fn keep_early(&self, s: &SocketSnapshot) -> bool {
+        if let Some(p) = self.port {
+            if s.local.port() != p && s.peer.port() != p {
+                return false;
+            }
+        }
+        if let Some(pf) = &self.peer {
+            if !same_ip(pf.ip, s.peer.ip()) || pf.port.is_some_and(|p| p != s.peer.port()) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn keep_late(&self, s: &SocketSnapshot) -> bool {
+        if let Some(pid) = self.pid {
+            if !s.owners.iter().any(|o| o.pid == pid) {
+                return false;
+            }
+        }
+        if let Some(name) = &self.process {
+            if !s.owners.iter().any(|o| o.command.contains(name.as_str())) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn sample(f: &Filters) -> anyhow::Result<(Vec<SocketSnapshot>, DumpStats, Instant)> {
+    let at = Instant::now();
+    let mut d = dump_filtered(&f.request, |s| f.keep_early(s)).context("dumping TCP sockets")?;
+    d.sockets.retain(|s| f.keep_late(s));
+    Ok((d.sockets, d.stats, at))
+}
+
+fn host_context() -> (HostContext, Option<String>) {
+    match netblame_linux::sysctl::kernel_version() {
+        Ok(k) => {
+            let s = netblame_linux::sysctl::rcv_settings(&k);
+            (HostContext::new(k, s), None)
+        }
+        Err(e) => (
+            HostContext::default(),
+            Some(format!(
+                "kernel version unknown ({e}): no SO_RCVBUF inference or known-issue checks"
+            )),
+        ),
+    }
+}
+
+/// One connection in the output.
+#[derive(Serialize)]
+struct Connection {
+    #[serde(flatten)]
+    socket: SocketSnapshot,
+    /// Bytes acknowledged plus received per second over the interval (both directions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throughput_bits_per_second: Option<f64>,
+    verdict: ConnectionVerdict,
+}
+
+#[derive(Serialize)]
+struct Report {
+    kernel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval_us: Option<u64>,
+    stats: DumpStats,
+    limitations: Vec<String>,
+    connections: Vec<Connection>,
+}
+
+fn throughput(prev: Option<&SocketSnapshot>, cur: &SocketSnapshot, secs: f64) -> Option<f64> {
+    let (p, c) = (prev?.tcp_info.as_ref()?, cur.tcp_info.as_ref()?);
+    let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+    let bytes = delta(p.bytes_acked, c.bytes_acked)? + delta(p.bytes_received, c.bytes_received)?;
+    Some(bytes as f64 * 8.0 / secs.max(1e-6))
+}
+
+fn build(
+    prev: Option<&[SocketSnapshot]>,
+    cur: Vec<SocketSnapshot>,
+    interval: Option<Duration>,
+    host: &HostContext,
+    problems_only: bool,
+) -> Vec<Connection> {
+    let by_cookie: HashMap<u64, &SocketSnapshot> =
+        prev.unwrap_or(&[]).iter().map(|s| (s.cookie, s)).collect();
+    let iv = interval.unwrap_or(Duration::ZERO);
+    let mut out: Vec<Connection> = cur
+        .into_iter()
+        .map(|s| {
+            let p = by_cookie.get(&s.cookie).copied();
+            let verdict = judge(p, &s, iv, host);
+            Connection {
+                throughput_bits_per_second: interval
+                    .and_then(|i| throughput(p, &s, i.as_secs_f64())),
+                socket: s,
+                verdict,
+            }
+        })
+        .filter(|c| !problems_only || c.verdict.is_problem())
+        .collect();
+    // Problems first (most severe first), then the busiest.
+    let weight = |c: &Connection| {
+        let t = c.socket.tcp_info.as_ref();
+        c.throughput_bits_per_second
+            .or_else(|| t.and_then(|t| t.delivery_rate).map(|r| r as f64 * 8.0))
+            .unwrap_or(0.0)
+            + (c.socket.recv_q_bytes as f64 + c.socket.send_q_bytes as f64) * 1e-3
+    };
+    out.sort_by(|a, b| {
+        b.verdict
+            .severity()
+            .cmp(&a.verdict.severity())
+            .then(weight(b).total_cmp(&weight(a)))
+    });
+    out
+}
+
+fn row(c: &Connection) -> Vec<String> {
+    let s = &c.socket;
+    let t = s.tcp_info.as_ref();
+    let dash = || "-".to_string();
+    let rtt = t
+        .and_then(|t| t.srtt_us())
+        .map(|r| format_duration(Duration::from_micros(r as u64)))
+        .unwrap_or_else(dash);
+    let cwnd = t.map(|t| t.snd_cwnd.to_string()).unwrap_or_else(dash);
+    let wnd = |w: Option<u32>| w.map(|w| Bytes(w as u64).to_string()).unwrap_or_else(dash);
+    let windows = format!(
+        "{}/{}",
+        wnd(t.and_then(|t| t.snd_wnd)),
+        wnd(t.and_then(|t| t.rcv_wnd))
+    );
+    let rate = c
+        .throughput_bits_per_second
+        .or_else(|| t.and_then(|t| t.delivery_rate).map(|r| r as f64 * 8.0))
+        .map(|r| BitRate(r).to_string())
+        .unwrap_or_else(dash);
+    vec![
+        s.local.to_string(),
+        s.peer.to_string(),
+        s.state.to_string(),
+        s.process_label().unwrap_or_else(dash),
+        rtt,
+        cwnd,
+        windows,
+        format!("{}/{}", s.recv_q_bytes, s.send_q_bytes),
+        rate,
+        t.map(|t| t.total_retrans.to_string()).unwrap_or_else(dash),
+        c.verdict.limit.map(|l| l.to_string()).unwrap_or_else(dash),
+        c.verdict.headline(),
+    ]
+}
+
+const HEADER: [&str; 12] = [
+    "local",
+    "peer",
+    "state",
+    "process",
+    "rtt",
+    "cwnd",
+    "snd/rcv wnd",
+    "recv-q/send-q",
+    "rate",
+    "retrans",
+    "limit",
+    "verdict",
+];
+
+fn explain(c: &Connection) -> String {
+    let s = &c.socket;
+    let mut out = format!(
+        "{}  {}  {}\n",
+        s.label(),
+        s.state,
+        s.process_label()
+            .unwrap_or_else(|| "(process unknown)".into())
+    );
+    if let Some(o) = s.owners.first() {
+        if let Some(cg) = &o.cgroup {
+            out += &format!("    cgroup:   {cg}\n");
+        }
+    }
+    if let Some(t) = &s.tcp_info {
+        out += &format!(
+            "    tcp_info: cc {} rtt {}/{} us  min_rtt {} us  cwnd {} x {} B  ssthresh {}  wscale {}  snd_wnd {}  rcv_wnd {}  \
+             retrans {}  lost {}  unacked {}  notsent {}  delivery {}{}  ({} bytes of tcp_info)\n",
+            s.congestion.as_deref().unwrap_or("?"),
+            t.rtt_us,
+            t.rttvar_us,
+            t.min_rtt_us.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            t.snd_cwnd,
+            t.snd_mss,
+            t.snd_ssthresh,
+            if t.has_wscale() {
+                format!("{},{}", t.snd_wscale, t.rcv_wscale)
+            } else {
+                "none".into()
+            },
+            t.snd_wnd.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            t.rcv_wnd.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            t.total_retrans,
+            t.lost,
+            t.unacked,
+            t.notsent_bytes.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            t.delivery_rate
+                .map(|r| BitRate(r as f64 * 8.0).to_string())
+                .unwrap_or_else(|| "-".into()),
+            if t.delivery_rate_app_limited == Some(true) {
+                " (app-limited)"
+            } else {
+                ""
+            },
+            t.len
+        );
+    }
+    if let Some(m) = &s.skmem {
+        out += &format!(
+            "    skmem:    r {} rb {} t {} tb {} f {} w {} o {} bl {} d {}\n",
+            m.rmem_alloc_bytes,
+            m.rcvbuf_bytes,
+            m.wmem_alloc_bytes,
+            m.sndbuf_bytes,
+            m.fwd_alloc_bytes,
+            m.wmem_queued_bytes,
+            m.optmem_bytes,
+            m.backlog_bytes
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
+            m.drops.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+        );
+    }
+    if let Some(sh) = &c.verdict.shares {
+        let pct = |us: u64| us as f64 * 100.0 / sh.interval_us.max(1) as f64;
+        out += &format!(
+            "    shares:   over {}: busy {:.0}% (rwnd {:.0}%, sndbuf {:.0}%, cwnd/network {:.0}%), idle {:.0}%, {} segments retransmitted\n",
+            format_duration(Duration::from_micros(sh.interval_us)),
+            pct(sh.busy_us),
+            pct(sh.rwnd_limited_us),
+            pct(sh.sndbuf_limited_us),
+            pct(sh.cwnd_limited_us),
+            pct(sh.idle_us),
+            sh.retransmitted_segments
+        );
+    }
+    if let Some(l) = c.verdict.limit {
+        out += &format!("    limit:    {l} ({})\n", l.layer());
+    }
+    if !c.verdict.findings.is_empty() {
+        let indented: String = render::findings(&c.verdict.findings)
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect();
+        out += &indented;
+    }
+    out
+}
+
+fn print_text(conns: &[Connection], a: &Args, limitations: &[String], interval: Option<Duration>) {
+    let mut out = String::new();
+    match interval {
+        Some(i) => {
+            out += &format!(
+                "{} connections, verdicts over {}\n\n",
+                conns.len(),
+                format_duration(i)
+            )
+        }
+        None => {
+            out += &format!(
+                "{} connections, one instant (--once: no sender shares)\n\n",
+                conns.len()
+            )
+        }
+    }
+    let rows: Vec<Vec<String>> = conns.iter().map(row).collect();
+    out += &render::table(&HEADER, &rows);
+    let with_findings: Vec<&Finding> = conns
+        .iter()
+        .flat_map(|c| c.verdict.findings.iter())
+        .collect();
+    if a.explain {
+        out += "\n";
+        for c in conns {
+            out += &explain(c);
+            out += "\n";
+        }
+    } else if !with_findings.is_empty() {
+        out += &format!(
+            "\n{} finding(s) on {} connection(s); --explain for evidence and fixes\n",
+            with_findings.len(),
+            conns
+                .iter()
+                .filter(|c| !c.verdict.findings.is_empty())
+                .count()
+        );
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+    for l in limitations {
+        eprintln!("note: {l}");
+    }
+}
+
+fn write_json_line<T: Serialize>(v: &T, pretty: bool) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    if pretty {
+        serde_json::to_writer_pretty(&mut w, v)?;
+    } else {
+        serde_json::to_writer(&mut w, v)?;
+    }
+    w.write_all(b"\n")?;
+    w.flush()?;
+    Ok(())
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.interval.is_zero() {
+        anyhow::bail!("--interval must be more than zero");
+    }
+    if a.watch.is_some_and(|w| w.is_zero()) {
+        anyhow::bail!("--watch must be more than zero");
+    }
+    let filters = Filters::from_args(&a)?;
+    let (host, host_note) = host_context();
+    let kernel = host.kernel.as_ref().map(|k| k.to_string());
+    let mut limitations: Vec<String> = host_note.into_iter().collect();
+    let limit_line = |stats: &DumpStats| stats.limitation();
+
+    let (first, first_stats, t0) = sample(&filters)?;
+    if a.once {
+        limitations.extend(limit_line(&first_stats));
+        let conns = build(None, first, None, &host, a.problems);
+        return output(&a, conns, first_stats, limitations, kernel, None);
+    }
+
+    let Some(every) = a.watch else {
+        std::thread::sleep(a.interval);
+        let (second, stats, t1) = sample(&filters)?;
+        limitations.extend(limit_line(&stats));
+        let iv = t1 - t0;
+        let conns = build(Some(&first), second, Some(iv), &host, a.problems);
+        return output(&a, conns, stats, limitations, kernel, Some(iv));
+    };
+
+    // --watch: refresh with deltas since the previous refresh.
+    let mut prev = first;
+    let mut t_prev = t0;
+    let mut n = 0u64;
+    loop {
+        std::thread::sleep(every);
+        let (cur, stats, t) = sample(&filters)?;
+        let iv = t - t_prev;
+        let keep = cur.clone();
+        let conns = build(Some(&prev), cur, Some(iv), &host, a.problems);
+        let mut lims = limitations.clone();
+        lims.extend(limit_line(&stats));
+        if a.json {
+            write_json_line(
+                &Report {
+                    kernel: kernel.clone(),
+                    interval_us: Some(iv.as_micros() as u64),
+                    stats,
+                    limitations: lims,
+                    connections: conns,
+                },
+                false,
+            )?;
+        } else {
+            if std::io::stdout().is_terminal() {
+                print!("\x1b[2J\x1b[H");
+            }
+            print_text(&conns, &a, &lims, Some(iv));
+            println!();
+        }
+        prev = keep;
+        t_prev = t;
+        n += 1;
+        if a.count.is_some_and(|c| n >= c) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+fn output(
+    a: &Args,
+    conns: Vec<Connection>,
+    stats: DumpStats,
+    limitations: Vec<String>,
+    kernel: Option<String>,
+    interval: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    if a.json {
+        // Compact when large: a pretty document of tens of thousands of sockets is mostly spaces.
+        let pretty = conns.len() <= 200;
+        let report = Report {
+            kernel,
+            interval_us: interval.map(|i| i.as_micros() as u64),
+            stats,
+            limitations,
+            connections: conns,
+        };
+        write_json_line(&report, pretty)?;
+        // Tens of thousands of connections: the process exits next, let it drop them wholesale.
+        std::mem::forget(report);
+    } else {
+        print_text(&conns, a, &limitations, interval);
+    }
+    Ok(ExitCode::SUCCESS)
+}

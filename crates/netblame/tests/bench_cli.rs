@@ -1,0 +1,185 @@
+//! `netblame bench` end to end: a one-off server and a client as processes, iperf3's `-J`
+//! layout with the `netblame` key, the live text lines, and bad input.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn netblame(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_netblame"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `netblame bench server --one-off` and waits for its "listening" line.
+fn server(extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let mut args = vec!["bench", "server", "-B", "127.0.0.1", "-p"];
+    let p = port.to_string();
+    args.push(&p);
+    args.push("--one-off");
+    args.extend_from_slice(extra);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netblame"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.contains("listening"), "{line}");
+    // Keep draining the server's output so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (Proc(child), port)
+}
+
+fn wait_exit(p: &mut Proc, secs: u64) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = p.0.try_wait() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn json_follows_iperf3_layout_with_netblame_key() {
+    let (mut srv, port) = server(&[]);
+    let (code, out, err) = netblame(&[
+        "bench",
+        "client",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        "2",
+        "-i",
+        "0.5",
+        "-R",
+        "--rcvbuf",
+        "64k",
+        "-J",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in ["start", "intervals", "end"] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    let end = &v["end"];
+    assert!(end["sum_sent"]["bytes"].as_u64().unwrap() > 0);
+    assert!(end["sum_received"]["bytes"].as_u64().unwrap() > 0);
+    assert!(end["cpu_utilization_percent"]["host_total"]
+        .as_f64()
+        .is_some());
+    assert!(end["cpu_utilization_percent"]["remote_total"]
+        .as_f64()
+        .is_some());
+    assert_eq!(v["start"]["test_start"]["reverse"], 1);
+    let iv = v["intervals"].as_array().unwrap();
+    assert!(iv.len() >= 3, "{} intervals", iv.len());
+    assert!(iv[0]["streams"][0]["bits_per_second"].as_f64().unwrap() > 0.0);
+    let nb = &v["netblame"];
+    assert_eq!(nb["streams"][0]["buffers"]["requested_rcvbuf_bytes"], 65536);
+    assert!(
+        nb["streams"][0]["buffers"]["actual_rcvbuf_bytes"]
+            .as_u64()
+            .unwrap()
+            >= 65536
+    );
+    // The server's samples came back: it was the sender, so they carry its stopwatches.
+    let srv_iv = nb["server"]["intervals"].as_array().unwrap();
+    assert!(srv_iv.iter().any(|i| i["streams"][0]["busy_us"].is_u64()));
+    let findings = nb["findings"].as_array().unwrap();
+    assert!(!findings.is_empty());
+    assert!(findings
+        .iter()
+        .all(|f| f["id"].is_string() && f["fix"].is_string()));
+    assert_eq!(
+        wait_exit(&mut srv, 20),
+        Some(0),
+        "one-off server exits after the test"
+    );
+}
+
+#[test]
+fn text_mode_prints_live_lines_and_a_verdict() {
+    let (_srv, port) = server(&[]);
+    let (code, out, err) = netblame(&[
+        "bench",
+        "client",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        "2",
+        "-i",
+        "0.5",
+        "--app-timeout",
+        "30s",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let live = out.lines().filter(|l| l.starts_with("[   1]")).count();
+    assert!(live >= 3, "{out}");
+    assert!(out.contains("Socket buffers"), "{out}");
+    assert!(out.contains("(transfer-"), "{out}");
+    assert!(out.contains("transfer-app-timeout"), "{out}");
+}
+
+#[test]
+fn bad_input_exits_cleanly() {
+    // Usage errors: 2.
+    assert_eq!(netblame(&["bench", "client"]).0, 2);
+    assert_eq!(netblame(&["bench", "client", "127.0.0.1", "-P", "0"]).0, 2);
+    assert_eq!(
+        netblame(&["bench", "client", "127.0.0.1", "-w", "lots"]).0,
+        2
+    );
+    assert_eq!(
+        netblame(&["bench", "client", "127.0.0.1", "-R", "--bidir"]).0,
+        2
+    );
+    // Nobody listening: a runtime error, 1, with a message.
+    let port = free_port().to_string();
+    let (code, _, err) = netblame(&["bench", "client", "127.0.0.1", "-p", &port, "-t", "1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot connect"), "{err}");
+    // A server refusing the duration: 1, with the server's reason.
+    let (_srv, port) = server(&["--max-duration", "1s"]);
+    let (code, _, err) = netblame(&[
+        "bench",
+        "client",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        "5",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("server reported an error"), "{err}");
+}

@@ -1,0 +1,160 @@
+//! `netblame pcap` end to end on a capture the test makes with tcpdump.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn netblame(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_netblame"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+struct Dump(Child);
+impl Drop for Dump {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Captures one short exchange (request, 200 KiB reply, close) on loopback.
+fn make_capture(path: &std::path::Path) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut child = Command::new("tcpdump")
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "--immediate-mode",
+            "-n",
+            "-s",
+            "200",
+            "-Z",
+            "root",
+            "-w",
+        ])
+        .arg(path)
+        .arg(format!("tcp port {port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let mut err = child.stderr.take().unwrap();
+    let mut dump = Dump(child);
+    // Wait for "listening on".
+    let mut seen = Vec::new();
+    let mut b = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("listening on") {
+        assert_eq!(err.read(&mut b).unwrap(), 1, "tcpdump exited");
+        seen.push(b[0]);
+    }
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut req = [0u8; 4];
+        s.read_exact(&mut req).unwrap();
+        s.write_all(&vec![9u8; 200 * 1024]).unwrap();
+    });
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET ").unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    t.join().unwrap();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &dump.0.id().to_string()])
+        .status();
+    let _ = dump.0.wait();
+    port
+}
+
+#[test]
+fn pcap_table_details_json_and_errors() {
+    if !netblame_testkit::require_root("pcap_table_details_json_and_errors") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(netblame_testkit::unique_name("nbpcapcli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
+    let cap = dir.join("cli.pcap");
+    let port = make_capture(&cap);
+    let capf = cap.to_str().unwrap();
+
+    let out = netblame(&["pcap", capf]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("VERDICT"), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("SF"), "{text}");
+
+    let out = netblame(&["pcap", capf, "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &v["connections"][0];
+    assert_eq!(c["server"]["port"], port);
+    assert_eq!(c["from_server"]["unique_bytes"], 200 * 1024);
+    assert_eq!(c["from_client"]["unique_bytes"], 4);
+    assert_eq!(c["conn_state"], "SF");
+    assert!(c["handshake"]["rtt_us"].is_u64());
+    // A healthy exchange: at most informational findings (a brief zero window on loopback is real).
+    for f in c["findings"].as_array().unwrap() {
+        assert_eq!(f["severity"], "info", "{f}");
+    }
+    assert!(c["verdict"].is_string());
+
+    let id = c["id"].as_u64().unwrap().to_string();
+    let out = netblame(&["pcap", capf, "--conn", &id, "--interval", "100ms"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("time series (100 ms intervals)"), "{text}");
+    assert!(text.contains("handshake:"), "{text}");
+    let out = netblame(&["pcap", capf, "--port", &port.to_string(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!v["connections"][0]["series"].as_array().unwrap().is_empty());
+
+    // The same capture on both sides: every stream matches itself, nothing one-sided.
+    let out = netblame(&["pcap", capf, capf, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["matches"].as_array().unwrap().len(), 1);
+    assert_eq!(v["matches"][0]["only_in_a"]["client_to_server"], 0);
+
+    // Errors: no such connection, a truncated file (warning, results), garbage, no file.
+    let out = netblame(&["pcap", capf, "--conn", "999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no connection"));
+    let bytes = std::fs::read(&cap).unwrap();
+    let cut = dir.join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let out = netblame(&["pcap", cut.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let junk = dir.join("junk.bin");
+    std::fs::write(&junk, b"this is not a capture file at all, not even close").unwrap();
+    let out = netblame(&["pcap", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a pcap"));
+    let out = netblame(&["pcap", dir.join("missing.pcap").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = netblame(&["pcap"]);
+    assert_eq!(out.status.code(), Some(2));
+}

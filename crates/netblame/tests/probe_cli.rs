@@ -1,0 +1,446 @@
+//! `netblame probe` end to end: a responder started by `netblame probe serve`, every output
+//! section, JSON keys with units, save/load, bad input, and the SYN signature inside a
+//! namespace whose nftables drops the first SYN of each connection.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+fn netblame(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_netblame"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `netblame probe serve` on a free loopback port; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(prefix: &[&str], listen: &str) -> Server {
+        let mut cmd = if prefix.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_netblame"))
+        } else {
+            let mut c = Command::new(prefix[0]);
+            c.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_netblame"));
+            c
+        };
+        let mut child = cmd
+            .args(["probe", "serve", "--listen", listen])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split(" on ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in: {line}"))
+            .to_string();
+        Server { child, addr }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn rr_probes_json_has_every_section_with_units() {
+    let s = Server::start(&[], "127.0.0.1:0");
+    let (code, out, err) = netblame(&[
+        "probe",
+        "--kind",
+        "rr",
+        "--interval",
+        "5ms",
+        "--count",
+        "60",
+        "--window",
+        "100ms",
+        "--json",
+        &s.addr,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kind"], "rr");
+    assert_eq!(v["interval_us"], 5000);
+    let t = &v["targets"][0];
+    assert_eq!(t["target"], s.addr.as_str());
+    assert_eq!(t["summary"]["sent"], 60);
+    assert_eq!(t["summary"]["received"], 60);
+    for key in [
+        "min_us",
+        "avg_us",
+        "max_us",
+        "mdev_us",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "loss_percent",
+    ] {
+        assert!(t["summary"][key].is_number(), "summary.{key}");
+    }
+    assert_eq!(t["samples"].as_array().unwrap().len(), 60);
+    assert!(t["samples"][0]["latency_us"].is_number());
+    let hist = t["histogram_log2_us"].as_array().unwrap();
+    assert_eq!(
+        hist.iter()
+            .map(|b| b["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        60
+    );
+    assert!(t["windows"].as_array().unwrap().len() >= 2);
+    assert_eq!(t["spikes"].as_array().unwrap().len(), 5);
+    assert!(t["schedule"]["late_p99_ns"].is_number());
+    assert!(t["started_unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
+    assert!(v["findings"].is_array());
+    assert!(v["syn_retry_schedule_s"][0].as_f64().unwrap() >= 1.0);
+}
+
+#[test]
+fn text_output_save_and_load() {
+    let s = Server::start(&[], "127.0.0.1:0");
+    let dir = std::env::temp_dir().join(netblame_testkit::unique_name("nbpcli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("udp.hlog");
+    let log_s = log.to_str().unwrap();
+    let (code, out, err) = netblame(&[
+        "probe",
+        "--kind",
+        "udp",
+        "--interval",
+        "5ms",
+        "--duration",
+        "300ms",
+        "--save",
+        log_s,
+        &s.addr,
+        &s.addr,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        "sent",
+        "recv",
+        "loss",
+        "mdev",
+        "p99.9",
+        "latency histogram (us)",
+        "value |",
+        "largest:",
+        "schedule ",
+        "saved: ",
+    ] {
+        assert!(out.contains(needle), "missing '{needle}' in:\n{out}");
+    }
+    // Two targets side by side: two rows with 60 probes each.
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with(&s.addr) && l.contains(" 60 "))
+            .count(),
+        2,
+        "{out}"
+    );
+    let (code, out, err) = netblame(&["probe", "--load", log_s, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let loaded = v["loaded"].as_array().unwrap();
+    // Same tag twice: the two targets' histograms are summed under one tag.
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0]["summary"]["received"], 120);
+    assert_eq!(loaded[0]["kind"], "udp");
+    // Loaded next to a live run.
+    let (code, out, err) = netblame(&[
+        "probe",
+        "--kind",
+        "udp",
+        "--interval",
+        "5ms",
+        "-c",
+        "20",
+        "--load",
+        log_s,
+        &s.addr,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("udp:{}", s.addr)), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let (code, _, err) = netblame(&["probe", "--kind", "bogus", "127.0.0.1:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown probe kind"), "{err}");
+    let (code, _, err) = netblame(&["probe"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("at least one target"), "{err}");
+    let (code, _, err) = netblame(&["probe", "--kind", "rr", "127.0.0.1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("needs a port"), "{err}");
+    let (code, _, err) = netblame(&["probe", "--interval", "30", "127.0.0.1:1"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = netblame(&["probe", "--count", "0", "127.0.0.1:1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing to send"), "{err}");
+    let (code, _, err) = netblame(&["probe", "--kind", "rr", "--size", "4", "127.0.0.1:1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--size"), "{err}");
+    let (code, _, err) = netblame(&[
+        "probe",
+        "--interval",
+        "1ms",
+        "--count",
+        "3000000",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("keeps in memory"), "{err}");
+    let (code, _, err) = netblame(&["probe", "--load", "/nonexistent/x.hlog"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/x.hlog"), "{err}");
+    // Nothing listens: rr cannot connect (exit 1), tcp probes are refused (exit 1: no reply).
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let (code, _, err) = netblame(&["probe", "--kind", "rr", &addr]);
+    assert_eq!(code, 1);
+    assert!(err.contains("refused") && err.contains(&addr), "{err}");
+    let (code, out, err) = netblame(&["probe", "--interval", "5ms", "-c", "3", &addr]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("connection refused") && err.contains("no reply"),
+        "{out}\n{err}"
+    );
+}
+
+#[test]
+fn icmp_without_privilege_says_what_to_do() {
+    if !netblame_testkit::require_root("icmp_without_privilege_says_what_to_do") {
+        return;
+    }
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    let nobody_allowed = {
+        let v: Vec<u64> = range
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        v.len() == 2 && v[0] <= 65534 && 65534 <= v[1]
+    };
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_netblame"))
+        .args([
+            "probe",
+            "--kind",
+            "icmp",
+            "--interval",
+            "10ms",
+            "-c",
+            "3",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if nobody_allowed {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "unprivileged ping sockets are allowed: {err}"
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("privilege") && err.contains("ping_group_range"),
+            "{err}"
+        );
+    }
+    // As root it works.
+    let (code, out, err) = netblame(&[
+        "probe",
+        "--kind",
+        "icmp",
+        "--interval",
+        "10ms",
+        "-c",
+        "5",
+        "127.0.0.1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("127.0.0.1"), "{out}");
+}
+
+#[test]
+fn syn_signature_in_a_namespace_end_to_end() {
+    if !netblame_testkit::require_root("syn_signature_in_a_namespace_end_to_end") {
+        return;
+    }
+    let ns = Netns(netblame_testkit::unique_name("nbpcsyn"));
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("ip")
+        .args(["-n", &ns.0, "link", "set", "lo", "up"])
+        .status()
+        .unwrap()
+        .success());
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"table inet nbprobe {
+  set seen { type inet_service; flags timeout; timeout 60s; }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    tcp dport 5202 tcp flags & (syn | ack) == syn tcp sport @seen accept
+    tcp dport 5202 tcp flags & (syn | ack) == syn add @seen { tcp sport } drop
+  }
+}
+",
+        )
+        .unwrap();
+    assert!(nft.wait().unwrap().success());
+    let server = Server::start(&["ip", "netns", "exec", &ns.0], "127.0.0.1:5202");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(env!("CARGO_BIN_EXE_netblame"))
+        .args([
+            "probe",
+            "--kind",
+            "tcp",
+            "--interval",
+            "100ms",
+            "-c",
+            "6",
+            "--timeout",
+            "4s",
+            "--json",
+            "127.0.0.1:5202",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "connect-syn-retransmit")
+        .unwrap_or_else(|| panic!("no SYN finding: {}", v["findings"]));
+    let ev = |name: &str| {
+        f["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].as_f64().unwrap())
+    };
+    assert_eq!(ev("syn_retransmit_connects"), Some(6.0), "{f}");
+    assert_eq!(ev("after_retry_1"), Some(6.0), "{f}");
+    assert_eq!(v["targets"][0]["summary"]["received"], 6);
+    drop(server);
+    drop(ns);
+}
+
+/// `netblame bench server` killed on drop.
+struct BenchServer(Child);
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn bench_server_answers_rr_and_udp_probes_and_still_serves_iperf3() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port().to_string();
+    drop(free);
+    let _server = BenchServer(
+        Command::new(env!("CARGO_BIN_EXE_netblame"))
+            .args(["bench", "server", "-B", "127.0.0.1", "-p", &port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "bench server did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for kind in ["rr", "udp"] {
+        let (code, out, err) = netblame(&[
+            "probe",
+            "--kind",
+            kind,
+            "--interval",
+            "5ms",
+            "-c",
+            "30",
+            "--json",
+            &addr,
+        ]);
+        assert_eq!(code, 0, "{kind}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["targets"][0]["summary"]["received"], 30, "{kind}");
+    }
+    // The probe hook does not disturb the iperf3 protocol on the same port.
+    if Command::new("iperf3").arg("--version").output().is_ok() {
+        let out = Command::new("iperf3")
+            .args(["-c", "127.0.0.1", "-p", &port, "-t", "1", "-J"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "iperf3 against the bench server: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
