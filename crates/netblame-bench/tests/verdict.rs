@@ -72,7 +72,7 @@ fn receiver_only_rcvbuf_applies_to_the_receiver_alone() {
     );
     assert_eq!(server.requested_sndbuf_bytes, None);
     // The sender's view of the window is bounded by the 128 KiB buffer.
-    let rw = findings.iter().find(|f| f.id == "transfer-receiver-window");
+    let rw = findings.iter().find(|f| f.id == "receiver-window-limited");
     if let Some(rw) = rw {
         assert!(
             rw.value("window").is_some_and(|w| w <= 128.0 * 1024.0),
@@ -138,7 +138,7 @@ fn receiver_only_rcvbuf_64k_gives_the_receiver_window_verdict() {
         );
     }
     let first = &findings[0];
-    assert_eq!(first.id, "transfer-receiver-window", "{findings:#?}");
+    assert_eq!(first.id, "receiver-window-limited", "{findings:#?}");
     assert!(first.fix.contains("SO_RCVBUF=64 KiB"), "{}", first.fix);
     assert!(
         first.explanation.contains("caps a stream at"),
@@ -161,16 +161,16 @@ fn unconstrained_loopback_does_not_blame_the_receiver() {
         ..TestParams::default()
     });
     assert!(!findings.is_empty());
-    assert_ne!(findings[0].id, "transfer-receiver-window", "{findings:#?}");
+    assert_ne!(findings[0].id, "receiver-window-limited", "{findings:#?}");
     assert!(
         !findings
             .iter()
-            .any(|f| f.id == "transfer-receiver-window" && f.severity >= Severity::Warning),
+            .any(|f| f.id == "receiver-window-limited" && f.severity >= Severity::Warning),
         "{findings:#?}"
     );
     let timeout = findings
         .iter()
-        .find(|f| f.id == "transfer-app-timeout")
+        .find(|f| f.id == "application-timeout")
         .expect("--app-timeout finding");
     assert_eq!(timeout.severity, Severity::Info);
 }

@@ -195,7 +195,7 @@ fn receiver_that_stops_reading() {
 
     assert_eq!(client_v.limit, Some(Limit::ReceiverWindow), "{client_v:#?}");
     assert!(
-        ids(&client_v).contains(&"sender-rwnd-limited"),
+        ids(&client_v).contains(&"receiver-window-limited"),
         "{client_v:#?}"
     );
 }
@@ -278,7 +278,7 @@ fn tiny_send_buffer_is_send_buffer_limited() {
     let f = client_v
         .findings
         .iter()
-        .find(|f| f.id == "sender-sndbuf-limited")
+        .find(|f| f.id == "send-buffer-limited")
         .unwrap_or_else(|| panic!("{client_v:#?}"));
     assert_eq!(f.value("sndbuf"), Some(m.sndbuf_bytes as f64));
 }

@@ -92,7 +92,7 @@ fn dropped_segments_are_network_loss() {
     let findings = judge(f);
     let loss = findings
         .iter()
-        .find(|x| x.id == "capture-network-loss")
+        .find(|x| x.id == "network-loss")
         .unwrap_or_else(|| panic!("{findings:#?}"));
     assert!(loss.summary.contains("client"), "{}", loss.summary);
     // tshark agreement on the whole capture (both iperf3 connections).

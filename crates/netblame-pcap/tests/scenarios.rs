@@ -123,7 +123,7 @@ fn receiver_that_stops_reading_gives_zero_windows() {
     let findings = judge(&f);
     let zw = findings
         .iter()
-        .find(|x| x.id == "capture-receiver-zero-window")
+        .find(|x| x.id == "receiver-zero-window")
         .unwrap_or_else(|| panic!("{findings:#?}"));
     assert!(zw.summary.contains("client"), "{}", zw.summary);
     agrees_with_tshark(&path, &f);
@@ -186,7 +186,7 @@ fn small_rcvbuf_makes_the_sender_window_limited() {
     let findings = judge(&f);
     let wl = findings
         .iter()
-        .find(|x| x.id == "capture-receiver-window-limited")
+        .find(|x| x.id == "receiver-window-limited")
         .unwrap_or_else(|| panic!("{findings:#?}\n{s:#?}"));
     assert!(wl.value("window_limited_share").unwrap() >= 30.0);
     assert!(wl.value("window_mean").unwrap() <= 16.0 * 1024.0);
@@ -265,7 +265,7 @@ fn client_timeout_while_server_sends_is_an_application_timeout() {
     let findings = judge(&f);
     let t = findings
         .iter()
-        .find(|x| x.id == "capture-application-timeout")
+        .find(|x| x.id == "application-timeout")
         .unwrap_or_else(|| panic!("{findings:#?}\n{:#?}", f.close));
     assert_eq!(t.value("timeout"), Some(2.0));
     assert!(t.summary.contains("client"));

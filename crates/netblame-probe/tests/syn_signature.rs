@@ -87,7 +87,7 @@ fn first_syn_dropped_gives_the_syn_signature_with_the_right_count() {
     let findings = judge(&[l.clone(), c.clone()], &ctx);
     let syn: Vec<_> = findings
         .iter()
-        .filter(|f| f.id == "connect-syn-retransmit")
+        .filter(|f| f.id == "syn-retransmit")
         .collect();
     assert_eq!(syn.len(), 1, "{findings:#?}");
     let f = syn[0];

@@ -147,8 +147,8 @@ fn text_mode_prints_live_lines_and_a_verdict() {
     let live = out.lines().filter(|l| l.starts_with("[   1]")).count();
     assert!(live >= 3, "{out}");
     assert!(out.contains("Socket buffers"), "{out}");
-    assert!(out.contains("(transfer-"), "{out}");
-    assert!(out.contains("transfer-app-timeout"), "{out}");
+    assert!(out.contains("-limited)"), "a limit verdict: {out}");
+    assert!(out.contains("application-timeout"), "{out}");
 }
 
 #[test]

@@ -275,7 +275,7 @@ fn scenario_syn_loss_names_the_network() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["passed"], true);
     let f = &v["parts"][0]["findings"][0];
-    assert_eq!(f["id"], "connect-syn-lost");
+    assert_eq!(f["id"], "syn-retransmit");
     assert_eq!(f["layer"], "network");
     // netblame probe, run through the same lab, sees the SYN-retransmit signature too.
     let probe = &v["parts"][0]["crosscheck"];

@@ -366,7 +366,7 @@ fn syn_signature_in_a_namespace_end_to_end() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["id"] == "connect-syn-retransmit")
+        .find(|f| f["id"] == "syn-retransmit")
         .unwrap_or_else(|| panic!("no SYN finding: {}", v["findings"]));
     let ev = |name: &str| {
         f["evidence"]

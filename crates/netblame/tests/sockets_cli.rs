@@ -111,7 +111,7 @@ fn stalled_receiver_is_a_problem_with_evidence() {
         .map(|f| f["id"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&"receiver-zero-window"), "{ids:?}");
-    assert!(ids.contains(&"sender-rwnd-limited"), "{ids:?}");
+    assert!(ids.contains(&"receiver-window-limited"), "{ids:?}");
     // Problems come first and every listed connection is one.
     for c in conns {
         assert!(!c["verdict"]["findings"].as_array().unwrap().is_empty());

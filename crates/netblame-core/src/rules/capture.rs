@@ -2,53 +2,22 @@
 //! a receiving application that stopped reading (zero windows), network loss, an application
 //! timeout (the Netflix 30 s signature), and handshake trouble.
 
-use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
+use crate::finding::{Finding, Severity, Unit};
 use crate::observe::flow::{CloseKind, FlowObservation, Side};
 use crate::units::{format_duration, BitRate, Bytes};
 use std::time::Duration;
 
-/// Findings this module produces.
-pub const FINDINGS: &[FindingSpec] = &[
-    FindingSpec {
-        id: "capture-receiver-window-limited",
-        layer: Layer::Application,
-        title: "the sender spent much of its time with the receiver's whole window in flight",
-    },
-    FindingSpec {
-        id: "capture-receiver-zero-window",
-        layer: Layer::Application,
-        title: "the receiver advertised a zero window: its application did not read fast enough",
-    },
-    FindingSpec {
-        id: "capture-network-loss",
-        layer: Layer::Network,
-        title: "segments were retransmitted or never reached the capture point",
-    },
-    FindingSpec {
-        id: "capture-application-timeout",
-        layer: Layer::Application,
-        title: "one side closed a round number of seconds in while the peer still had data to send",
-    },
-    FindingSpec {
-        id: "capture-handshake-retransmit",
-        layer: Layer::Network,
-        title: "the SYN was retransmitted or never answered",
-    },
-];
-
-fn spec(id: &str) -> &'static FindingSpec {
-    FINDINGS.iter().find(|s| s.id == id).expect("catalogued id")
-}
+use crate::catalogue::spec;
 
 /// Thresholds, documented in docs/findings.md.
 pub mod thresholds {
-    /// Share of the sending time at the receiver's window for `capture-receiver-window-limited`.
+    /// Share of the sending time at the receiver's window for `receiver-window-limited`.
     pub const WINDOW_LIMITED_SHARE: f64 = 0.3;
     /// A sender must have sent at least this much to be judged window limited.
     pub const MIN_BULK_BYTES: u64 = 256 * 1024;
-    /// Retransmitted share of unique bytes for `capture-network-loss` (with the count below).
+    /// Retransmitted share of unique bytes for `network-loss` (with the count below).
     pub const LOSS_RATIO: f64 = 0.001;
-    /// Fewest retransmissions or missing segments for `capture-network-loss`.
+    /// Fewest retransmissions or missing segments for `network-loss`.
     pub const MIN_LOSS_EVENTS: u64 = 3;
     /// Shortest time counted as an application timeout, seconds.
     pub const MIN_TIMEOUT_S: f64 = 1.0;
@@ -126,7 +95,7 @@ fn window_limited(flow: &FlowObservation, sender: Side) -> Option<Finding> {
     }
     let window = r.window_mean_bytes.unwrap_or(0);
     let mut f = Finding::new(
-        spec("capture-receiver-window-limited"),
+        spec("receiver-window-limited"),
         if share >= 0.6 {
             Severity::Warning
         } else {
@@ -213,7 +182,7 @@ fn zero_window(flow: &FlowObservation) -> Option<Finding> {
     };
     Some(
         Finding::new(
-            spec("capture-receiver-zero-window"),
+            spec("receiver-zero-window"),
             sev,
             format!(
                 "the {side} advertised a zero window {} times ({} episodes, {} in all, longest {})",
@@ -262,7 +231,7 @@ fn loss(flow: &FlowObservation, sender: Side) -> Option<Finding> {
     };
     Some(
         Finding::new(
-            spec("capture-network-loss"),
+            spec("network-loss"),
             sev,
             format!(
                 "the {sender} retransmitted {} segments ({:.2}% of its bytes); {} gaps never reached the capture",
@@ -321,7 +290,7 @@ fn app_timeout(flow: &FlowObservation) -> Option<Finding> {
     };
     Some(
         Finding::new(
-            spec("capture-application-timeout"),
+            spec("application-timeout"),
             Severity::Critical,
             format!(
                 "the {closer} closed ({kind}) {} after {from}, a round {round} s, while the {} still had data to send",
@@ -372,13 +341,9 @@ fn handshake(flow: &FlowObservation) -> Option<Finding> {
             h.syn_to_synack_us.map(us).unwrap_or_else(|| "?".into())
         )
     };
-    let mut f = Finding::new(
-        spec("capture-handshake-retransmit"),
-        Severity::Warning,
-        summary,
-    )
-    .evidence("syn_count", h.syn_count as f64, Unit::Count)
-    .evidence("syn_retransmissions", retrans as f64, Unit::Count);
+    let mut f = Finding::new(spec("syn-retransmit"), Severity::Warning, summary)
+        .evidence("syn_count", h.syn_count as f64, Unit::Count)
+        .evidence("syn_retransmissions", retrans as f64, Unit::Count);
     if let Some(d) = h.syn_to_synack_us {
         f = f.evidence("syn_to_synack", d as f64, Unit::Microseconds);
     }
@@ -488,19 +453,19 @@ mod tests {
         let out = judge(&f);
         let t = out
             .iter()
-            .find(|x| x.id == "capture-application-timeout")
+            .find(|x| x.id == "application-timeout")
             .expect("timeout verdict");
         assert_eq!(t.value("timeout"), Some(30.0));
         assert_eq!(t.severity, Severity::Critical);
         let w = out
             .iter()
-            .find(|x| x.id == "capture-receiver-window-limited")
+            .find(|x| x.id == "receiver-window-limited")
             .expect("window verdict");
         // 32768 B x 8 / 0.1375 s = 1.906 Mbit/s
         let c = w.value("ceiling").unwrap();
         assert!((c - 32_768.0 * 8.0 / 0.1375).abs() < 1.0, "{c}");
         assert!(w.explanation.contains("ceiling"), "{}", w.explanation);
-        assert_eq!(out[0].id, "capture-application-timeout", "critical first");
+        assert_eq!(out[0].id, "application-timeout", "critical first");
     }
 
     #[test]
@@ -512,9 +477,7 @@ mod tests {
             at_us: Some(30_000_000),
             ..Default::default()
         };
-        assert!(judge(&f)
-            .iter()
-            .all(|x| x.id != "capture-application-timeout"));
+        assert!(judge(&f).iter().all(|x| x.id != "application-timeout"));
     }
 
     #[test]

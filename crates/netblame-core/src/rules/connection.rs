@@ -25,42 +25,13 @@ use std::time::Duration;
 
 /// Findings this module produces (`rcvbuf-fixed-small` and the kernel known issues come from
 /// `rules::window` and `known_issues`).
-pub const FINDINGS: &[FindingSpec] = &[
-    FindingSpec {
-        id: "sender-rwnd-limited",
-        layer: Layer::Application,
-        title: "the sender waited on the peer's receive window most of its busy time",
-    },
-    FindingSpec {
-        id: "sender-sndbuf-limited",
-        layer: Layer::Host,
-        title: "the sender waited on its own send buffer most of its busy time",
-    },
-    FindingSpec {
-        id: "sender-loss-recovery",
-        layer: Layer::Network,
-        title: "the sender spent its busy time retransmitting (loss recovery or RTO backoff)",
-    },
-    FindingSpec {
-        id: "receiver-zero-window",
-        layer: Layer::Application,
-        title: "the receiver advertises a zero window: its application does not read",
-    },
-    FindingSpec {
-        id: "receiver-app-slow",
-        layer: Layer::Application,
-        title: "Recv-Q grows toward the receive buffer: the receiving application reads too slowly",
-    },
-    FindingSpec {
-        id: "window-scaling-absent",
-        layer: Layer::Network,
-        title: "window scaling was not negotiated: the window is capped at 64 KiB",
-    },
-];
+pub const FINDINGS: &[FindingSpec] = &[FindingSpec {
+    id: "receiver-app-slow",
+    layer: Layer::Application,
+    title: "Recv-Q grows toward the receive buffer: the receiving application reads too slowly",
+}];
 
-fn spec(id: &str) -> &'static FindingSpec {
-    FINDINGS.iter().find(|s| s.id == id).expect("catalogued id")
-}
+use crate::catalogue::spec;
 
 /// Share of busy time above which a limit is worth a finding.
 pub const BLAME_SHARE: f64 = 0.5;
@@ -293,7 +264,7 @@ fn sender_rules(
         Limit::ReceiverWindow => {
             let wnd = info.snd_wnd;
             let mut f = base(
-                "sender-rwnd-limited",
+                "receiver-window-limited",
                 match wnd {
                     Some(0) => format!(
                         "{:.0}% of the busy time waiting on the peer's zero window",
@@ -324,7 +295,7 @@ fn sender_rules(
         }
         Limit::SendBuffer => {
             let mut f = base(
-                "sender-sndbuf-limited",
+                "send-buffer-limited",
                 format!(
                     "{:.0}% of the busy time waiting for room in the send buffer",
                     share_of_busy * 100.0
@@ -357,7 +328,7 @@ fn sender_rules(
                 _ => None,
             };
             let mut f = base(
-                "sender-loss-recovery",
+                "network-loss",
                 format!(
                     "{retrans} segments retransmitted in the interval; in loss recovery (ca_state {}, backoff {})",
                     info.ca_state, info.backoff
@@ -649,7 +620,7 @@ mod tests {
         let v = judge(Some(&a), &b, SEC, &host());
         assert_eq!(v.limit, Some(Limit::ReceiverWindow));
         let f = &v.findings[0];
-        assert_eq!(f.id, "sender-rwnd-limited");
+        assert_eq!(f.id, "receiver-window-limited");
         assert!(
             f.explanation
                 .contains("window 64 KiB / RTT 137 ms = 3.83 Mbit/s ceiling"),
@@ -674,7 +645,7 @@ mod tests {
         };
         let v = judge(Some(&full(0)), &full(1_000_000), SEC, &host());
         assert_eq!(v.limit, Some(Limit::SendBuffer));
-        assert_eq!(v.findings[0].id, "sender-sndbuf-limited");
+        assert_eq!(v.findings[0].id, "send-buffer-limited");
         // The same busy time with the cwnd full is the network's.
         let mut a = full(0);
         let mut b = full(1_000_000);

@@ -25,7 +25,6 @@ pub const FINDINGS: &[FindingSpec] = &[
     spec("adv-win-scale-ignored", Layer::Kernel, "net.ipv4.tcp_adv_win_scale was changed, but this kernel ignores it"),
     spec("softnet-squeeze", Layer::Host, "softirq packet processing ran out of budget with work left (time_squeeze rising)"),
     spec("softnet-drops", Layer::Host, "packets dropped because the per-CPU backlog (netdev_max_backlog) was full"),
-    spec("zero-window", Layer::Application, "receivers advertised zero windows (applications stopped reading); data sent into them is dropped"),
     spec("socket-backlog-drops", Layer::Application, "segments dropped because a socket's backlog was full while the application held it"),
     spec("listen-overflows", Layer::Application, "accept queues overflowed: clients see SYN retransmits (1 s or more of connect delay)"),
     spec("rto-timeouts", Layer::Network, "retransmission timeouts fired: connections stalled for at least one RTO"),
@@ -37,9 +36,7 @@ pub const FINDINGS: &[FindingSpec] = &[
     spec("cpu-throttled", Layer::Host, "a cgroup that owns TCP sockets was CPU-throttled"),
 ];
 
-fn find(id: &str) -> &'static FindingSpec {
-    FINDINGS.iter().find(|s| s.id == id).expect("catalogued id")
-}
+use crate::catalogue::spec as find;
 
 /// Above this `tcp_rmem[2]` the collapse of a full queue is slow (Cloudflare settled on 4 MiB).
 pub const COLLAPSE_COMPROMISE_BYTES: u64 = 4 << 20;
@@ -387,7 +384,7 @@ fn receiver_rules(snap: &HostSnapshot, out: &mut Vec<Finding>) {
         let dropped = zwd + beyond;
         out.push(
             Finding::new(
-                find("zero-window"),
+                find("receiver-zero-window"),
                 Severity::Warning,
                 if zwd > 0 {
                     format!("receivers advertised a zero window {to_zero} times; {zwd} segments arrived into it and were dropped")
@@ -941,7 +938,7 @@ mod tests {
         });
         let f = judge(&s, None);
         for id in [
-            "zero-window",
+            "receiver-zero-window",
             "socket-backlog-drops",
             "listen-overflows",
             "rto-timeouts",

@@ -6,7 +6,7 @@
 //! small; retransmissions say whether the path lost packets. The receive-window arithmetic
 //! comes from [`crate::window`] and [`crate::rules::window`].
 
-use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
+use crate::finding::{Finding, Layer, Severity, Unit};
 use crate::kernel::KernelVersion;
 use crate::observe::{LimitShares, TcpInfo};
 use crate::rules::window::{judge as judge_window, Workload};
@@ -15,43 +15,7 @@ use crate::window::{bdp_bytes, ceiling_bps, model, RcvSettings, SocketRequest};
 use serde::Serialize;
 use std::time::Duration;
 
-/// Findings this module produces.
-pub const FINDINGS: &[FindingSpec] = &[
-    FindingSpec {
-        id: "transfer-slow-reader",
-        layer: Layer::Application,
-        title: "the receiving application read too slowly: its buffer filled and it advertised a zero window",
-    },
-    FindingSpec {
-        id: "transfer-no-window-scaling",
-        layer: Layer::Host,
-        title: "window scaling was not negotiated: the window is capped at 64 KiB",
-    },
-    FindingSpec {
-        id: "transfer-rmem-below-bdp",
-        layer: Layer::Host,
-        title: "the receiver's tcp_rmem[2] caps the autotuned window below the path's bandwidth-delay product",
-    },
-    FindingSpec {
-        id: "transfer-path-loss",
-        layer: Layer::Network,
-        title: "the path lost packets: the sender spent the transfer retransmitting and backing off",
-    },
-    FindingSpec {
-        id: "transfer-path-limited",
-        layer: Layer::Network,
-        title: "nothing on either host limited the transfer: it ran at what the path gave",
-    },
-    FindingSpec {
-        id: "connect-syn-lost",
-        layer: Layer::Network,
-        title: "some connects waited for a retransmitted SYN (one initial RTO, 1 s, or more)",
-    },
-];
-
-fn spec(id: &str) -> &'static FindingSpec {
-    FINDINGS.iter().find(|s| s.id == id).expect("catalogued id")
-}
+use crate::catalogue::spec;
 
 /// One bulk transfer seen at both ends.
 #[derive(Debug, Clone)]
@@ -145,7 +109,7 @@ pub fn judge_transfer(o: &TransferObservation) -> Vec<Finding> {
     if (zero && (rwnd >= RWND_SHARE || recvq_full)) || (rwnd >= RWND_SHARE && recvq_full) {
         out.push(
             Finding::new(
-                spec("transfer-slow-reader"),
+                spec("receiver-zero-window"),
                 Severity::Critical,
                 format!(
                     "the receiver's buffer filled ({} queued unread) and it advertised {} zero windows",
@@ -187,11 +151,14 @@ pub fn judge_transfer(o: &TransferObservation) -> Vec<Finding> {
             let c = ceiling_bps(cap, rtt);
             out.push(
                 Finding::new(
-                    spec("transfer-no-window-scaling"),
+                    spec("window-scaling-absent"),
                     Severity::Critical,
                     format!("no window scaling: the window cannot exceed 64 KiB, {} at {} RTT", BitRate(c), format_duration(rtt)),
                 )
                 .subject(subject.clone())
+                // In a lab the emulator never strips TCP options: no window scaling means an endpoint's
+                // tcp_window_scaling sysctl turned it off (the host), not a middlebox (the default).
+                .blame(Layer::Host)
                 .evidence("window_cap", cap as f64, Unit::Bytes)
                 .evidence("rtt", rtt.as_secs_f64() * 1e6, Unit::Microseconds)
                 .evidence("ceiling", c, Unit::BitsPerSecond)
@@ -271,7 +238,7 @@ pub fn judge_transfer(o: &TransferObservation) -> Vec<Finding> {
         };
         if capped {
             let mut f = Finding::new(
-                spec("transfer-rmem-below-bdp"),
+                spec("buffer-max-below-bdp"),
                 Severity::Critical,
                 format!(
                 "the receive window stayed near {}: tcp_rmem[2] = {} caps it below the path's BDP",
@@ -322,7 +289,7 @@ pub fn judge_transfer(o: &TransferObservation) -> Vec<Finding> {
     let loss = retrans as f64 / segs as f64;
     if loss >= LOSS_SHARE {
         let mut f = Finding::new(
-            spec("transfer-path-loss"),
+            spec("network-loss"),
             Severity::Warning,
             format!("{:.1}% of data segments were retransmitted: the path loses packets, the receiver kept up", loss * 100.0),
         )
@@ -355,7 +322,7 @@ pub fn judge_transfer(o: &TransferObservation) -> Vec<Finding> {
         return out;
     }
     let mut f = Finding::new(
-        spec("transfer-path-limited"),
+        spec("congestion-window-limited"),
         Severity::Info,
         format!(
             "no host-side limit: {} at {} RTT",
@@ -410,7 +377,7 @@ pub fn judge_connects(o: &ConnectObservation) -> Vec<Finding> {
     let p50 = sorted[sorted.len() / 2];
     let max = *sorted.last().expect("non-empty");
     vec![Finding::new(
-        spec("connect-syn-lost"),
+        spec("syn-retransmit"),
         Severity::Warning,
         format!(
             "{} of {} connects took {} or more (median {}): their first SYN was lost",
@@ -508,9 +475,9 @@ mod tests {
     #[test]
     fn rwnd_without_wscale_blames_window_scaling() {
         let f = judge_transfer(&obs(sample(2_000_000, 1_800_000, 0, 1000, false)));
-        assert_eq!(f[0].id, "transfer-no-window-scaling");
+        assert_eq!(f[0].id, "window-scaling-absent");
         let e = Expected {
-            finding: Some("transfer-no-window-scaling"),
+            finding: Some("window-scaling-absent"),
             layer: Some(Layer::Host),
         };
         assert!(verdict_matches(&e, &f));
@@ -521,7 +488,7 @@ mod tests {
         let mut o = obs(sample(2_000_000, 1_800_000, 0, 1000, true));
         o.receiver_settings.tcp_rmem[2] = 262_144;
         let f = judge_transfer(&o);
-        assert_eq!(f[0].id, "transfer-rmem-below-bdp");
+        assert_eq!(f[0].id, "buffer-max-below-bdp");
         assert_eq!(f[0].value("tcp_rmem_max"), Some(262_144.0));
         assert!(f[0].fix.contains("tcp_rmem"), "{}", f[0].fix);
     }
@@ -532,13 +499,13 @@ mod tests {
         o.receiver_zero_windows = 12;
         o.receiver_recvq_max = 100_000;
         o.receiver_rcvbuf = 131_072;
-        assert_eq!(judge_transfer(&o)[0].id, "transfer-slow-reader");
+        assert_eq!(judge_transfer(&o)[0].id, "receiver-zero-window");
     }
 
     #[test]
     fn retransmits_without_rwnd_blame_the_network() {
         let f = judge_transfer(&obs(sample(2_000_000, 10_000, 50, 2000, true)));
-        assert_eq!(f[0].id, "transfer-path-loss");
+        assert_eq!(f[0].id, "network-loss");
         assert_eq!(f[0].layer, Layer::Network);
         let healthy = judge_transfer(&obs(sample(2_000_000, 10_000, 0, 2000, true)));
         assert!(verdict_matches(

@@ -6,6 +6,7 @@ pub mod connection;
 pub mod host;
 pub mod lab;
 pub mod probe;
+pub mod shared;
 pub mod transfer;
 pub mod verdict;
 pub mod window;

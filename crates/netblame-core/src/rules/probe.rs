@@ -11,11 +11,6 @@ use std::time::Duration;
 /// Findings this module produces.
 pub const FINDINGS: &[FindingSpec] = &[
     FindingSpec {
-        id: "connect-syn-retransmit",
-        layer: Layer::Network,
-        title: "connect times cluster at the SYN retransmission schedule: lost SYNs or a full accept queue",
-    },
-    FindingSpec {
         id: "timeout-and-retry",
         layer: Layer::Application,
         title: "probes fail or answer at one fixed delay, then succeed: something times out and retries",
@@ -32,9 +27,7 @@ pub const FINDINGS: &[FindingSpec] = &[
     },
 ];
 
-fn spec(id: &str) -> &'static FindingSpec {
-    FINDINGS.iter().find(|s| s.id == id).expect("catalogued id")
-}
+use crate::catalogue::spec;
 
 /// `TCP_TIMEOUT_INIT`: the initial SYN retransmission timeout.
 const SYN_RTO_INIT: Duration = Duration::from_secs(1);
@@ -210,7 +203,7 @@ fn syn_retransmit(t: &TargetLatency, ctx: &ProbeContext) -> Option<Finding> {
         Severity::Warning
     };
     let mut f = Finding::new(
-        spec("connect-syn-retransmit"),
+        spec("syn-retransmit"),
         severity,
         format!(
             "{clustered} of {connects} connects to {} waited for a SYN retransmission ({})",
@@ -614,7 +607,7 @@ mod tests {
         let f = judge(&[target("a:1", &c, Some(1))], &ctx(4));
         let syn = f
             .iter()
-            .find(|f| f.id == "connect-syn-retransmit")
+            .find(|f| f.id == "syn-retransmit")
             .expect("syn finding");
         assert_eq!(syn.value("syn_retransmit_connects"), Some(5.0));
         assert_eq!(syn.value("after_retry_1"), Some(4.0));
@@ -623,7 +616,7 @@ mod tests {
         assert_eq!(syn.value("confirmed_by_total_rto"), Some(5.0));
         // Classic schedule: a 2 s connect is not on it (3 s is).
         let f = judge(&[target("a:1", &c, None)], &ctx(0));
-        let syn = f.iter().find(|f| f.id == "connect-syn-retransmit").unwrap();
+        let syn = f.iter().find(|f| f.id == "syn-retransmit").unwrap();
         assert_eq!(syn.value("syn_retransmit_connects"), Some(4.0));
         assert!(syn.explanation.contains("not available"));
     }
@@ -633,7 +626,7 @@ mod tests {
         let mut c = vec![60u64; 80];
         c.extend((0..20).map(|i| 150_000 + i * 90_000));
         let f = judge(&[target("a:1", &c, None)], &ctx(4));
-        assert!(f.iter().all(|f| f.id != "connect-syn-retransmit"), "{f:?}");
+        assert!(f.iter().all(|f| f.id != "syn-retransmit"), "{f:?}");
     }
 
     #[test]

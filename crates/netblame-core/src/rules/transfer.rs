@@ -13,26 +13,6 @@ use std::time::Duration;
 /// Findings this module produces.
 pub const FINDINGS: &[FindingSpec] = &[
     FindingSpec {
-        id: "transfer-receiver-window",
-        layer: Layer::Application,
-        title: "the receiver's advertised window held the sender back",
-    },
-    FindingSpec {
-        id: "transfer-send-buffer",
-        layer: Layer::Host,
-        title: "the sender's socket send buffer held it back",
-    },
-    FindingSpec {
-        id: "transfer-congestion-window",
-        layer: Layer::Network,
-        title: "the congestion window (the path, or the CPU on loopback) bounded the sender",
-    },
-    FindingSpec {
-        id: "transfer-loss-recovery",
-        layer: Layer::Network,
-        title: "the sender spent its time recovering from loss",
-    },
-    FindingSpec {
         id: "transfer-sender-idle",
         layer: Layer::Application,
         title: "the sender often had nothing queued: the sending application (or its CPU) was the limit",
@@ -43,20 +23,13 @@ pub const FINDINGS: &[FindingSpec] = &[
         title: "a requested socket buffer was capped by net.core.rmem_max / wmem_max",
     },
     FindingSpec {
-        id: "transfer-app-timeout",
-        layer: Layer::Application,
-        title: "an application with this read timeout would have given up",
-    },
-    FindingSpec {
         id: "transfer-sender-unobserved",
         layer: Layer::Host,
         title: "the sending end's tcp_info was not available, so the limit cannot be named",
     },
 ];
 
-fn spec(id: &str) -> &'static FindingSpec {
-    FINDINGS.iter().find(|s| s.id == id).expect("catalogued id")
-}
+use crate::catalogue::spec;
 
 /// One sending stream over the counted part of a test.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -257,7 +230,7 @@ fn limit_finding(
                 .filter_map(|s| s.mean_snd_wnd_bytes)
                 .fold(None, |a: Option<f64>, w| Some(a.map_or(w, |a| a.min(w))));
             let mut f = base(
-                "transfer-receiver-window",
+                "receiver-window-limited",
                 sev,
                 format!("the receiver window {lead} the sender {} of the time", pct(share)),
             );
@@ -306,7 +279,7 @@ fn limit_finding(
             f.explain(why).fix(fix)
         }
         Limit::SendBuffer => base(
-            "transfer-send-buffer",
+            "send-buffer-limited",
             if share >= RWND_WARNING_SHARE { Severity::Warning } else { Severity::Info },
             format!("the send buffer {lead} the sender {} of the time", pct(share)),
         )
@@ -314,7 +287,7 @@ fn limit_finding(
         .fix("do not set SO_SNDBUF small (or at all); raise net.ipv4.tcp_wmem[2] and net.core.wmem_max to the BDP"),
         Limit::CongestionWindow => {
             let mut f = base(
-                "transfer-congestion-window",
+                "congestion-window-limited",
                 Severity::Info,
                 format!("the congestion window {lead} the sender {} of the time", pct(share)),
             );
@@ -329,7 +302,7 @@ fn limit_finding(
             .fix("nothing on the hosts: the path capacity or its congestion sets this rate")
         }
         Limit::LossRecovery => base(
-            "transfer-loss-recovery",
+            "network-loss",
             Severity::Warning,
             format!("loss recovery {lead} the sender {} of the time", pct(share)),
         )
@@ -493,7 +466,7 @@ fn app_timeout(obs: &TransferObservation) -> Option<Finding> {
     };
     Some(
         Finding::new(
-            spec("transfer-app-timeout"),
+            spec("application-timeout"),
             if hit {
                 Severity::Critical
             } else {
@@ -548,7 +521,7 @@ mod tests {
         let f = judge(&obs);
         let rw = f
             .iter()
-            .find(|f| f.id == "transfer-receiver-window")
+            .find(|f| f.id == "receiver-window-limited")
             .expect("rwnd finding");
         assert_eq!(rw.severity, Severity::Warning);
         assert!(
@@ -573,8 +546,8 @@ mod tests {
             ..TransferObservation::default()
         };
         let f = judge(&obs);
-        assert_eq!(f[0].id, "transfer-congestion-window");
-        assert!(f.iter().all(|f| f.id != "transfer-receiver-window"));
+        assert_eq!(f[0].id, "congestion-window-limited");
+        assert!(f.iter().all(|f| f.id != "receiver-window-limited"));
     }
 
     #[test]
@@ -592,7 +565,7 @@ mod tests {
             ..TransferObservation::default()
         };
         let f = judge(&obs);
-        assert_eq!(f[0].id, "transfer-receiver-window");
+        assert_eq!(f[0].id, "receiver-window-limited");
         assert!((f[0].value("share").unwrap() - 100.0).abs() < 1e-6);
         // A huge window far above the measured rate: the cwnd time stays the network's.
         s.mean_snd_wnd_bytes = Some(8.0 * 1024.0 * 1024.0);
@@ -600,7 +573,7 @@ mod tests {
             senders: vec![s],
             ..obs
         };
-        assert_eq!(judge(&obs)[0].id, "transfer-congestion-window");
+        assert_eq!(judge(&obs)[0].id, "congestion-window-limited");
     }
 
     #[test]

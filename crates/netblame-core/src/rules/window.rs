@@ -22,9 +22,7 @@ pub const FINDINGS: &[FindingSpec] = &[
     },
 ];
 
-fn spec(id: &str) -> &'static FindingSpec {
-    FINDINGS.iter().find(|s| s.id == id).expect("catalogued id")
-}
+use crate::catalogue::spec;
 
 /// The path and workload a window is judged against.
 #[derive(Debug, Clone, Default)]

@@ -38,26 +38,26 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
         name: "slow-reader",
         incident: "Flow control: a receiver that sleeps between reads",
         description: "20 ms RTT, 100 Mbit/s. The receiving application reads 32 KiB every 100 ms while the sender pushes: \
-                      Recv-Q fills, zero windows and window probes. Expected: transfer-slow-reader (application).",
+                      Recv-Q fills, zero windows and window probes. Expected: receiver-zero-window (application).",
     },
     ScenarioInfo {
         name: "bdp",
         incident: "Google Cloud: windows too small for the bandwidth-delay product",
         description: "80 ms RTT, 100 Mbit/s (BDP 1 MB). Upload with the server's tcp_rmem[2] at 256 KiB, then with \
-                      window scaling off, then tuned. Expected: transfer-rmem-below-bdp (host), \
-                      transfer-no-window-scaling (host), tuned clean.",
+                      window scaling off, then tuned. Expected: buffer-max-below-bdp (host), \
+                      window-scaling-absent (host), tuned clean.",
     },
     ScenarioInfo {
         name: "syn-loss",
         incident: "Cloudflare / Datadog: connect-latency spikes from lost SYNs",
         description: "20 ms RTT. The emulator drops the first SYN of every 3rd connection; 9 sequential connects. \
-                      Expected: connect-syn-lost (network): 3 connects take 1 s + RTT.",
+                      Expected: syn-retransmit (network): 3 connects take 1 s + RTT.",
     },
     ScenarioInfo {
         name: "lossy-path",
         incident: "Random loss on the path: the network, not the receiver",
         description: "40 ms RTT, 50 Mbit/s, 2% random loss on the data direction, cubic sender. \
-                      Expected: transfer-path-loss (network), not a receiver finding.",
+                      Expected: network-loss (network), not a receiver finding.",
     },
     ScenarioInfo {
         name: "collapse",
@@ -363,7 +363,7 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<ScenarioReport, LabError> {
                 "receiver reads 32 KiB every 100 ms",
                 cfg,
                 Work::Transfer(spec),
-                expect("transfer-slow-reader", Layer::Application),
+                expect("receiver-zero-window", Layer::Application),
             )?);
         }
         "bdp" => {
@@ -386,14 +386,14 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<ScenarioReport, LabError> {
                 "server tcp_rmem[2] = 256 KiB",
                 mk(1, &[("net.ipv4.tcp_rmem", "4096 131072 262144")]),
                 Work::Transfer(spec.clone()),
-                expect("transfer-rmem-below-bdp", Layer::Host),
+                expect("buffer-max-below-bdp", Layer::Host),
             )?);
             parts.push(part(
                 opts,
                 "window scaling off",
                 mk(2, &[("net.ipv4.tcp_window_scaling", "0")]),
                 Work::Transfer(spec.clone()),
-                expect("transfer-no-window-scaling", Layer::Host),
+                expect("window-scaling-absent", Layer::Host),
             )?);
             parts.push(part(
                 opts,
@@ -411,7 +411,7 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<ScenarioReport, LabError> {
                 "first SYN of every 3rd connection lost",
                 cfg,
                 Work::Connects(if q { 6 } else { 9 }),
-                expect("connect-syn-lost", Layer::Network),
+                expect("syn-retransmit", Layer::Network),
             )?);
         }
         "lossy-path" => {
@@ -426,7 +426,7 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<ScenarioReport, LabError> {
                 "2% random loss server -> client, cubic sender",
                 cfg,
                 Work::Transfer(spec),
-                expect("transfer-path-loss", Layer::Network),
+                expect("network-loss", Layer::Network),
             )?);
         }
         "collapse" => {
