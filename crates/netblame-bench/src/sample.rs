@@ -51,20 +51,14 @@ pub struct StreamSample {
 impl StreamSample {
     /// The kernel's limit shares over this interval, when the stopwatches exist.
     pub fn shares(&self) -> Option<LimitShares> {
-        let busy = self.busy_us?;
-        let rwnd = self.rwnd_limited_us?.min(busy);
-        let sndbuf = self.sndbuf_limited_us?.min(busy - rwnd);
-        let interval_us = self.interval_us.max(busy).max(1);
-        Some(LimitShares {
-            interval_us,
-            busy_us: busy,
-            rwnd_limited_us: rwnd,
-            sndbuf_limited_us: sndbuf,
-            cwnd_limited_us: busy - rwnd - sndbuf,
-            idle_us: interval_us - busy,
-            retransmitted_segments: self.retransmits,
-            in_loss_recovery: self.in_loss_recovery,
-        })
+        Some(LimitShares::from_deltas(
+            self.busy_us?,
+            self.rwnd_limited_us?,
+            self.sndbuf_limited_us?,
+            self.interval_us,
+            self.retransmits,
+            self.in_loss_recovery,
+        ))
     }
 }
 

@@ -4,8 +4,8 @@
 //! Ranges are upstream version numbers; distro kernels may carry backports, so every statement
 //! built from this table carries [`crate::BACKPORT_CAVEAT`].
 
-use crate::finding::{FindingSpec, Layer};
-use crate::kernel::KernelVersion;
+use crate::finding::{Finding, FindingSpec, Layer, Severity};
+use crate::kernel::{KernelVersion, BACKPORT_CAVEAT};
 use serde::Serialize;
 
 /// A half-open range of upstream versions `[from, until)`; `until = None` means "not fixed yet".
@@ -125,6 +125,32 @@ const fn kernel_spec(id: &'static str, title: &'static str) -> FindingSpec {
 /// The catalogue entries for the table (all blame the kernel).
 pub fn findings() -> impl Iterator<Item = &'static FindingSpec> {
     KNOWN_ISSUES.iter().map(|i| &i.spec)
+}
+
+impl KnownIssue {
+    /// The finding for `kernel`: the effect, the commits and the backport caveat as the
+    /// explanation; `scope` says which sockets it affects.
+    pub fn finding(&self, kernel: &KernelVersion, severity: Severity, scope: &str) -> Finding {
+        let fixed = if self.fixed_in.is_empty() {
+            "no upstream fix yet".to_string()
+        } else {
+            format!("fixed in {}", self.fixed_in.join(", "))
+        };
+        Finding::new(
+            &self.spec,
+            severity,
+            format!("kernel {kernel}: {}", self.spec.title),
+        )
+        .subject(format!("kernel {kernel}"))
+        .explain(format!(
+            "{}; affects {scope} ({}). {BACKPORT_CAVEAT}",
+            self.effect,
+            self.commits.join("; ")
+        ))
+        .fix(format!(
+            "stop setting SO_RCVBUF, or run a kernel with the fix ({fixed})"
+        ))
+    }
 }
 
 /// The known issues that affect `kernel` (by upstream number).

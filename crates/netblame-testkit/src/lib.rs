@@ -31,3 +31,17 @@ pub fn unique_name(prefix: &str) -> String {
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}{}x{n}", std::process::id() % 100_000)
 }
+
+/// Runs a program to completion and returns its exit code (-1 when killed by a signal),
+/// stdout and stderr as text. CLI tests pass `env!("CARGO_BIN_EXE_netblame")`.
+pub fn run(program: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

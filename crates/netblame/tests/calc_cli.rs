@@ -1,17 +1,7 @@
 //! `netblame calc` end to end: the seed figures, JSON keys with units, and bad input.
 
-use std::process::Command;
-
 fn netblame(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_netblame"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    netblame_testkit::run(env!("CARGO_BIN_EXE_netblame"), args)
 }
 
 fn json(args: &[&str]) -> serde_json::Value {

@@ -31,20 +31,39 @@ impl LimitShares {
     /// Returns `None` when the kernel lacks the stopwatches (before 4.10).
     pub fn between(prev: &TcpInfo, cur: &TcpInfo, interval_us: u64) -> Option<LimitShares> {
         let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
-        let busy = delta(prev.busy_time_us, cur.busy_time_us)?;
-        let rwnd = delta(prev.rwnd_limited_us, cur.rwnd_limited_us)?.min(busy);
-        let sndbuf = delta(prev.sndbuf_limited_us, cur.sndbuf_limited_us)?.min(busy - rwnd);
-        let interval_us = interval_us.max(busy).max(1);
-        Some(LimitShares {
+        Some(LimitShares::from_deltas(
+            delta(prev.busy_time_us, cur.busy_time_us)?,
+            delta(prev.rwnd_limited_us, cur.rwnd_limited_us)?,
+            delta(prev.sndbuf_limited_us, cur.sndbuf_limited_us)?,
             interval_us,
-            busy_us: busy,
+            cur.total_retrans.saturating_sub(prev.total_retrans) as u64,
+            cur.ca_state >= ca_state::RECOVERY || cur.backoff > 0,
+        ))
+    }
+
+    /// Builds the shares from stopwatch deltas already taken (microseconds); clamps rwnd and
+    /// sndbuf into busy time and busy time into the interval.
+    pub fn from_deltas(
+        busy_us: u64,
+        rwnd_us: u64,
+        sndbuf_us: u64,
+        interval_us: u64,
+        retransmitted_segments: u64,
+        in_loss_recovery: bool,
+    ) -> LimitShares {
+        let rwnd = rwnd_us.min(busy_us);
+        let sndbuf = sndbuf_us.min(busy_us - rwnd);
+        let interval_us = interval_us.max(busy_us).max(1);
+        LimitShares {
+            interval_us,
+            busy_us,
             rwnd_limited_us: rwnd,
             sndbuf_limited_us: sndbuf,
-            cwnd_limited_us: busy - rwnd - sndbuf,
-            idle_us: interval_us - busy,
-            retransmitted_segments: cur.total_retrans.saturating_sub(prev.total_retrans) as u64,
-            in_loss_recovery: cur.ca_state >= ca_state::RECOVERY || cur.backoff > 0,
-        })
+            cwnd_limited_us: busy_us - rwnd - sndbuf,
+            idle_us: interval_us - busy_us,
+            retransmitted_segments,
+            in_loss_recovery,
+        }
     }
 
     /// Share of the interval, `0.0..=1.0`.

@@ -229,27 +229,7 @@ fn kernel_rules(snap: &HostSnapshot, out: &mut Vec<Finding>) {
                 "only sockets whose application sets SO_RCVBUF",
             ),
         };
-        let fixed = if issue.fixed_in.is_empty() {
-            "no upstream fix yet".to_string()
-        } else {
-            format!("fixed in {}", issue.fixed_in.join(", "))
-        };
-        out.push(
-            Finding::new(
-                &issue.spec,
-                severity,
-                format!("kernel {kernel}: {}", issue.spec.title),
-            )
-            .subject(format!("kernel {kernel}"))
-            .explain(format!(
-                "{}; affects {scope} ({}). {BACKPORT_CAVEAT}",
-                issue.effect,
-                issue.commits.join("; ")
-            ))
-            .fix(format!(
-                "run a kernel with the fix ({fixed}); applications should not set SO_RCVBUF"
-            )),
-        );
+        out.push(issue.finding(kernel, severity, scope));
     }
 }
 

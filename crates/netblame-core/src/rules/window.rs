@@ -2,7 +2,7 @@
 //! transfer that misses its application timeout.
 
 use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
-use crate::kernel::{KernelVersion, BACKPORT_CAVEAT};
+use crate::kernel::KernelVersion;
 use crate::known_issues::{self, Trigger};
 use crate::units::{format_duration, BitRate, Bytes};
 use crate::window::{ceiling_bps, transfer_time, TransferEstimate, TransferInput, WindowModel};
@@ -85,27 +85,11 @@ pub fn judge(kernel: &KernelVersion, model: &WindowModel, w: &Workload) -> Vec<F
         f = f.explain(explanation);
         out.push(f);
         for issue in known_issues::affecting(kernel).filter(|i| i.trigger == Trigger::FixedRcvbuf) {
-            let fixed = if issue.fixed_in.is_empty() {
-                "no upstream fix yet".to_string()
-            } else {
-                format!("fixed in {}", issue.fixed_in.join(", "))
-            };
-            out.push(
-                Finding::new(
-                    &issue.spec,
-                    Severity::Warning,
-                    format!("kernel {kernel}: {}", issue.spec.title),
-                )
-                .explain(format!(
-                    "{} ({}). {}",
-                    issue.effect,
-                    issue.commits.join("; "),
-                    BACKPORT_CAVEAT
-                ))
-                .fix(format!(
-                    "stop setting SO_RCVBUF, or run a kernel with the fix ({fixed})"
-                )),
-            );
+            out.push(issue.finding(
+                kernel,
+                Severity::Warning,
+                "sockets that set SO_RCVBUF, like this one",
+            ));
         }
     }
     if let (Some(est), Some(timeout)) = (estimate(model, w), w.timeout) {
