@@ -131,10 +131,13 @@ impl KnownIssue {
     /// The finding for `kernel`: the effect, the commits and the backport caveat as the
     /// explanation; `scope` says which sockets it affects.
     pub fn finding(&self, kernel: &KernelVersion, severity: Severity, scope: &str) -> Finding {
-        let fixed = if self.fixed_in.is_empty() {
-            "no upstream fix yet".to_string()
+        let fix = if self.fixed_in.is_empty() {
+            "stop setting SO_RCVBUF (no upstream kernel fix yet)".to_string()
         } else {
-            format!("fixed in {}", self.fixed_in.join(", "))
+            format!(
+                "stop setting SO_RCVBUF, or run a kernel with the fix (fixed in {})",
+                self.fixed_in.join(", ")
+            )
         };
         Finding::new(
             &self.spec,
@@ -147,9 +150,7 @@ impl KnownIssue {
             self.effect,
             self.commits.join("; ")
         ))
-        .fix(format!(
-            "stop setting SO_RCVBUF, or run a kernel with the fix ({fixed})"
-        ))
+        .fix(fix)
     }
 }
 
