@@ -156,7 +156,7 @@ fn qdisc_drops_are_counted() {
     let ns = Netns::new("nbhq");
     // A slow, short queue on loopback: UDP floods overflow it.
     run(&[
-        "ip", "netns", "exec", &ns.name, "tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate",
+        "ip", "netns", "exec", &ns.0, "tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate",
         "1mbit", "burst", "1600", "limit", "3000",
     ]);
     let snap = ns.run(|| {
@@ -207,7 +207,7 @@ fn one_tx_queue_carrying_everything_is_skew() {
         "numrxqueues",
         "4",
         "netns",
-        &a.name,
+        &a.0,
         "type",
         "veth",
         "peer",
@@ -218,12 +218,12 @@ fn one_tx_queue_carrying_everything_is_skew() {
         "numrxqueues",
         "4",
         "netns",
-        &b.name,
+        &b.0,
     ]);
     run(&[
         "ip",
         "-n",
-        &a.name,
+        &a.0,
         "addr",
         "add",
         "198.18.91.1/24",
@@ -233,19 +233,19 @@ fn one_tx_queue_carrying_everything_is_skew() {
     run(&[
         "ip",
         "-n",
-        &b.name,
+        &b.0,
         "addr",
         "add",
         "198.18.91.2/24",
         "dev",
         &vb,
     ]);
-    run(&["ip", "-n", &a.name, "link", "set", &va, "up"]);
-    run(&["ip", "-n", &b.name, "link", "set", &vb, "up"]);
+    run(&["ip", "-n", &a.0, "link", "set", &va, "up"]);
+    run(&["ip", "-n", &b.0, "link", "set", &vb, "up"]);
     // mq: one child qdisc per TX queue, so per-queue counts are visible.
     run(&[
-        "ip", "netns", "exec", &a.name, "tc", "qdisc", "replace", "dev", &va, "root", "handle",
-        "1:", "mq",
+        "ip", "netns", "exec", &a.0, "tc", "qdisc", "replace", "dev", &va, "root", "handle", "1:",
+        "mq",
     ]);
     let listener = b.run(|| std::net::TcpListener::bind("198.18.91.2:0").unwrap());
     let port = listener.local_addr().unwrap().port();

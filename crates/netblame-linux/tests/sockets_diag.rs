@@ -6,6 +6,7 @@ use netblame_core::rules::connection::{judge, ConnectionVerdict, HostContext};
 use netblame_core::Limit;
 use netblame_linux::diag::{dump_filtered, DumpRequest};
 use netblame_linux::sockopt;
+use netblame_testkit::Netns;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -327,56 +328,13 @@ fn rcvbuf_64k_before_connect_is_fixed_small_with_wscale_evidence() {
     assert!(!ids(&sv).contains(&"rcvbuf-fixed-small"), "{sv:#?}");
 }
 
-/// A fresh network namespace, removed on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = netblame_testkit::unique_name("nbsk");
-        let st = std::process::Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("ip netns add");
-        assert!(st.success());
-        let ns = Netns(name);
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn exec(&self, cmd: &[&str]) {
-        let st = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(cmd)
-            .status()
-            .expect("ip netns exec");
-        assert!(st.success(), "{cmd:?}");
-    }
-
-    /// Moves the calling thread (only) into the namespace.
-    fn enter(&self) {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(format!("/var/run/netns/{}", self.0)).unwrap();
-        // SAFETY: setns on a valid namespace fd changes only this thread's network namespace.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
-
 #[test]
 fn no_window_scaling_caps_at_64k_and_blames_this_hosts_sysctl() {
     if !netblame_testkit::require_root("no_window_scaling_caps_at_64k_and_blames_this_hosts_sysctl")
     {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("nbsk");
     ns.exec(&["sysctl", "-qw", "net.ipv4.tcp_window_scaling=0"]);
     // The test thread runs in the namespace; /proc/sys/net then shows the namespace's sysctls.
     std::thread::scope(|scope| {

@@ -45,3 +45,107 @@ pub fn run(program: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs a command and panics with its stderr when it fails; returns its stdout.
+pub fn run_ok(cmd: &[&str]) -> String {
+    let (code, out, err) = run(cmd[0], &cmd[1..]);
+    assert_eq!(code, 0, "{cmd:?}: {err}");
+    out
+}
+
+/// A named network namespace (`ip netns add`) with loopback up, deleted on drop even when the
+/// test panics (veth ends and processes' sockets inside go with it).
+pub struct Netns(pub String);
+
+impl Netns {
+    /// Creates `PREFIX<pid>x<n>` and brings its loopback up.
+    pub fn new(prefix: &str) -> Netns {
+        let ns = Netns(unique_name(prefix));
+        run_ok(&["ip", "netns", "add", &ns.0]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// Runs a command inside the namespace; panics when it fails. Returns its stdout.
+    pub fn exec(&self, cmd: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.0];
+        full.extend_from_slice(cmd);
+        run_ok(&full)
+    }
+
+    /// Spawns a command inside the namespace with stdout and stderr piped.
+    pub fn spawn(&self, cmd: &[&str]) -> std::process::Child {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(cmd)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn in netns")
+    }
+
+    /// Loads an nftables ruleset into the namespace; panics when nft rejects it.
+    pub fn nft(&self, ruleset: &str) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        child
+            .stdin
+            .take()
+            .expect("nft stdin")
+            .write_all(ruleset.as_bytes())
+            .expect("write ruleset");
+        assert!(
+            child.wait().expect("nft").success(),
+            "nft rejected:\n{ruleset}"
+        );
+    }
+
+    /// Moves the calling thread (only) into the namespace.
+    pub fn enter(&self) {
+        enter_netns(&self.0);
+    }
+
+    /// Runs `f` on a new thread inside the namespace (its /proc/thread-self/net, sysctls and
+    /// sockets are the namespace's; threads it starts stay inside too).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.thread(f).join().expect("namespace thread panicked")
+    }
+
+    /// Like [`Netns::run`], but returns the thread's handle instead of waiting for it.
+    pub fn thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let name = self.0.clone();
+        std::thread::spawn(move || {
+            enter_netns(&name);
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// Moves the calling thread into the named namespace (`/run/netns/NAME`).
+fn enter_netns(name: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
+    // SAFETY: setns on a valid namespace fd changes only this thread's network namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}

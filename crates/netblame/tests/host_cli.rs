@@ -3,7 +3,7 @@
 
 mod host_cli_common;
 
-use host_cli_common::{netblame, netblame_as_nobody, Netns, TempDir};
+use host_cli_common::{netblame, netblame_as_nobody, Netns, NetnsCli, TempDir};
 use serde_json::Value;
 
 fn ids(v: &Value) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! section, JSON keys with units, save/load, bad input, and the SYN signature inside a
 //! namespace whose nftables drops the first SYN of each connection.
 
+use netblame_testkit::Netns;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 
@@ -47,14 +48,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 

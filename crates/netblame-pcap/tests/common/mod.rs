@@ -1,6 +1,8 @@
 //! Helpers for tests that capture real traffic with tcpdump, on loopback or in namespaces.
 #![allow(dead_code)]
 
+#[allow(unused_imports)]
+pub use netblame_testkit::Netns;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -118,60 +120,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A network namespace deleted on drop (its veth ends go with it).
-pub struct Netns(pub String);
-
-impl Netns {
-    pub fn new(prefix: &str) -> Netns {
-        let name = netblame_testkit::unique_name(prefix);
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns(name);
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-    /// Runs a command in the namespace; panics when it fails.
-    pub fn exec(&self, args: &[&str]) {
-        let mut full = vec!["ip", "netns", "exec", &self.0];
-        full.extend_from_slice(args);
-        run(&full);
-    }
-    /// Spawns a command in the namespace.
-    pub fn spawn(&self, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn in netns")
-    }
-    /// Loads an nftables ruleset in the namespace.
-    pub fn nft(&self, ruleset: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("nft runs");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(ruleset.as_bytes())
-            .unwrap();
-        assert!(
-            child.wait().unwrap().success(),
-            "nft ruleset failed:\n{ruleset}"
-        );
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 

@@ -31,69 +31,33 @@ pub fn run(cmd: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A network namespace with loopback up; deleted on drop, even after a panic.
-pub struct Netns {
-    pub name: String,
+pub use netblame_testkit::Netns;
+
+/// What the CLI tests do inside a namespace.
+pub trait NetnsCli {
+    /// `netblame ARGS` inside the namespace.
+    fn netblame(&self, args: &[&str]) -> (i32, String, String);
+    /// A sysctl's raw value inside the namespace.
+    fn sysctl(&self, name: &str) -> String;
+    /// Sets a sysctl inside the namespace.
+    fn set_sysctl(&self, name: &str, value: &str);
 }
 
-impl Netns {
-    pub fn new(prefix: &str) -> Netns {
-        let name = netblame_testkit::unique_name(prefix);
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `netblame ARGS` inside the namespace.
-    pub fn netblame(&self, args: &[&str]) -> (i32, String, String) {
+impl NetnsCli for Netns {
+    fn netblame(&self, args: &[&str]) -> (i32, String, String) {
         out(Command::new("ip")
-            .args(["netns", "exec", &self.name, BIN])
+            .args(["netns", "exec", &self.0, BIN])
             .args(args)
             .output()
             .unwrap())
     }
 
-    /// A sysctl's raw value inside the namespace.
-    pub fn sysctl(&self, name: &str) -> String {
-        let path = format!("/proc/sys/{}", name.replace('.', "/"));
-        run(&["ip", "netns", "exec", &self.name, "cat", &path])
+    fn sysctl(&self, name: &str) -> String {
+        self.exec(&["cat", &format!("/proc/sys/{}", name.replace('.', "/"))])
     }
 
-    pub fn set_sysctl(&self, name: &str, value: &str) {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.name,
-            "sysctl",
-            "-qw",
-            &format!("{name}={value}"),
-        ]);
-    }
-
-    /// Runs `f` on a thread that joined this namespace.
-    pub fn thread<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns");
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a valid namespace fd; affects only this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+    fn set_sysctl(&self, name: &str, value: &str) {
+        self.exec(&["sysctl", "-qw", &format!("{name}={value}")]);
     }
 }
 
