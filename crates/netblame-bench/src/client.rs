@@ -292,32 +292,17 @@ fn run_test(
     proto::write_state(&mut &*ctrl, state::TEST_END)?;
     proto::expect_state(&mut &*ctrl, state::EXCHANGE_RESULTS)?;
     let base = base.unwrap_or_else(|| vec![0; streams.len()]);
-    let sender_has_retransmits = if streams.iter().any(|s| s.sending) {
-        1
-    } else {
-        -1
-    };
-    let results = json!({
-        "cpu_util_total": cpu_local.total,
-        "cpu_util_user": cpu_local.user,
-        "cpu_util_system": cpu_local.system,
-        "sender_has_retransmits": sender_has_retransmits,
-        "congestion_used": streams.first().and_then(|s| netblame_linux::sockopt::congestion(&*s.sock).ok()).unwrap_or_default(),
-        "streams": streams.iter().enumerate().map(|(i, s)| json!({
-            "id": s.id,
-            "bytes": final_bytes[i].saturating_sub(base[i]),
-            "retransmits": if s.sending {
-                intervals.iter().filter(|iv| !iv.omitted)
-                    .flat_map(|iv| iv.streams.iter().filter(|x| x.id == s.id))
-                    .map(|x| x.retransmits).sum::<u64>() as i64
-            } else { -1 },
-            "jitter": 0,
-            "errors": 0,
-            "packets": 0,
-            "start_time": 0,
-            "end_time": seconds,
-        })).collect::<Vec<_>>(),
-    });
+    let results = crate::running::results_json(
+        &cpu_local,
+        streams,
+        &intervals
+            .iter()
+            .filter(|iv| !iv.omitted)
+            .cloned()
+            .collect::<Vec<_>>(),
+        |i| final_bytes[i].saturating_sub(base[i]),
+        seconds,
+    );
     proto::write_json(&mut &*ctrl, &results)?;
     let server_results = proto::read_json(&mut &*ctrl, MAX_RESULTS_JSON)?;
     proto::expect_state(&mut &*ctrl, state::DISPLAY_RESULTS)?;

@@ -158,3 +158,40 @@ pub fn wait_readable_listener(
     let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
     Ok(rc > 0)
 }
+
+/// The results JSON each end sends in EXCHANGE_RESULTS (iperf3's `cpu_util_*`,
+/// `sender_has_retransmits`, `congestion_used`, `streams[]`). `bytes(i)` is stream i's byte
+/// count; `intervals` are the ones that count (the client leaves out omitted ones).
+pub(crate) fn results_json(
+    cpu: &CpuUsage,
+    streams: &[crate::stream::DataStream],
+    intervals: &[crate::sample::IntervalSample],
+    bytes: impl Fn(usize) -> u64,
+    seconds: f64,
+) -> serde_json::Value {
+    let congestion = streams
+        .first()
+        .and_then(|s| netblame_linux::sockopt::congestion(&*s.sock).ok())
+        .unwrap_or_default();
+    serde_json::json!({
+        "cpu_util_total": cpu.total,
+        "cpu_util_user": cpu.user,
+        "cpu_util_system": cpu.system,
+        "sender_has_retransmits": if streams.iter().any(|s| s.sending) { 1 } else { -1 },
+        "congestion_used": congestion,
+        "streams": streams.iter().enumerate().map(|(i, s)| serde_json::json!({
+            "id": s.id,
+            "bytes": bytes(i),
+            "retransmits": if s.sending {
+                intervals.iter()
+                    .flat_map(|iv| iv.streams.iter().filter(|x| x.id == s.id))
+                    .map(|x| x.retransmits).sum::<u64>() as i64
+            } else { -1 },
+            "jitter": 0,
+            "errors": 0,
+            "packets": 0,
+            "start_time": 0,
+            "end_time": seconds,
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -544,7 +544,6 @@ fn serve_test(
     proto::write_state(&mut &*ctrl, state::EXCHANGE_RESULTS)?;
     let client_results = proto::read_json(&mut &*ctrl, 1 << 20)
         .map_err(|e| ProtoError::Other(format!("reading the client's results: {e}")))?;
-    let senders = streams.iter().any(|s| s.sending);
     let mut ext_intervals = intervals.clone();
     // Bound what travels back: at most 20 000 stream samples (the newest).
     let per = streams.len().max(1);
@@ -557,26 +556,8 @@ fn serve_test(
         buffers: streams.iter().map(|s| s.buffers).collect(),
         kernel: kernel_release(),
     };
-    let mut results = json!({
-        "cpu_util_total": cpu.total,
-        "cpu_util_user": cpu.user,
-        "cpu_util_system": cpu.system,
-        "sender_has_retransmits": if senders { 1 } else { -1 },
-        "congestion_used": streams.first().and_then(|s| netblame_linux::sockopt::congestion(&*s.sock).ok()).unwrap_or_default(),
-        "streams": streams.iter().enumerate().map(|(i, s)| json!({
-            "id": s.id,
-            "bytes": final_bytes[i],
-            "retransmits": if s.sending {
-                intervals.iter().flat_map(|iv| iv.streams.iter().filter(|x| x.id == s.id))
-                    .map(|x| x.retransmits).sum::<u64>() as i64
-            } else { -1 },
-            "jitter": 0,
-            "errors": 0,
-            "packets": 0,
-            "start_time": 0,
-            "end_time": seconds,
-        })).collect::<Vec<_>>(),
-    });
+    let mut results =
+        crate::running::results_json(&cpu, streams, &intervals, |i| final_bytes[i], seconds);
     // Only a netblame client gets the samples: iperf3 reads results with a single read on a
     // non-blocking socket and would see a large message arrive in pieces.
     if p.peer_is_netblame {
