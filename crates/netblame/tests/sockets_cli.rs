@@ -38,7 +38,15 @@ fn json(out: &Output) -> serde_json::Value {
 fn once_json_lists_both_ends_owned_by_this_process() {
     let (_l, _c, _s, port) = pair("127.0.0.1:0");
     let p = port.to_string();
-    let doc = json(&netblame(&["sockets", "--once", "--json", "--port", &p]));
+    let doc = json(&netblame(&[
+        "sockets",
+        "--once",
+        "--json",
+        "--state",
+        "established",
+        "--port",
+        &p,
+    ]));
     let conns = doc["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 2, "{doc:#}");
     let me = std::process::id() as u64;
@@ -59,7 +67,17 @@ fn ipv6_is_listed_and_pid_filter_applies() {
     let p = port.to_string();
     let me = std::process::id().to_string();
     let doc = json(&netblame(&[
-        "sockets", "--once", "--json", "--port", &p, "--pid", &me, "--peer", "::1",
+        "sockets",
+        "--once",
+        "--json",
+        "--state",
+        "established",
+        "--port",
+        &p,
+        "--pid",
+        &me,
+        "--peer",
+        "::1",
     ]));
     let conns = doc["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 2, "{doc:#}");
@@ -67,7 +85,15 @@ fn ipv6_is_listed_and_pid_filter_applies() {
         .iter()
         .all(|c| c["local"].as_str().unwrap().starts_with("[::1]")));
     let none = json(&netblame(&[
-        "sockets", "--once", "--json", "--port", &p, "--pid", "1",
+        "sockets",
+        "--once",
+        "--json",
+        "--state",
+        "established",
+        "--port",
+        &p,
+        "--pid",
+        "1",
     ]));
     assert_eq!(none["connections"].as_array().unwrap().len(), 0);
 }
@@ -96,10 +122,21 @@ fn stalled_receiver_is_a_problem_with_evidence() {
         "500ms",
         "--problems",
         "--json",
+        "--state",
+        "established",
         "--port",
         &p,
     ]));
-    let text = netblame(&["sockets", "--interval", "300ms", "--explain", "--port", &p]);
+    let text = netblame(&[
+        "sockets",
+        "--interval",
+        "300ms",
+        "--explain",
+        "--state",
+        "established",
+        "--port",
+        &p,
+    ]);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
 
@@ -141,6 +178,8 @@ fn idle_connection_is_not_a_problem() {
         "--interval",
         "300ms",
         "--json",
+        "--state",
+        "established",
         "--port",
         &p,
     ]));
@@ -170,7 +209,16 @@ fn watch_prints_json_lines() {
     let (_l, _c, _s, port) = pair("127.0.0.1:0");
     let p = port.to_string();
     let out = netblame(&[
-        "sockets", "--watch", "0.2", "--count", "2", "--json", "--port", &p,
+        "sockets",
+        "--watch",
+        "0.2",
+        "--count",
+        "2",
+        "--json",
+        "--state",
+        "established",
+        "--port",
+        &p,
     ]);
     assert!(
         out.status.success(),
@@ -216,7 +264,15 @@ fn unprivileged_run_says_what_it_could_not_map() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_netblame"))
-        .args(["sockets", "--once", "--json", "--port", &p])
+        .args([
+            "sockets",
+            "--once",
+            "--json",
+            "--state",
+            "established",
+            "--port",
+            &p,
+        ])
         .output()
         .expect("setpriv");
     let doc = json(&out);
