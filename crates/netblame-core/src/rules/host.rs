@@ -71,6 +71,31 @@ pub fn judge(snap: &HostSnapshot, path: Option<PathSpec>) -> Vec<Finding> {
     out
 }
 
+/// Every protocol counter the host rules read (`/proc/net/snmp` and `netstat` names), so
+/// reports can show the ones behind the findings; a test keeps the list in step with the rules.
+pub const COUNTERS_READ: &[&str] = &[
+    "Tcp.OutSegs",
+    "Tcp.RetransSegs",
+    "TcpExt.BeyondWindow",
+    "TcpExt.ListenDrops",
+    "TcpExt.ListenOverflows",
+    "TcpExt.OfoPruned",
+    "TcpExt.PruneCalled",
+    "TcpExt.RcvPruned",
+    "TcpExt.TCPAbortOnTimeout",
+    "TcpExt.TCPBacklogDrop",
+    "TcpExt.TCPLostRetransmit",
+    "TcpExt.TCPMemoryPressures",
+    "TcpExt.TCPMemoryPressuresChrono",
+    "TcpExt.TCPOFODrop",
+    "TcpExt.TCPRcvCollapsed",
+    "TcpExt.TCPRcvQDrop",
+    "TcpExt.TCPSynRetrans",
+    "TcpExt.TCPTimeouts",
+    "TcpExt.TCPToZeroWindowAdv",
+    "TcpExt.TCPZeroWindowDrop",
+];
+
 fn d(snap: &HostSnapshot, key: &str) -> u64 {
     snap.proto_delta(key).unwrap_or(0)
 }
@@ -766,6 +791,24 @@ fn throttle_rule(snap: &HostSnapshot, out: &mut Vec<Finding>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counters_read_lists_every_counter_the_rules_read() {
+        let src = include_str!("host.rs");
+        let mut read: Vec<&str> = src
+            .split("d(snap, \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        read.sort_unstable();
+        read.dedup();
+        let mut listed = super::COUNTERS_READ.to_vec();
+        listed.sort_unstable();
+        assert_eq!(
+            read, listed,
+            "COUNTERS_READ and the counters the rules read differ"
+        );
+    }
+
     use super::*;
     use crate::observe::host::{CgroupCpu, NicStats, QueueStats, SoftnetRow};
 

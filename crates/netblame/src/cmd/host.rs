@@ -5,6 +5,7 @@
 
 use crate::render;
 use anyhow::Context;
+use netblame_core::observe::host::CounterDelta;
 use netblame_core::observe::host::{HostSnapshot, QueueDir};
 use netblame_core::observe::TcpState;
 use netblame_core::rules::host::{judge, PathSpec};
@@ -143,7 +144,7 @@ pub(crate) fn socket_owner_targets(
 #[derive(Serialize)]
 pub(crate) struct Deltas {
     window_us: u64,
-    proto: Vec<netblame_core::observe::host::CounterDelta>,
+    proto: Vec<CounterDelta>,
     softnet: Vec<netblame_core::observe::host::SoftnetRow>,
     devices: Vec<netblame_core::observe::host::DevCounters>,
     qdiscs: Vec<netblame_core::observe::host::QdiscStats>,
@@ -200,17 +201,14 @@ pub(crate) fn host_text(s: &HostSnapshot, verbose: bool) -> String {
         out += "\n";
     }
     let d = deltas(s);
-    let rows: Vec<Vec<String>> = d
-        .proto
-        .iter()
-        .map(|c| {
-            vec![
-                c.name.clone(),
-                group_thousands(c.delta),
-                format!("{:.1}/s", c.per_second),
-            ]
-        })
-        .collect();
+    let counter_row = |c: &CounterDelta| -> Vec<String> {
+        vec![
+            c.name.clone(),
+            group_thousands(c.delta),
+            format!("{:.1}/s", c.per_second),
+        ]
+    };
+    let rows: Vec<Vec<String>> = d.proto.iter().map(counter_row).collect();
     if rows.is_empty() {
         out += "TCP/IP counters: none moved\n\n";
     } else if verbose {
@@ -218,39 +216,12 @@ pub(crate) fn host_text(s: &HostSnapshot, verbose: bool) -> String {
         out += "\n";
     } else {
         // The counters the findings read, when they moved.
-        let watched = [
-            "Tcp.OutSegs",
-            "Tcp.RetransSegs",
-            "Tcp.InErrs",
-            "Tcp.OutRsts",
-            "TcpExt.TCPTimeouts",
-            "TcpExt.PruneCalled",
-            "TcpExt.TCPRcvCollapsed",
-            "TcpExt.RcvPruned",
-            "TcpExt.OfoPruned",
-            "TcpExt.TCPZeroWindowDrop",
-            "TcpExt.TCPToZeroWindowAdv",
-            "TcpExt.TCPBacklogDrop",
-            "TcpExt.ListenOverflows",
-            "TcpExt.ListenDrops",
-            "TcpExt.TCPSynRetrans",
-            "TcpExt.TCPMemoryPressures",
-            "TcpExt.TCPRcvQDrop",
-            "TcpExt.TCPOFODrop",
-            "TcpExt.TCPLostRetransmit",
-            "TcpExt.TCPAbortOnTimeout",
-        ];
+        let watched = netblame_core::rules::host::COUNTERS_READ;
         let rows: Vec<Vec<String>> = d
             .proto
             .iter()
             .filter(|c| watched.contains(&c.name.as_str()))
-            .map(|c| {
-                vec![
-                    c.name.clone(),
-                    group_thousands(c.delta),
-                    format!("{:.1}/s", c.per_second),
-                ]
-            })
+            .map(counter_row)
             .collect();
         out += &format!(
             "TCP/IP counters: {} moved ({} shown; all with --json)\n",
