@@ -4,7 +4,7 @@
 use crate::config::TestParams;
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -248,6 +248,20 @@ fn memfd_payload(len: usize) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(f))
 }
 
+/// `sendfile` has no `MSG_NOSIGNAL`: a peer that closes mid-block would raise SIGPIPE, whose
+/// default action (the cli restores it) kills the process. Blocked in the sending thread, the
+/// signal stays pending on that thread and `sendfile` returns `EPIPE` instead.
+fn block_sigpipe_in_this_thread() {
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only changes
+    // the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// How long a sender keeps finishing its current block after the stop flag.
 const FINISH_BLOCK: Duration = Duration::from_secs(5);
 
@@ -265,6 +279,7 @@ fn send_loop(
 ) -> io::Result<()> {
     let buf = payload(len);
     let file = if zerocopy {
+        block_sigpipe_in_this_thread();
         Some(memfd_payload(len)?)
     } else {
         None
@@ -315,6 +330,14 @@ fn send_loop(
     }
 }
 
+/// Receives until stopped or the peer closes. Each call waits for a whole block
+/// (`MSG_WAITALL`), as iperf3's receiver loops until it has read `len` bytes, but in one
+/// system call: while it sleeps inside the kernel the data is still copied out as it arrives,
+/// so the advertised window is the same as with plain reads, and the segments that arrive while
+/// this thread holds the socket are processed here (the socket backlog) rather than on the
+/// sender's CPU. With `--skip-rx-copy` (`MSG_TRUNC`, no copy at all) the kernel is also asked
+/// to wake this thread only once a block is queued (`SO_RCVLOWAT`, capped by the kernel at
+/// half a locked buffer), because waking a reader per segment is then its main cost.
 fn recv_loop(
     sock: &TcpStream,
     len: usize,
@@ -324,17 +347,20 @@ fn recv_loop(
 ) -> io::Result<()> {
     let mut buf = vec![0u8; if skip_copy { 1 } else { len }];
     let fd = sock.as_raw_fd();
+    let flags = if skip_copy {
+        netblame_linux::sockopt::set_rcvlowat(sock, len as u64)?;
+        libc::MSG_WAITALL | libc::MSG_TRUNC
+    } else {
+        libc::MSG_WAITALL
+    };
     while !stop.load(Ordering::Relaxed) {
-        let n = if skip_copy {
-            // SAFETY: MSG_TRUNC on TCP discards up to `len` bytes without writing to buf.
-            let rc = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, libc::MSG_TRUNC) };
-            if rc < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(rc as usize)
-            }
+        // SAFETY: buf is valid for `len` bytes, or for none when MSG_TRUNC discards the data
+        // without writing to it.
+        let rc = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, flags) };
+        let n = if rc < 0 {
+            Err(io::Error::last_os_error())
         } else {
-            (&*sock).read(&mut buf)
+            Ok(rc as usize)
         };
         match n {
             Ok(0) => return Ok(()),

@@ -1,4 +1,5 @@
-//! Socket options netblame reads and sets on its own sockets: `TCP_INFO`, buffer sizes.
+//! Socket options netblame reads and sets on its own sockets: `TCP_INFO`, buffer sizes,
+//! the receive low-water mark.
 //!
 //! Thin safe wrappers over `getsockopt`/`setsockopt`; `TCP_INFO` bytes go through the
 //! length-aware parser in netblame-core.
@@ -81,6 +82,15 @@ pub fn set_sndbuf(sock: &impl AsRawFd, bytes: u64) -> io::Result<()> {
     let v = i32::try_from(bytes)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "SO_SNDBUF too large"))?;
     setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, v)
+}
+
+/// Sets `SO_RCVLOWAT`: the kernel wakes a reader only once this many bytes are queued (it
+/// caps the value at half of a locked receive buffer, so a small buffer cannot stall the
+/// reader). socket2 has no setter for it.
+pub fn set_rcvlowat(sock: &impl AsRawFd, bytes: u64) -> io::Result<()> {
+    let v = i32::try_from(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "SO_RCVLOWAT too large"))?;
+    setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, v)
 }
 
 /// The congestion-control algorithm of a TCP socket (`TCP_CONGESTION`).
