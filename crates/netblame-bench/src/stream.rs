@@ -235,7 +235,8 @@ fn payload(len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn memfd_payload(len: usize) -> io::Result<OwnedFd> {
+/// A memory file holding `blocks` copies of the payload block, for sendfile.
+fn memfd_payload(len: usize, blocks: usize) -> io::Result<OwnedFd> {
     // SAFETY: the name is a valid NUL-terminated string; the returned fd is owned below.
     let fd = unsafe { libc::memfd_create(c"netblame-bench".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -244,7 +245,10 @@ fn memfd_payload(len: usize) -> io::Result<OwnedFd> {
     // SAFETY: fd was just created and is owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut f = std::fs::File::from(owned);
-    io::Write::write_all(&mut f, &payload(len))?;
+    let block = payload(len);
+    for _ in 0..blocks {
+        io::Write::write_all(&mut f, &block)?;
+    }
     Ok(OwnedFd::from(f))
 }
 
@@ -265,6 +269,10 @@ fn block_sigpipe_in_this_thread() {
 /// How long a sender keeps finishing its current block after the stop flag.
 const FINISH_BLOCK: Duration = Duration::from_secs(5);
 
+/// Bytes one `sendfile` call may cover in a time-limited `-Z` test: several blocks per call
+/// (fewer system calls and pushes); stop and budget checks still happen at block boundaries.
+const SENDFILE_SPAN: usize = 1 << 20;
+
 /// Sends whole blocks of `len` bytes until stopped. A started block is always completed (iperf3
 /// 3.12 clients read exactly `len` bytes per call on blocking sockets: a torn last block would
 /// leave them waiting forever). With a byte budget, each block is reserved before it is sent,
@@ -277,19 +285,27 @@ fn send_loop(
     budget: &SendBudget,
     stop: &AtomicBool,
 ) -> io::Result<()> {
+    // The payload repeats every `span` bytes: one block for write(), several blocks in the
+    // memfd that sendfile reads when no byte budget needs per-block reservations.
+    let span = if zerocopy && budget.limit == 0 {
+        len * (SENDFILE_SPAN / len).max(1)
+    } else {
+        len
+    };
     let buf = payload(len);
     let file = if zerocopy {
         block_sigpipe_in_this_thread();
-        Some(memfd_payload(len)?)
+        Some(memfd_payload(len, span / len)?)
     } else {
         None
     };
     let fd = sock.as_raw_fd();
-    let mut done_in_block = 0usize;
+    let mut pos = 0usize;
     let mut stopped_at: Option<std::time::Instant> = None;
     loop {
-        if done_in_block == 0 {
-            if stop.load(Ordering::Relaxed) {
+        let stopping = stop.load(Ordering::Relaxed);
+        if pos % len == 0 {
+            if stopping {
                 return Ok(());
             }
             if budget.limit > 0
@@ -297,16 +313,20 @@ fn send_loop(
             {
                 return Ok(());
             }
-        } else if stop.load(Ordering::Relaxed) {
+        } else if stopping {
             let t = *stopped_at.get_or_insert_with(std::time::Instant::now);
             if t.elapsed() > FINISH_BLOCK {
                 return Ok(());
             }
         }
-        let want = len - done_in_block;
+        let want = if stopping {
+            len - pos % len
+        } else {
+            span - pos
+        };
         let n = match &file {
             Some(f) => {
-                let mut off = done_in_block as libc::off_t;
+                let mut off = pos as libc::off_t;
                 // SAFETY: both fds are open for the duration of the call; off is a valid pointer.
                 let rc = unsafe { libc::sendfile(fd, f.as_raw_fd(), &mut off, want) };
                 if rc < 0 {
@@ -315,13 +335,13 @@ fn send_loop(
                     Ok(rc as usize)
                 }
             }
-            None => io::Write::write(&mut &*sock, &buf[done_in_block..]),
+            None => io::Write::write(&mut &*sock, &buf[pos..pos + want]),
         };
         match n {
             Ok(0) => return Ok(()),
             Ok(n) => {
                 bytes.fetch_add(n as u64, Ordering::Relaxed);
-                done_in_block = (done_in_block + n) % len;
+                pos = (pos + n) % span;
             }
             Err(e) if transient(&e) => continue,
             Err(e) if peer_gone(&e) => return Ok(()),
