@@ -18,10 +18,7 @@ NS=nbbench$$
 
 command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || { echo "needs root (creates a network namespace)" >&2; exit 1; }
-ulimit -n "$(ulimit -Hn)"
-need_fds=$(( 2 * PER_PROC + 16 ))
-(( $(ulimit -n) >= need_fds )) || { echo "fd limit $(ulimit -n) < $need_fds per holder" >&2; exit 1; }
-
+. bench/lib/holders.sh
 BIN=${NETBLAME:-${CARGO_TARGET_DIR:-target}/release/netblame}
 [[ -n ${NETBLAME:-} ]] || cargo build --release -q -p netblame
 
@@ -37,35 +34,8 @@ trap cleanup EXIT INT TERM
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 
-cat >"$WORK/holder.py" <<'PY'
-import socket, sys, time, os
-port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-l = socket.socket()
-l.bind(("127.0.0.1", port))
-l.listen(4096)
-held = []
-while len(held) < 2 * n:
-    batch = min(1000, n - len(held) // 2)
-    cs = [socket.create_connection(("127.0.0.1", port)) for _ in range(batch)]
-    held.extend(l.accept()[0] for _ in range(batch))
-    held.extend(cs)
-open(ready, "w").write(str(os.getpid()))
-time.sleep(3600)
-PY
-
 echo "opening $(( PER_PROC * PROCS )) connections ($(( PER_PROC * PROCS * 2 )) sockets) in $PROCS processes in namespace $NS..."
-for i in $(seq 0 $(( PROCS - 1 ))); do
-    ip netns exec "$NS" python3 "$WORK/holder.py" $(( 20000 + i )) "$PER_PROC" "$WORK/ready.$i" &
-    PIDS+=("$!")
-done
-for i in $(seq 0 $(( PROCS - 1 ))); do
-    for _ in $(seq 1 1200); do
-        [[ -s "$WORK/ready.$i" ]] && break
-        kill -0 "${PIDS[$i]}" 2>/dev/null || { echo "holder $i died" >&2; exit 1; }
-        sleep 0.1
-    done
-    [[ -s "$WORK/ready.$i" ]] || { echo "holder $i not ready" >&2; exit 1; }
-done
+start_holders "$PROCS" "$PER_PROC" 20000 "$WORK" "$NS"
 
 now() { date +%s.%N; }
 s=$(now); ip netns exec "$NS" ss -tinmp >/dev/null; e=$(now)

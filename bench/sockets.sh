@@ -16,13 +16,7 @@ BASE_PORT=${BASE_PORT:-47100}
 
 command -v ss >/dev/null || { echo "ss (iproute2) is needed" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
-ulimit -n "$(ulimit -Hn)"
-need_fds=$(( 2 * PER_PROC + 16 ))
-if (( $(ulimit -n) < need_fds )); then
-    echo "fd limit $(ulimit -n) < $need_fds per holder: raise ulimit -n or use more processes" >&2
-    exit 1
-fi
-
+. bench/lib/holders.sh
 BIN=${NETBLAME:-${CARGO_TARGET_DIR:-target}/release/netblame}
 if [[ -z ${NETBLAME:-} ]]; then
     cargo build --release -q -p netblame
@@ -37,43 +31,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# One holder: listens on its port, opens N connections to itself, accepts them, then sleeps.
-cat >"$WORK/holder.py" <<'PY'
-import socket, sys, time, os
-port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("127.0.0.1", port))
-l.listen(4096)
-held = []
-while len(held) < 2 * n:
-    batch = min(1000, n - len(held) // 2)
-    cs = []
-    for _ in range(batch):
-        c = socket.socket()
-        c.connect(("127.0.0.1", port))
-        cs.append(c)
-    for _ in range(batch):
-        s, _ = l.accept()
-        held.append(s)
-    held.extend(cs)
-open(ready, "w").write(str(os.getpid()))
-time.sleep(3600)
-PY
-
 echo "opening $(( PER_PROC * 2 * PROCS )) established loopback sockets in $PROCS processes..."
-for i in $(seq 0 $(( PROCS - 1 ))); do
-    python3 "$WORK/holder.py" $(( BASE_PORT + i )) "$PER_PROC" "$WORK/ready.$i" &
-    PIDS+=("$!")
-done
-for i in $(seq 0 $(( PROCS - 1 ))); do
-    for _ in $(seq 1 600); do
-        [[ -s "$WORK/ready.$i" ]] && break
-        kill -0 "${PIDS[$i]}" 2>/dev/null || { echo "holder $i died" >&2; exit 1; }
-        sleep 0.1
-    done
-    [[ -s "$WORK/ready.$i" ]] || { echo "holder $i not ready" >&2; exit 1; }
-done
+start_holders "$PROCS" "$PER_PROC" "$BASE_PORT" "$WORK"
 established=$(ss -Htn state established | wc -l)
 echo "established TCP sockets on this host: $established"
 

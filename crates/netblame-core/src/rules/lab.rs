@@ -16,6 +16,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 use crate::catalogue::spec;
+use crate::rules::shared::receiver_window_binds;
 
 /// One bulk transfer seen at both ends.
 #[derive(Debug, Clone)]
@@ -87,11 +88,9 @@ impl TransferObservation {
     }
 }
 
-/// Share of sender busy time above which the receive window is called the limit.
+/// Share of sender busy time on the window that, with a receive queue at half its buffer or
+/// zero windows, makes the receiving application the culprit.
 pub const RWND_SHARE: f64 = 0.3;
-/// Goodput at or above this share of the peer's window ceiling (window / RTT) means the window
-/// was the bound.
-pub const WINDOW_CEILING_SHARE: f64 = 0.6;
 /// Retransmitted share of data segments above which the path is called lossy.
 pub const LOSS_SHARE: f64 = 0.005;
 
@@ -138,13 +137,11 @@ pub fn judge_transfer(o: &TransferObservation) -> Vec<Finding> {
         );
         return out;
     }
-    // The window bounds the sender when the kernel says so (rwnd-limited share of busy time),
-    // or when goodput reaches most of what the peer's window allows per RTT (pacing can split
-    // window-bound time between the rwnd and busy stopwatches).
+    // Whether the window bound the sender: the rule shared with throughput tests, on the
+    // window the sender saw last.
     let window = o.sender_last.snd_wnd.unwrap_or(0) as u64;
     let window_ceiling = ceiling_bps(window, rtt);
-    let window_bound =
-        rwnd >= RWND_SHARE || (window > 0 && goodput >= WINDOW_CEILING_SHARE * window_ceiling);
+    let window_bound = receiver_window_binds(rwnd, goodput, (window > 0).then_some(window_ceiling));
     if window_bound {
         if !o.sender_last.has_wscale() {
             let cap = u16::MAX as u64;

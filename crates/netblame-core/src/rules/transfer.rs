@@ -30,6 +30,7 @@ pub const FINDINGS: &[FindingSpec] = &[
 ];
 
 use crate::catalogue::spec;
+use crate::rules::shared::receiver_window_binds;
 
 /// One sending stream over the counted part of a test.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -157,11 +158,6 @@ pub fn judge(obs: &TransferObservation) -> Vec<Finding> {
     out
 }
 
-/// Share of receiver-window-limited time above which the window may explain the rate.
-pub const RWND_PIN_SHARE: f64 = 0.2;
-/// Measured rate over the window ceiling at or above which the window explains the rate.
-pub const CEILING_EXPLAINS: f64 = 0.7;
-
 /// Sum over streams of window x 8 / RTT, when every stream has both.
 fn window_ceiling(obs: &TransferObservation) -> Option<f64> {
     obs.senders
@@ -174,12 +170,16 @@ fn window_ceiling(obs: &TransferObservation) -> Option<f64> {
         .sum()
 }
 
-/// True when the receiver window binds although the stopwatches split the busy time: a real
-/// rwnd-limited share and a measured rate that reaches the window's ceiling.
+/// True when the receiver window binds although the stopwatches split the busy time and the
+/// congestion window's took the larger part ([`receiver_window_binds`] decides).
 fn window_pins_cwnd(obs: &TransferObservation, t: &LimitShares, measured: f64) -> bool {
-    t.share(Limit::ReceiverWindow) >= RWND_PIN_SHARE
-        && t.dominant().0 == Limit::CongestionWindow
-        && window_ceiling(obs).is_some_and(|c| c > 0.0 && measured >= CEILING_EXPLAINS * c)
+    let busy = t.busy_us.max(1) as f64;
+    t.dominant().0 == Limit::CongestionWindow
+        && receiver_window_binds(
+            t.rwnd_limited_us as f64 / busy,
+            measured,
+            window_ceiling(obs),
+        )
 }
 
 fn shares_text(t: &LimitShares) -> String {
@@ -272,9 +272,14 @@ fn limit_finding(
                      larger chunks, on more threads, or with less work per byte"
                         .to_string()
                 }
-                None => "raise the receiver's autotuning ceiling: net.ipv4.tcp_rmem[2] and net.core.rmem_max \
-                         at least the bandwidth-delay product divided by the window fraction"
-                    .to_string(),
+                None => {
+                    // Autotuned and read promptly: the window stopped growing at the receiver
+                    // host's ceiling (tcp_rmem[2]), a host setting rather than the application.
+                    f = f.blame(Layer::Host);
+                    "raise the receiver's autotuning ceiling: net.ipv4.tcp_rmem[2] and net.core.rmem_max \
+                     at least the bandwidth-delay product divided by the window fraction"
+                        .to_string()
+                }
             };
             f.explain(why).fix(fix)
         }
@@ -535,6 +540,22 @@ mod tests {
             rw.explanation
         );
         assert!(rw.fix.contains("SO_RCVBUF=64 KiB"), "{}", rw.fix);
+        assert_eq!(
+            rw.layer,
+            Layer::Application,
+            "the application set SO_RCVBUF"
+        );
+        // Autotuned and read promptly: the window stopped at the host's tcp_rmem[2].
+        let autotuned = TransferObservation {
+            receiver_rcvbuf_bytes: None,
+            ..obs
+        };
+        let rw = judge(&autotuned)
+            .into_iter()
+            .find(|f| f.id == "receiver-window-limited")
+            .expect("rwnd finding");
+        assert_eq!(rw.layer, Layer::Host);
+        assert!(rw.fix.contains("tcp_rmem[2]"), "{}", rw.fix);
         assert!((rw.value("share").unwrap() - 95.0).abs() < 1e-9);
     }
 
