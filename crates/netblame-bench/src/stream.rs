@@ -304,7 +304,7 @@ fn send_loop(
     let mut stopped_at: Option<std::time::Instant> = None;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
-        if pos % len == 0 {
+        if pos.is_multiple_of(len) {
             if stopping {
                 return Ok(());
             }
