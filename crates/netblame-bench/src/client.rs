@@ -5,6 +5,7 @@ use crate::proto::{self, state, ProtoError, COOKIE_SIZE, MAX_RESULTS_JSON};
 use crate::running::{self, CpuClock, CpuUsage, EndCause};
 use crate::sample::{IntervalSample, Sampler};
 use crate::stream::{self, BufferSizes, DataStream, SendBudget, StopFlags};
+use netblame_core::window::RcvSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -42,6 +43,28 @@ pub struct ServerExtension {
     pub buffers: Vec<BufferSizes>,
     #[serde(default)]
     pub kernel: String,
+    /// The server's receive-window sysctls (for the window verdict when it receives).
+    #[serde(default)]
+    pub rcv_settings: Option<RcvSettings>,
+}
+
+/// One host's kernel release and receive-window sysctls: what the window verdict needs from
+/// the receiving end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostSettings {
+    pub kernel: String,
+    pub rcv_settings: Option<RcvSettings>,
+}
+
+impl HostSettings {
+    /// Reads this host's (this network namespace's) settings; unknown parts stay empty.
+    pub fn read() -> HostSettings {
+        let kernel = netblame_linux::sysctl::kernel_version().ok();
+        HostSettings {
+            kernel: kernel.as_ref().map(|k| k.to_string()).unwrap_or_default(),
+            rcv_settings: kernel.as_ref().map(netblame_linux::sysctl::rcv_settings),
+        }
+    }
 }
 
 /// Everything a client run produced.
@@ -67,6 +90,8 @@ pub struct ClientOutcome {
     pub server: Option<ServerExtension>,
     /// The server's own text or JSON output (`--get-server-output`).
     pub server_output: Option<Value>,
+    /// This host's settings (the receiving end in reverse mode).
+    pub local_host: HostSettings,
 }
 
 impl serde::Serialize for TestParams {
@@ -214,6 +239,7 @@ pub fn run_client(
         congestion_remote: sr["congestion_used"].as_str().map(str::to_string),
         server,
         server_output,
+        local_host: HostSettings::read(),
     })
 }
 

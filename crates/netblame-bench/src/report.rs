@@ -4,7 +4,10 @@
 
 use crate::client::ClientOutcome;
 use crate::sample::{IntervalSample, StreamSample};
-use netblame_core::rules::transfer::{BufferRequest, SenderStream, TransferObservation};
+use netblame_core::rules::transfer::{
+    BufferRequest, ReceiverHost, SenderStream, TransferObservation,
+};
+use netblame_core::window::RcvSettings;
 use netblame_core::Finding;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -64,6 +67,7 @@ pub fn sender_stream(id: i64, samples: &[&StreamSample]) -> SenderStream {
         },
         mean_snd_wnd_bytes: wnd,
         retransmits: set.iter().map(|s| s.retransmits).sum(),
+        window_scaling: set.iter().rev().find_map(|s| s.window_scaling),
     }
 }
 
@@ -104,6 +108,14 @@ fn mean_recv_q(intervals: &[IntervalSample], ids: &[i64], sender: bool) -> Optio
         .map(|s| s.recv_q_bytes as f64)
         .collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// A receiving end's kernel and settings, when both are known.
+fn receiver_host(kernel: &str, settings: Option<&RcvSettings>) -> Option<ReceiverHost> {
+    Some(ReceiverHost {
+        kernel: kernel.parse().ok()?,
+        settings: settings?.clone(),
+    })
 }
 
 /// The verdict inputs of a client run: one observation per direction that carried data.
@@ -202,6 +214,13 @@ pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<Tra
             app_timeout,
             bytes_needed: (p.bytes > 0).then_some(p.bytes),
             timeline: timeline(tl_iv, &ids, tl_sender),
+            receiver_host: if receiver_is_client {
+                receiver_host(&o.local_host.kernel, o.local_host.rcv_settings.as_ref())
+            } else {
+                o.server
+                    .as_ref()
+                    .and_then(|s| receiver_host(&s.kernel, s.rcv_settings.as_ref()))
+            },
         });
     }
     // Capped-buffer findings once per test, not per direction.

@@ -28,6 +28,9 @@ pub struct StreamSample {
     /// The window this end advertises.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rcv_wnd_bytes: Option<u64>,
+    /// Whether the connection negotiated window scaling (tcp_info options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_scaling: Option<bool>,
     pub rtt_us: u64,
     pub rttvar_us: u64,
     pub pmtu: u64,
@@ -145,6 +148,7 @@ impl Sampler {
                 sample.snd_cwnd_bytes = cur.cwnd_bytes();
                 sample.snd_wnd_bytes = cur.snd_wnd.map(u64::from);
                 sample.rcv_wnd_bytes = cur.rcv_wnd.map(u64::from);
+                sample.window_scaling = Some(cur.has_wscale());
                 sample.rtt_us = cur.rtt_us as u64;
                 sample.rttvar_us = cur.rttvar_us as u64;
                 sample.pmtu = cur.pmtu as u64;

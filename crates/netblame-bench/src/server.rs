@@ -551,10 +551,12 @@ fn serve_test(
         let keep = 20_000 / per;
         ext_intervals.drain(..ext_intervals.len() - keep);
     }
+    let host = crate::client::HostSettings::read();
     let ext = ServerExtension {
         intervals: ext_intervals,
         buffers: streams.iter().map(|s| s.buffers).collect(),
-        kernel: kernel_release(),
+        kernel: host.kernel,
+        rcv_settings: host.rcv_settings,
     };
     let mut results =
         crate::running::results_json(&cpu, streams, &intervals, |i| final_bytes[i], seconds);
@@ -587,10 +589,4 @@ fn serve_test(
     let _ = ctrl.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = proto::read_state(&mut &*ctrl);
     Ok((intervals, final_bytes, seconds, cpu, client_results))
-}
-
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }

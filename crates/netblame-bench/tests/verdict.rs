@@ -12,7 +12,12 @@ use netblame_core::rules::transfer::judge;
 use netblame_core::{Finding, Severity};
 use std::time::Duration;
 
+/// One transfer at a time: these verdicts depend on whether the receiver gets a CPU, and on
+/// two cores several concurrent loopback transfers starve receivers into real window limits.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(params: TestParams) -> (netblame_bench::ClientOutcome, Vec<Finding>) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let srv = nb_server(ServerConfig::default());
     let cfg = ClientConfig {
         host: "127.0.0.1".into(),
@@ -173,4 +178,83 @@ fn unconstrained_loopback_does_not_blame_the_receiver() {
         .find(|f| f.id == "application-timeout")
         .expect("--app-timeout finding");
     assert_eq!(timeout.severity, Severity::Info);
+}
+
+#[test]
+fn a_small_tcp_rmem_max_at_the_receiver_is_blamed_with_its_arithmetic() {
+    if !netblame_testkit::require_root(
+        "a_small_tcp_rmem_max_at_the_receiver_is_blamed_with_its_arithmetic",
+    ) {
+        return;
+    }
+    // Both ends in a namespace whose autotuning ceiling is 32 KiB: the server's receive window
+    // cannot grow, the sender waits on it, and the server reports its settings to the client.
+    let ns = netblame_testkit::Netns::new("nbrmem");
+    ns.exec(&["ip", "link", "set", "lo", "up"]);
+    ns.exec(&["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 16384 32768"]);
+    let (out, findings) = ns.run(|| {
+        run(TestParams {
+            time_s: 2,
+            ..TestParams::default()
+        })
+    });
+    let server = out.server.as_ref().expect("a netblame server");
+    assert_eq!(
+        server.rcv_settings.as_ref().map(|s| s.tcp_rmem),
+        Some([4096, 16384, 32768]),
+        "the server reports its namespace's tcp_rmem"
+    );
+    let f = findings
+        .iter()
+        .find(|f| f.id == "buffer-max-below-bdp")
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(f.layer, netblame_core::Layer::Host);
+    assert_eq!(f.value("tcp_rmem_max"), Some(32768.0));
+    let clamp = f.value("window_clamp").unwrap();
+    assert!(clamp > 0.0 && clamp <= 32768.0, "{f:?}");
+    assert!(
+        f.explanation.contains("of tcp_rmem[2] 32 KiB"),
+        "{}",
+        f.explanation
+    );
+    assert!(f.fix.contains("tcp_rmem[2]"), "{}", f.fix);
+    assert!(
+        findings.iter().all(|f| f.id != "receiver-window-limited"),
+        "the specific verdict replaces the generic one: {findings:#?}"
+    );
+}
+
+#[test]
+fn window_scaling_off_at_the_receiver_is_named() {
+    if !netblame_testkit::require_root("window_scaling_off_at_the_receiver_is_named") {
+        return;
+    }
+    // Window scaling off in the namespace: the window field caps the window at 64 KiB.
+    let ns = netblame_testkit::Netns::new("nbwscale");
+    ns.exec(&["sysctl", "-qw", "net.ipv4.tcp_window_scaling=0"]);
+    let (out, findings) = ns.run(|| {
+        run(TestParams {
+            time_s: 2,
+            ..TestParams::default()
+        })
+    });
+    let sender = &out.server.as_ref().expect("a netblame server").intervals;
+    assert!(
+        sender
+            .iter()
+            .flat_map(|iv| &iv.streams)
+            .all(|s| s.window_scaling == Some(false)),
+        "tcp_info says no window scaling"
+    );
+    let f = findings
+        .iter()
+        .find(|f| f.id == "window-scaling-absent")
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(
+        f.layer,
+        netblame_core::Layer::Host,
+        "the receiving host's sysctl is known to be 0"
+    );
+    assert_eq!(f.value("window_cap"), Some(65535.0));
+    assert!(f.explanation.contains("65535 B /"), "{}", f.explanation);
 }

@@ -7,7 +7,7 @@
 
 use crate::kernel::KernelVersion;
 use crate::known_issues;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// `SOCK_MIN_RCVBUF` on x86-64: `2048 + SKB_DATA_ALIGN(sizeof(struct sk_buff))`.
@@ -22,7 +22,7 @@ pub const SCALING_RATIO_NEW_DEFAULT: u8 = 128;
 pub const MAX_WSCALE: u8 = 14;
 
 /// Host settings that shape a socket's receive window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RcvSettings {
     /// `net.ipv4.tcp_rmem` (min, default, max).
     pub tcp_rmem: [u64; 3],

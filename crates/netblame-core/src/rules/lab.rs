@@ -9,9 +9,11 @@
 use crate::finding::{Finding, Layer, Severity, Unit};
 use crate::kernel::KernelVersion;
 use crate::observe::{LimitShares, TcpInfo};
-use crate::rules::window::{judge as judge_window, Workload};
+use crate::rules::window::{
+    autotuning_ceiling, judge as judge_window, window_scaling_absent, AutotunedReceiver, Workload,
+};
 use crate::units::{format_duration, BitRate, Bytes};
-use crate::window::{bdp_bytes, ceiling_bps, model, RcvSettings, SocketRequest};
+use crate::window::{ceiling_bps, model, RcvSettings, SocketRequest};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -144,32 +146,10 @@ pub fn judge_transfer(o: &TransferObservation) -> Vec<Finding> {
     let window_bound = receiver_window_binds(rwnd, goodput, (window > 0).then_some(window_ceiling));
     if window_bound {
         if !o.sender_last.has_wscale() {
-            let cap = u16::MAX as u64;
-            let c = ceiling_bps(cap, rtt);
-            out.push(
-                Finding::new(
-                    spec("window-scaling-absent"),
-                    Severity::Critical,
-                    format!("no window scaling: the window cannot exceed 64 KiB, {} at {} RTT", BitRate(c), format_duration(rtt)),
-                )
-                .subject(subject.clone())
-                // In a lab the emulator never strips TCP options: no window scaling means an endpoint's
-                // tcp_window_scaling sysctl turned it off (the host), not a middlebox (the default).
-                .blame(Layer::Host)
-                .evidence("window_cap", cap as f64, Unit::Bytes)
-                .evidence("rtt", rtt.as_secs_f64() * 1e6, Unit::Microseconds)
-                .evidence("ceiling", c, Unit::BitsPerSecond)
-                .evidence("goodput", goodput, Unit::BitsPerSecond)
-                .evidence("rwnd_limited", rwnd * 100.0, Unit::Percent)
-                .explain(format!(
-                    "the SYNs carried no window-scale option, so the 16-bit window field caps the window: \
-                     65535 B / {} RTT = {} ceiling; goodput {}",
-                    format_duration(rtt),
-                    BitRate(c),
-                    BitRate(goodput)
-                ))
-                .fix("sysctl -w net.ipv4.tcp_window_scaling=1 on both ends (and check middleboxes that strip the option)"),
-            );
+            // In a lab the emulator never strips TCP options: an endpoint's tcp_window_scaling
+            // sysctl turned it off.
+            let f = window_scaling_absent(rtt, goodput, rwnd, Severity::Critical, true);
+            out.push(f.subject(subject.clone()));
             return out;
         }
         if let Some(so) = o.receiver_so_rcvbuf {
@@ -216,68 +196,18 @@ pub fn judge_transfer(o: &TransferObservation) -> Vec<Finding> {
             out.extend(found);
             return out;
         }
-        let rmem_max = o.receiver_settings.tcp_rmem[2];
-        let auto = model(
-            &o.receiver_kernel,
-            &o.receiver_settings,
-            &SocketRequest {
-                so_rcvbuf: None,
-                mss: o.receiver_last.rcv_mss.max(536) as u64,
-                measured_ratio: None,
-            },
-        );
-        let bdp = o.link_bps.map(|r| bdp_bytes(r, rtt));
-        let c = ceiling_bps(auto.window_clamp_bytes.max(window), rtt);
-        // Only when the buffer ceiling is what held the window below the path.
-        let capped = match bdp {
-            Some(bdp) => auto.window_clamp_bytes < bdp,
-            None => c < 2.0 * goodput,
+        let autotuned = AutotunedReceiver {
+            kernel: &o.receiver_kernel,
+            settings: &o.receiver_settings,
+            mss: o.receiver_last.rcv_mss.max(536) as u64,
+            peer_window: window,
+            rtt,
+            goodput_bps: goodput,
+            rwnd_share: rwnd,
+            link_bps: o.link_bps,
         };
-        if capped {
-            let mut f = Finding::new(
-                spec("buffer-max-below-bdp"),
-                Severity::Critical,
-                format!(
-                "the receive window stayed near {}: tcp_rmem[2] = {} caps it below the path's BDP",
-                Bytes(auto.window_clamp_bytes),
-                Bytes(rmem_max)
-            ),
-            )
-            .subject(subject.clone())
-            .evidence("tcp_rmem_max", rmem_max as f64, Unit::Bytes)
-            .evidence("window_clamp", auto.window_clamp_bytes as f64, Unit::Bytes)
-            .evidence("peer_window", window as f64, Unit::Bytes)
-            .evidence("rtt", rtt.as_secs_f64() * 1e6, Unit::Microseconds)
-            .evidence("ceiling", c, Unit::BitsPerSecond)
-            .evidence("goodput", goodput, Unit::BitsPerSecond)
-            .evidence("rwnd_limited", rwnd * 100.0, Unit::Percent);
-            let mut why = format!(
-            "window <= {} of tcp_rmem[2] {} = {}; {} / {} RTT = {} ceiling; sender receiver-window limited {:.0}% of its busy time",
-            crate::rules::window::rule_text(&auto),
-            Bytes(rmem_max),
-            Bytes(auto.window_clamp_bytes),
-            Bytes(auto.window_clamp_bytes),
-            format_duration(rtt),
-            BitRate(c),
-            rwnd * 100.0
-        );
-            let mut fix =
-                "raise net.ipv4.tcp_rmem[2] (and net.core.rmem_max) on the receiver".to_string();
-            if let (Some(bdp), Some(rate)) = (bdp, o.link_bps) {
-                f = f.evidence("bdp", bdp as f64, Unit::Bytes);
-                why += &format!(
-                    "; BDP = {} x {} = {}",
-                    BitRate(rate),
-                    format_duration(rtt),
-                    Bytes(bdp)
-                );
-                let plan = crate::window::buffers_for_window(&o.receiver_kernel, bdp);
-                fix = format!(
-                "sysctl -w net.ipv4.tcp_rmem=\"{} {} {}\" net.core.rmem_max={} on the receiver (see `netblame calc bdp`)",
-                plan.tcp_rmem[0], plan.tcp_rmem[1], plan.tcp_rmem[2], plan.rmem_max
-            );
-            }
-            out.push(f.explain(why).fix(fix));
+        if let Some(f) = autotuning_ceiling(&autotuned, Severity::Critical) {
+            out.push(f.subject(subject.clone()));
             return out;
         }
     }

@@ -30,7 +30,10 @@ pub const FINDINGS: &[FindingSpec] = &[
 ];
 
 use crate::catalogue::spec;
+use crate::kernel::KernelVersion;
 use crate::rules::shared::receiver_window_binds;
+use crate::rules::window::{autotuning_ceiling, window_scaling_absent, AutotunedReceiver};
+use crate::window::RcvSettings;
 
 /// One sending stream over the counted part of a test.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -45,6 +48,8 @@ pub struct SenderStream {
     /// The receiver's window as the sender saw it (mean, weighted to rwnd-limited time when any).
     pub mean_snd_wnd_bytes: Option<f64>,
     pub retransmits: u64,
+    /// Whether the connection negotiated window scaling, when known.
+    pub window_scaling: Option<bool>,
 }
 
 /// A buffer size someone asked for, and what the kernel granted.
@@ -78,6 +83,15 @@ pub struct TransferObservation {
     pub bytes_needed: Option<u64>,
     /// Cumulative bytes received at each interval end: (seconds, bytes).
     pub timeline: Vec<(f64, u64)>,
+    /// The receiving host's kernel and receive-window sysctls, when known (netblame runs there).
+    pub receiver_host: Option<ReceiverHost>,
+}
+
+/// The receiving host's settings that shape an autotuned window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverHost {
+    pub kernel: KernelVersion,
+    pub settings: RcvSettings,
 }
 
 /// Share at or above which a limit is reported beside the dominant one.
@@ -224,6 +238,23 @@ fn limit_finding(
     match limit {
         Limit::ReceiverWindow => {
             let sev = if share >= RWND_WARNING_SHARE { Severity::Warning } else { Severity::Info };
+            if dominant {
+                let rwnd_share = t.rwnd_limited_us as f64 / t.busy_us.max(1) as f64;
+                if let (true, Some(rtt)) = (
+                    obs.senders.iter().any(|s| s.window_scaling == Some(false)),
+                    rtt,
+                ) {
+                    let host_off = obs
+                        .receiver_host
+                        .as_ref()
+                        .is_some_and(|h| !h.settings.window_scaling);
+                    return window_scaling_absent(rtt, per_stream, rwnd_share, sev, host_off)
+                        .subject(obs.direction.clone());
+                }
+                if let Some(f) = autotuning_ceiling_held(obs, t, per_stream, rtt, sev) {
+                    return f;
+                }
+            }
             let window = obs
                 .senders
                 .iter()
@@ -264,9 +295,7 @@ fn limit_finding(
                         Bytes(rcv)
                     )
                 }
-                None if backlog > 0.0
-                    && obs.receiver_actual_rcvbuf_bytes.is_some_and(|b| backlog >= b as f64 / 4.0) =>
-                {
+                None if reader_backlogged(obs) => {
                     f = f.evidence("receiver_recv_q", backlog.round(), Unit::Bytes);
                     "the receiving application does not read fast enough (its Recv-Q stays full): read in \
                      larger chunks, on more threads, or with less work per byte"
@@ -325,6 +354,50 @@ fn limit_finding(
         ))
         .fix("make the sender write sooner and in larger chunks; check its CPU (it may be the bottleneck)"),
     }
+}
+
+/// True when the receiving application's Recv-Q stayed at a quarter of its buffer or more.
+fn reader_backlogged(obs: &TransferObservation) -> bool {
+    let backlog = obs.receiver_mean_recv_q_bytes.unwrap_or(0.0);
+    backlog > 0.0
+        && obs
+            .receiver_actual_rcvbuf_bytes
+            .is_some_and(|b| backlog >= b as f64 / 4.0)
+}
+
+/// An autotuned receiver, on a host whose settings are known: did its
+/// `tcp_rmem[2]` hold the window? The lab's rule ([`autotuning_ceiling`]), on the smallest
+/// window the senders saw and the per-stream rate.
+fn autotuning_ceiling_held(
+    obs: &TransferObservation,
+    t: &LimitShares,
+    per_stream: f64,
+    rtt: Option<Duration>,
+    severity: Severity,
+) -> Option<Finding> {
+    let host = obs.receiver_host.as_ref()?;
+    // Checked before the reader's backlog: under a tiny ceiling even a prompt reader leaves
+    // most of the window queued between wake-ups, and a slow reader on a host with a large
+    // ceiling fails the ceiling test anyway.
+    if obs.receiver_rcvbuf_bytes.is_some() {
+        return None;
+    }
+    let window = obs
+        .senders
+        .iter()
+        .filter_map(|s| s.mean_snd_wnd_bytes)
+        .fold(None, |a: Option<f64>, w| Some(a.map_or(w, |a| a.min(w))))?;
+    let receiver = AutotunedReceiver {
+        kernel: &host.kernel,
+        settings: &host.settings,
+        mss: 0,
+        peer_window: window as u64,
+        rtt: rtt?,
+        goodput_bps: per_stream,
+        rwnd_share: t.rwnd_limited_us as f64 / t.busy_us.max(1) as f64,
+        link_bps: None,
+    };
+    autotuning_ceiling(&receiver, severity).map(|f| f.subject(obs.direction.clone()))
 }
 
 fn capped_buffers(obs: &TransferObservation) -> Vec<Finding> {
@@ -512,6 +585,7 @@ mod tests {
             mean_rtt_us: 137_000.0,
             mean_snd_wnd_bytes: Some(65_536.0),
             retransmits: 0,
+            window_scaling: Some(true),
         }
     }
 

@@ -5,7 +5,10 @@ use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
 use crate::kernel::KernelVersion;
 use crate::known_issues::{self, Trigger};
 use crate::units::{format_duration, BitRate, Bytes};
-use crate::window::{ceiling_bps, transfer_time, TransferEstimate, TransferInput, WindowModel};
+use crate::window::{
+    bdp_bytes, buffers_for_window, ceiling_bps, model, transfer_time, RcvSettings, SocketRequest,
+    TransferEstimate, TransferInput, WindowModel,
+};
 use std::time::Duration;
 
 /// Findings this module produces.
@@ -23,6 +26,142 @@ pub const FINDINGS: &[FindingSpec] = &[
 ];
 
 use crate::catalogue::spec;
+
+/// An autotuned receiver whose window the sender was waiting on: is its `tcp_rmem[2]` what
+/// held the window (`buffer-max-below-bdp`)? Used by lab transfers and throughput tests alike.
+#[derive(Debug, Clone)]
+pub struct AutotunedReceiver<'a> {
+    pub kernel: &'a KernelVersion,
+    pub settings: &'a RcvSettings,
+    /// The receiver's MSS, 0 when unknown (only the initial window's rounding uses it).
+    pub mss: u64,
+    /// The window the sender saw, bytes.
+    pub peer_window: u64,
+    /// Path round-trip time.
+    pub rtt: Duration,
+    /// Measured rate of one stream, bits per second.
+    pub goodput_bps: f64,
+    /// Receiver-window-limited share of the sender's busy time (0..1).
+    pub rwnd_share: f64,
+    /// The path's rate, when known (the lab's emulator knows it).
+    pub link_bps: Option<f64>,
+}
+
+/// `buffer-max-below-bdp` when the autotuning ceiling held the window below the path: below the
+/// path's BDP when the link rate is known, otherwise when window-clamp / RTT is within twice
+/// the measured rate. The arithmetic: the window model's clamp for `tcp_rmem[2]`, its ceiling
+/// per RTT, the BDP and the sysctls that would fit it.
+pub fn autotuning_ceiling(r: &AutotunedReceiver, severity: Severity) -> Option<Finding> {
+    let auto = model(
+        r.kernel,
+        r.settings,
+        &SocketRequest {
+            so_rcvbuf: None,
+            mss: r.mss,
+            measured_ratio: None,
+        },
+    );
+    let rmem_max = r.settings.tcp_rmem[2];
+    let clamp = auto.window_clamp_bytes;
+    let bdp = r.link_bps.map(|rate| bdp_bytes(rate, r.rtt));
+    let c = ceiling_bps(clamp.max(r.peer_window), r.rtt);
+    let capped = match bdp {
+        Some(bdp) => clamp < bdp,
+        None => c < 2.0 * r.goodput_bps,
+    };
+    if !capped {
+        return None;
+    }
+    let mut f = Finding::new(
+        spec("buffer-max-below-bdp"),
+        severity,
+        format!(
+            "the receive window stayed near {}: tcp_rmem[2] = {} caps it below the path's BDP",
+            Bytes(clamp),
+            Bytes(rmem_max)
+        ),
+    )
+    .evidence("tcp_rmem_max", rmem_max as f64, Unit::Bytes)
+    .evidence("window_clamp", clamp as f64, Unit::Bytes)
+    .evidence("peer_window", r.peer_window as f64, Unit::Bytes)
+    .evidence("rtt", r.rtt.as_secs_f64() * 1e6, Unit::Microseconds)
+    .evidence("ceiling", c, Unit::BitsPerSecond)
+    .evidence("goodput", r.goodput_bps, Unit::BitsPerSecond)
+    .evidence("rwnd_limited", r.rwnd_share * 100.0, Unit::Percent);
+    let mut why = format!(
+        "window <= {} of tcp_rmem[2] {} = {}; {} / {} RTT = {} ceiling; measured {}; sender \
+         receiver-window limited {:.0}% of its busy time",
+        rule_text(&auto),
+        Bytes(rmem_max),
+        Bytes(clamp),
+        Bytes(clamp.max(r.peer_window)),
+        format_duration(r.rtt),
+        BitRate(c),
+        BitRate(r.goodput_bps),
+        r.rwnd_share * 100.0
+    );
+    let mut fix = "raise net.ipv4.tcp_rmem[2] (and net.core.rmem_max) on the receiver to at least \
+                   the path's rate x RTT divided by the window fraction (`netblame calc bdp RATE RTT`)"
+        .to_string();
+    if let (Some(bdp), Some(rate)) = (bdp, r.link_bps) {
+        f = f.evidence("bdp", bdp as f64, Unit::Bytes);
+        why += &format!(
+            "; BDP = {} x {} = {}",
+            BitRate(rate),
+            format_duration(r.rtt),
+            Bytes(bdp)
+        );
+        let plan = buffers_for_window(r.kernel, bdp);
+        fix = format!(
+            "sysctl -w net.ipv4.tcp_rmem=\"{} {} {}\" net.core.rmem_max={} on the receiver (see `netblame calc bdp`)",
+            plan.tcp_rmem[0], plan.tcp_rmem[1], plan.tcp_rmem[2], plan.rmem_max
+        );
+    }
+    Some(f.explain(why).fix(fix))
+}
+
+/// `window-scaling-absent` for a sender that waited on the receiver's window: without the
+/// option the 16-bit window field caps the window at 65535 bytes, so 65535 B / RTT is the
+/// ceiling. `host_turned_it_off` blames the host (an endpoint's `tcp_window_scaling` sysctl is
+/// known to be 0, or nothing on the path can strip options); otherwise the layer stays the
+/// network (a middlebox may strip the option).
+pub fn window_scaling_absent(
+    rtt: Duration,
+    goodput_bps: f64,
+    rwnd_share: f64,
+    severity: Severity,
+    host_turned_it_off: bool,
+) -> Finding {
+    let cap = u64::from(u16::MAX);
+    let c = ceiling_bps(cap, rtt);
+    let f = Finding::new(
+        spec("window-scaling-absent"),
+        severity,
+        format!(
+            "no window scaling: the window cannot exceed 64 KiB, {} at {} RTT",
+            BitRate(c),
+            format_duration(rtt)
+        ),
+    )
+    .evidence("window_cap", cap as f64, Unit::Bytes)
+    .evidence("rtt", rtt.as_secs_f64() * 1e6, Unit::Microseconds)
+    .evidence("ceiling", c, Unit::BitsPerSecond)
+    .evidence("goodput", goodput_bps, Unit::BitsPerSecond)
+    .evidence("rwnd_limited", rwnd_share * 100.0, Unit::Percent)
+    .explain(format!(
+        "the SYNs carried no window-scale option, so the 16-bit window field caps the window: \
+         65535 B / {} RTT = {} ceiling; goodput {}",
+        format_duration(rtt),
+        BitRate(c),
+        BitRate(goodput_bps)
+    ))
+    .fix("sysctl -w net.ipv4.tcp_window_scaling=1 on both ends (and check middleboxes that strip the option)");
+    if host_turned_it_off {
+        f.blame(Layer::Host)
+    } else {
+        f
+    }
+}
 
 /// The path and workload a window is judged against.
 #[derive(Debug, Clone, Default)]
