@@ -60,22 +60,27 @@ impl fmt::Display for Severity {
 
 /// What bounded a sender over an interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Limit {
     /// The peer's advertised receive window (tcpi_rwnd_limited).
+    #[serde(rename = "rwnd")]
     ReceiverWindow,
     /// The local send buffer (tcpi_sndbuf_limited).
+    #[serde(rename = "sndbuf")]
     SendBuffer,
     /// The congestion window: the network.
+    #[serde(rename = "cwnd")]
     CongestionWindow,
     /// The application had nothing to send (or did not read).
+    #[serde(rename = "app")]
     Application,
     /// Loss recovery or retransmission-timeout backoff.
+    #[serde(rename = "loss")]
     LossRecovery,
 }
 
 impl Limit {
-    /// Short name used in tables, JSON and metric labels (`rwnd`, `sndbuf`, `cwnd`, `app`, `loss`).
+    /// Short name used in tables, JSON and metric labels (`rwnd`, `sndbuf`, `cwnd`, `app`, `loss`:
+    /// the names of the kernel's stopwatches); serde uses the same names (a test keeps them so).
     pub fn as_str(self) -> &'static str {
         match self {
             Limit::ReceiverWindow => "rwnd",
@@ -283,6 +288,21 @@ pub fn rank(findings: &mut [Finding]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limit_names_are_the_same_in_json_and_tables() {
+        for l in [
+            Limit::ReceiverWindow,
+            Limit::SendBuffer,
+            Limit::CongestionWindow,
+            Limit::Application,
+            Limit::LossRecovery,
+        ] {
+            let json = serde_json::to_value(l).unwrap();
+            assert_eq!(json, l.as_str(), "{l:?}");
+            assert_eq!(serde_json::from_value::<Limit>(json).unwrap(), l);
+        }
+    }
 
     const SPEC: FindingSpec = FindingSpec {
         id: "example-finding",

@@ -157,7 +157,7 @@ fn stalled_receiver_is_a_problem_with_evidence() {
         .iter()
         .find(|c| c["peer"].as_str().unwrap().ends_with(&format!(":{port}")))
         .unwrap();
-    assert_eq!(sender["verdict"]["limit"], "receiver-window");
+    assert_eq!(sender["verdict"]["limit"], "rwnd");
 
     let out = String::from_utf8_lossy(&text.stdout);
     assert!(text.status.success());
