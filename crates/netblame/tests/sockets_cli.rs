@@ -186,7 +186,7 @@ fn idle_connection_is_not_a_problem() {
     let conns = doc["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 2);
     for c in conns {
-        assert_eq!(c["verdict"]["limit"], "application");
+        assert_eq!(c["verdict"]["limit"], "app");
         assert!(
             c["verdict"]["findings"].as_array().unwrap().is_empty(),
             "{c:#}"
