@@ -183,31 +183,13 @@ fn sendfile_client_survives_the_server_closing_mid_block() {
     // used to die of SIGPIPE (no exit code). Several short runs make the race likely.
     for round in 0..4 {
         let (mut srv, port) = server(&[]);
-        let out = Command::new(env!("CARGO_BIN_EXE_netblame"))
-            .args([
-                "bench",
-                "client",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                "1",
-                "-Z",
-                "--skip-rx-copy",
-                "-l",
-                "1M",
-                "-J",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "round {round}: {:?} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let port = port.to_string();
+        let args = ["bench", "client", "127.0.0.1", "-p", &port, "-t", "1"];
+        let zerocopy = ["-Z", "--skip-rx-copy", "-l", "1M", "-J"];
+        let (code, out, err) = netblame(&[&args[..], &zerocopy[..]].concat());
+        // -1: killed by a signal.
+        assert_eq!(code, 0, "round {round}: {err}");
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert!(doc["end"]["sum_received"]["bytes"].as_u64().unwrap() > 0);
         assert!(wait_exit(&mut srv, 10).is_some());
     }

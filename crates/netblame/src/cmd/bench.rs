@@ -101,10 +101,12 @@ struct ClientArgs {
     /// Seconds between samples and live lines.
     #[arg(short = 'i', long, default_value = "1", value_parser = parse_interval)]
     interval: Duration,
-    /// Send with sendfile(2) (zero copy on the sender).
+    /// Send with sendfile(2) from a memory file (zero copy on the sender; up to 1 MiB of whole
+    /// blocks per call).
     #[arg(short = 'Z', long)]
     zerocopy: bool,
-    /// Receive with MSG_TRUNC (no copy into user space).
+    /// Receive with MSG_TRUNC (no copy into user space), woken once per block (SO_RCVLOWAT).
+    /// Without it the receiver reads whole blocks with MSG_WAITALL, as iperf3 does.
     #[arg(long)]
     skip_rx_copy: bool,
     /// Include the server's own output in the results.
