@@ -4,7 +4,7 @@
 
 use crate::emulator::{default_queue_bytes, Forwarder, LinkConfig, LinkStats};
 use crate::netns;
-use crate::tun::{self, TunConfig};
+use crate::tun::{self, TunConfig, TunMode};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::net::Ipv4Addr;
@@ -73,6 +73,14 @@ pub struct LabConfig {
     pub mtu: u32,
     pub txqueuelen: u32,
     pub backend: Backend,
+    /// Ask the kernel for TUN offload (TCP super-packets); the lab falls back to one packet per
+    /// read when it is refused. `lab list --json` shows the mode in use (`counters.tun_mode`).
+    #[serde(default = "default_offload")]
+    pub offload: bool,
+}
+
+fn default_offload() -> bool {
+    true
 }
 
 impl LabConfig {
@@ -93,6 +101,7 @@ impl LabConfig {
             mtu: 1500,
             txqueuelen: 10_000,
             backend: Backend::Tun,
+            offload: true,
         }
     }
 
@@ -185,6 +194,10 @@ pub struct LabState {
 /// Emulator and kernel counters of a lab.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LabCounters {
+    /// How the emulator exchanges packets with the two TUN devices: `offload` (GSO
+    /// super-packets) or `plain` (one packet per read/write).
+    #[serde(default)]
+    pub tun_mode: TunMode,
     /// Client -> server.
     pub uplink: LinkStats,
     /// Server -> client.
@@ -487,16 +500,25 @@ impl Lab {
                 netns::set_sysctl(ns, k, v)?;
             }
         }
-        let tun_cfg = |side: Side| TunConfig {
+        let tun_cfg = |side: Side, offload: bool| TunConfig {
             name: TUN_NAME.to_string(),
             local: side.addr(),
             peer: side.peer().addr(),
             mtu: c.mtu,
             txqueuelen: c.txqueuelen,
+            offload,
         };
         check_cancelled()?;
-        let ct = tun::open_in(&cns, &tun_cfg(Side::Client))?;
-        let st = tun::open_in(&sns, &tun_cfg(Side::Server))?;
+        let mut ct = tun::open_in(&cns, &tun_cfg(Side::Client, c.offload))?;
+        let mut st = tun::open_in(&sns, &tun_cfg(Side::Server, ct.mode == TunMode::Offload))?;
+        if ct.mode != st.mode {
+            // Offload granted on one side only: both plain (frames must match). Closing a
+            // device removes it, with its address and route.
+            drop(ct);
+            ct = tun::open_in(&cns, &tun_cfg(Side::Client, false))?;
+            drop(st);
+            st = tun::open_in(&sns, &tun_cfg(Side::Server, false))?;
+        }
         check_cancelled()?;
         self.forwarder = Some(Forwarder::start(ct, st, &c.uplink, &c.downlink)?);
         Ok(())
@@ -519,6 +541,7 @@ impl Lab {
             None => Default::default(),
         };
         LabCounters {
+            tun_mode: self.forwarder.as_ref().map(|f| f.mode).unwrap_or_default(),
             uplink: up,
             downlink: down,
             client_tun_tx_dropped: tun_tx_dropped(&self.netns(Side::Client)).unwrap_or(0),

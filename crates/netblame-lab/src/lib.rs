@@ -11,6 +11,7 @@ pub mod lab;
 pub mod netns;
 pub mod scenario;
 pub mod tun;
+pub mod vnet;
 pub mod workload;
 
 pub use emulator::{LinkConfig, LinkStats, LossModel};
