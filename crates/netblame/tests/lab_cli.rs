@@ -178,12 +178,46 @@ fn up_exec_list_down_leaves_nothing() {
         .find(|l| l["state"]["name"] == name.as_str())
         .expect("listed");
     assert_eq!(me["alive"], true);
+    assert_eq!(me["counters"]["tun_mode"], "offload", "{me:#}");
 
     // A second lab of the same name is refused.
     let o = netblame(&["lab", "up", &name, "--rtt", "1ms"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("already running"), "{}", text(&o));
 
+    let o = netblame(&["lab", "down", &name]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_nothing_left(&name, Some(pid));
+}
+
+#[test]
+fn no_offload_runs_the_plain_path() {
+    if !require_root("no_offload_runs_the_plain_path") {
+        return;
+    }
+    let name = unique_name("plain");
+    let _g = Guard(name.clone());
+    let o = netblame(&["lab", "up", &name, "--rtt", "2ms", "--no-offload"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pid = lab_pid(&name);
+    // The counters reach the state file within a second or so.
+    let mut mode = serde_json::Value::Null;
+    for _ in 0..50 {
+        let o = netblame(&["lab", "list", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        mode = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["state"]["name"] == name.as_str())
+            .map(|l| l["counters"]["tun_mode"].clone())
+            .unwrap_or_default();
+        if mode == "plain" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(mode, "plain");
     let o = netblame(&["lab", "down", &name]);
     assert!(o.status.success(), "{}", text(&o));
     assert_nothing_left(&name, Some(pid));

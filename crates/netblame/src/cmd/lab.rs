@@ -110,6 +110,10 @@ struct UpArgs {
     /// tun: netblame's userspace emulator; netem: the kernel's (where it exists).
     #[arg(long, default_value = "tun", value_parser = ["tun", "netem"])]
     backend: String,
+    /// One packet per TUN read/write instead of TCP super-packets (offload): slower, for
+    /// comparing the two modes.
+    #[arg(long)]
+    no_offload: bool,
     /// Seed of the loss generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -258,6 +262,7 @@ fn config_from(a: &UpArgs) -> anyhow::Result<LabConfig> {
         bail!("--mtu {} is out of range (576 to 65535)", a.mtu);
     }
     c.mtu = a.mtu;
+    c.offload = !a.no_offload;
     c.backend = if a.backend == "netem" {
         Backend::Netem
     } else {
