@@ -5,6 +5,7 @@ use crate::proto::{self, state, ProtoError, COOKIE_SIZE, MAX_RESULTS_JSON};
 use crate::running::{self, CpuClock, CpuUsage, EndCause};
 use crate::sample::{IntervalSample, Sampler};
 use crate::stream::{self, BufferSizes, DataStream, SendBudget, StopFlags};
+use netblame_core::rules::transfer::ReceiverHost;
 use netblame_core::window::RcvSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -41,18 +42,19 @@ pub struct StreamTotals {
 pub struct ServerExtension {
     pub intervals: Vec<IntervalSample>,
     pub buffers: Vec<BufferSizes>,
-    #[serde(default)]
-    pub kernel: String,
-    /// The server's receive-window sysctls (for the window verdict when it receives).
-    #[serde(default)]
-    pub rcv_settings: Option<RcvSettings>,
+    /// The server's kernel and receive-window sysctls (for the window verdict when it
+    /// receives); flattened, so the keys are `kernel` and `rcv_settings`.
+    #[serde(default, flatten)]
+    pub host: HostSettings,
 }
 
 /// One host's kernel release and receive-window sysctls: what the window verdict needs from
 /// the receiving end.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostSettings {
+    #[serde(default)]
     pub kernel: String,
+    #[serde(default)]
     pub rcv_settings: Option<RcvSettings>,
 }
 
@@ -64,6 +66,14 @@ impl HostSettings {
             kernel: kernel.as_ref().map(|k| k.to_string()).unwrap_or_default(),
             rcv_settings: kernel.as_ref().map(netblame_linux::sysctl::rcv_settings),
         }
+    }
+
+    /// The kernel and settings as the window rules take them, when both are known.
+    pub fn receiver_host(&self) -> Option<ReceiverHost> {
+        Some(ReceiverHost {
+            kernel: self.kernel.parse().ok()?,
+            settings: self.rcv_settings.clone()?,
+        })
     }
 }
 

@@ -4,10 +4,7 @@
 
 use crate::client::ClientOutcome;
 use crate::sample::{IntervalSample, StreamSample};
-use netblame_core::rules::transfer::{
-    BufferRequest, ReceiverHost, SenderStream, TransferObservation,
-};
-use netblame_core::window::RcvSettings;
+use netblame_core::rules::transfer::{BufferRequest, SenderStream, TransferObservation};
 use netblame_core::Finding;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -110,14 +107,6 @@ fn mean_recv_q(intervals: &[IntervalSample], ids: &[i64], sender: bool) -> Optio
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// A receiving end's kernel and settings, when both are known.
-fn receiver_host(kernel: &str, settings: Option<&RcvSettings>) -> Option<ReceiverHost> {
-    Some(ReceiverHost {
-        kernel: kernel.parse().ok()?,
-        settings: settings?.clone(),
-    })
-}
-
 /// The verdict inputs of a client run: one observation per direction that carried data.
 pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<TransferObservation> {
     let p = &o.params;
@@ -215,11 +204,9 @@ pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<Tra
             bytes_needed: (p.bytes > 0).then_some(p.bytes),
             timeline: timeline(tl_iv, &ids, tl_sender),
             receiver_host: if receiver_is_client {
-                receiver_host(&o.local_host.kernel, o.local_host.rcv_settings.as_ref())
+                o.local_host.receiver_host()
             } else {
-                o.server
-                    .as_ref()
-                    .and_then(|s| receiver_host(&s.kernel, s.rcv_settings.as_ref()))
+                o.server.as_ref().and_then(|s| s.host.receiver_host())
             },
         });
     }

@@ -551,12 +551,10 @@ fn serve_test(
         let keep = 20_000 / per;
         ext_intervals.drain(..ext_intervals.len() - keep);
     }
-    let host = crate::client::HostSettings::read();
     let ext = ServerExtension {
         intervals: ext_intervals,
         buffers: streams.iter().map(|s| s.buffers).collect(),
-        kernel: host.kernel,
-        rcv_settings: host.rcv_settings,
+        host: crate::client::HostSettings::read(),
     };
     let mut results =
         crate::running::results_json(&cpu, streams, &intervals, |i| final_bytes[i], seconds);

@@ -200,7 +200,7 @@ fn a_small_tcp_rmem_max_at_the_receiver_is_blamed_with_its_arithmetic() {
     });
     let server = out.server.as_ref().expect("a netblame server");
     assert_eq!(
-        server.rcv_settings.as_ref().map(|s| s.tcp_rmem),
+        server.host.rcv_settings.as_ref().map(|s| s.tcp_rmem),
         Some([4096, 16384, 32768]),
         "the server reports its namespace's tcp_rmem"
     );

@@ -79,6 +79,12 @@ impl LimitShares {
         us as f64 / self.interval_us as f64
     }
 
+    /// Receiver-window-limited time over busy time (time with data to send), `0.0..=1.0`: the
+    /// share the window rules ([`crate::rules::shared::receiver_window_binds`]) judge.
+    pub fn rwnd_share_of_busy(&self) -> f64 {
+        self.rwnd_limited_us as f64 / self.busy_us.max(1) as f64
+    }
+
     /// Busy time not bounded by rwnd or sndbuf counts as loss recovery when the connection
     /// retransmitted or sits in Recovery/Loss state, else as the congestion window.
     fn loss_dominates(&self) -> bool {

@@ -101,7 +101,7 @@ pub fn judge_transfer(o: &TransferObservation) -> Vec<Finding> {
     let mut out = Vec::new();
     let shares = o.shares();
     // Share of the sender's busy time (time with data to send) spent waiting on the window.
-    let rwnd = shares.map_or(0.0, |s| s.rwnd_limited_us as f64 / s.busy_us.max(1) as f64);
+    let rwnd = shares.map_or(0.0, |s| s.rwnd_share_of_busy());
     let goodput = o.goodput_bps();
     let rtt = o.path_rtt;
     let subject = format!("{} in {}", Bytes(o.bytes), format_duration(o.elapsed));

@@ -187,13 +187,8 @@ fn window_ceiling(obs: &TransferObservation) -> Option<f64> {
 /// True when the receiver window binds although the stopwatches split the busy time and the
 /// congestion window's took the larger part ([`receiver_window_binds`] decides).
 fn window_pins_cwnd(obs: &TransferObservation, t: &LimitShares, measured: f64) -> bool {
-    let busy = t.busy_us.max(1) as f64;
     t.dominant().0 == Limit::CongestionWindow
-        && receiver_window_binds(
-            t.rwnd_limited_us as f64 / busy,
-            measured,
-            window_ceiling(obs),
-        )
+        && receiver_window_binds(t.rwnd_share_of_busy(), measured, window_ceiling(obs))
 }
 
 fn shares_text(t: &LimitShares) -> String {
@@ -239,16 +234,13 @@ fn limit_finding(
         Limit::ReceiverWindow => {
             let sev = if share >= RWND_WARNING_SHARE { Severity::Warning } else { Severity::Info };
             if dominant {
-                let rwnd_share = t.rwnd_limited_us as f64 / t.busy_us.max(1) as f64;
-                if let (true, Some(rtt)) = (
-                    obs.senders.iter().any(|s| s.window_scaling == Some(false)),
-                    rtt,
-                ) {
+                let unscaled = obs.senders.iter().any(|s| s.window_scaling == Some(false));
+                if let Some(rtt) = rtt.filter(|_| unscaled) {
                     let host_off = obs
                         .receiver_host
                         .as_ref()
                         .is_some_and(|h| !h.settings.window_scaling);
-                    return window_scaling_absent(rtt, per_stream, rwnd_share, sev, host_off)
+                    return window_scaling_absent(rtt, per_stream, t.rwnd_share_of_busy(), sev, host_off)
                         .subject(obs.direction.clone());
                 }
                 if let Some(f) = autotuning_ceiling_held(obs, t, per_stream, rtt, sev) {
@@ -394,7 +386,7 @@ fn autotuning_ceiling_held(
         peer_window: window as u64,
         rtt: rtt?,
         goodput_bps: per_stream,
-        rwnd_share: t.rwnd_limited_us as f64 / t.busy_us.max(1) as f64,
+        rwnd_share: t.rwnd_share_of_busy(),
         link_bps: None,
     };
     autotuning_ceiling(&receiver, severity).map(|f| f.subject(obs.direction.clone()))
