@@ -18,6 +18,10 @@ pub struct LimitShares {
     pub sndbuf_limited_us: u64,
     /// Busy time bounded by neither the receiver window nor the send buffer.
     pub cwnd_limited_us: u64,
+    /// The part of `cwnd_limited_us` spent in loss recovery or RTO backoff (all of it when the
+    /// connection was in recovery at the later sample, else none). Kept apart so that summing
+    /// intervals keeps one interval's recovery from turning the others' time into loss.
+    pub loss_recovery_us: u64,
     /// Wall time with nothing queued to send.
     pub idle_us: u64,
     /// Segments retransmitted in the interval.
@@ -60,6 +64,11 @@ impl LimitShares {
             rwnd_limited_us: rwnd,
             sndbuf_limited_us: sndbuf,
             cwnd_limited_us: busy_us - rwnd - sndbuf,
+            loss_recovery_us: if in_loss_recovery {
+                busy_us - rwnd - sndbuf
+            } else {
+                0
+            },
             idle_us: interval_us - busy_us,
             retransmitted_segments,
             in_loss_recovery,
@@ -71,10 +80,9 @@ impl LimitShares {
         let us = match limit {
             Limit::ReceiverWindow => self.rwnd_limited_us,
             Limit::SendBuffer => self.sndbuf_limited_us,
-            Limit::CongestionWindow if !self.loss_dominates() => self.cwnd_limited_us,
-            Limit::LossRecovery if self.loss_dominates() => self.cwnd_limited_us,
+            Limit::CongestionWindow => self.cwnd_limited_us.saturating_sub(self.loss_recovery_us),
+            Limit::LossRecovery => self.loss_recovery_us.min(self.cwnd_limited_us),
             Limit::Application => self.idle_us,
-            _ => 0,
         };
         us as f64 / self.interval_us as f64
     }
@@ -83,12 +91,6 @@ impl LimitShares {
     /// share the window rules ([`crate::rules::shared::receiver_window_binds`]) judge.
     pub fn rwnd_share_of_busy(&self) -> f64 {
         self.rwnd_limited_us as f64 / self.busy_us.max(1) as f64
-    }
-
-    /// Busy time not bounded by rwnd or sndbuf counts as loss recovery when the connection
-    /// retransmitted or sits in Recovery/Loss state, else as the congestion window.
-    fn loss_dominates(&self) -> bool {
-        self.in_loss_recovery
     }
 
     /// The limit with the largest share, and that share.

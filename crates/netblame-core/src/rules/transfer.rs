@@ -109,6 +109,7 @@ pub fn sum_shares<'a>(it: impl IntoIterator<Item = &'a LimitShares>) -> Option<L
         a.rwnd_limited_us += s.rwnd_limited_us;
         a.sndbuf_limited_us += s.sndbuf_limited_us;
         a.cwnd_limited_us += s.cwnd_limited_us;
+        a.loss_recovery_us += s.loss_recovery_us;
         a.idle_us += s.idle_us;
         a.retransmitted_segments += s.retransmitted_segments;
         a.in_loss_recovery |= s.in_loss_recovery;
@@ -623,6 +624,18 @@ mod tests {
         assert_eq!(rw.layer, Layer::Host);
         assert!(rw.fix.contains("tcp_rmem[2]"), "{}", rw.fix);
         assert!((rw.value("share").unwrap() - 95.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn one_interval_in_recovery_does_not_make_the_whole_test_loss() {
+        // Nine intervals of plain congestion-window time and one in recovery, summed.
+        let iv = |loss| LimitShares::from_deltas(1_000_000, 0, 0, 1_000_000, loss as u64, loss);
+        let mut v: Vec<LimitShares> = (0..9).map(|_| iv(false)).collect();
+        v.push(iv(true));
+        let t = sum_shares(v.iter()).unwrap();
+        assert_eq!(t.dominant().0, Limit::CongestionWindow);
+        assert!((t.share(Limit::CongestionWindow) - 0.9).abs() < 1e-9);
+        assert!((t.share(Limit::LossRecovery) - 0.1).abs() < 1e-9);
     }
 
     #[test]
