@@ -6,7 +6,7 @@
 //! serialization delay with no burst credit (`depart = max(now, last_depart) + len*8/rate`),
 //! drop-tail when the bytes still waiting to serialize would exceed the queue -> delay (+ jitter,
 //! order kept unless reordering is allowed) -> written at `depart + delay` on CLOCK_MONOTONIC
-//! (sleep with 1 us timer slack, then spin the last stretch). Every drop is counted, the
+//! (sleep with 1 ns timer slack, then spin the last stretch). Every drop is counted, the
 //! emulator's own included (queue full, delay line full, a failed write).
 //!
 //! With TUN offload ([`TunMode::Offload`], see [`crate::vnet`]) a read returns a TCP

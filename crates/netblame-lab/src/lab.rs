@@ -5,6 +5,7 @@
 use crate::emulator::{default_queue_bytes, Forwarder, LinkConfig, LinkStats};
 use crate::netns;
 use crate::tun::{self, TunConfig, TunMode};
+use netblame_linux::host::procfs::{parse_dev, read_proc_net};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::net::Ipv4Addr;
@@ -587,18 +588,13 @@ impl Drop for Lab {
 }
 
 /// `tx_dropped` of the lab's TUN device in namespace `ns` (packets the kernel could not queue
-/// for the emulator), from `ip -s -j link`.
+/// for the emulator), from that namespace's `/proc/net/dev`.
 pub fn tun_tx_dropped(ns: &str) -> Option<u64> {
-    let out = std::process::Command::new("ip")
-        .args(["-n", ns, "-s", "-j", "link", "show", "dev", TUN_NAME])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.get(0)?
-        .get("stats64")?
-        .get("tx")?
-        .get("dropped")?
-        .as_u64()
+    let text = netns::run_in(ns, || read_proc_net("dev")).ok()?;
+    parse_dev(&text)
+        .into_iter()
+        .find(|d| d.device == TUN_NAME)
+        .map(|d| d.tx_dropped)
 }
 
 /// `Ok` when this kernel has sch_netem loaded; else why not, in words.
@@ -606,7 +602,7 @@ pub fn netem_available() -> Result<(), String> {
     if Path::new("/sys/module/sch_netem").exists() {
         return Ok(());
     }
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = netblame_linux::sysctl::read("kernel.osrelease").unwrap_or_default();
     let ko = Path::new("/lib/modules")
         .join(release.trim())
         .join("kernel/net/sched");

@@ -128,11 +128,9 @@ where
 /// Sets a sysctl inside namespace `name` only (the host is untouched). `/proc/sys/net` shows
 /// the namespace of the thread that opens it; per-namespace TCP sysctls exist since Linux 4.15.
 pub fn set_sysctl(ns: &str, key: &str, value: &str) -> io::Result<()> {
-    let p = netblame_linux::sysctl::path(key);
-    let value = value.to_string();
-    let key = key.to_string();
+    let (key, value) = (key.to_string(), value.to_string());
     run_in(ns, move || {
-        std::fs::write(&p, format!("{value}\n")).map_err(|e| {
+        netblame_linux::sysctl::write(&key, &value).map_err(|e| {
             let hint = if e.kind() == io::ErrorKind::NotFound {
                 " (this sysctl does not exist inside a network namespace on this kernel)"
             } else {

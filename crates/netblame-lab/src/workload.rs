@@ -6,12 +6,12 @@ use crate::lab::{Lab, Side};
 use crate::netns;
 use netblame_core::observe::TcpInfo;
 use netblame_core::rules::lab::{ConnectObservation, TransferObservation};
+use netblame_linux::host::procfs::{parse_proto_counters, read_proc_net};
 use netblame_linux::sockopt;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,53 +19,21 @@ use std::time::{Duration, Instant};
 /// The port workloads listen on inside the server namespace.
 pub const PORT: u16 = 5201;
 
-/// TcpExt, Tcp and other SNMP counters of namespace `ns` (`/proc/thread-self/net/{netstat,snmp}`
-/// read by a thread inside it), keyed `TcpExt.TCPToZeroWindowAdv`, `Tcp.RetransSegs`, ...
-pub fn counters(ns: &str) -> io::Result<HashMap<String, u64>> {
+/// TcpExt, Tcp and other SNMP counters of namespace `ns` (`netstat` and `snmp` of
+/// `/proc/thread-self/net`, read by a thread inside it), keyed `TcpExt.TCPToZeroWindowAdv`,
+/// `Tcp.RetransSegs`, ...
+pub fn counters(ns: &str) -> io::Result<BTreeMap<String, i64>> {
     netns::run_in(ns, || {
-        let mut out = HashMap::new();
-        for file in [
-            "/proc/thread-self/net/netstat",
-            "/proc/thread-self/net/snmp",
-        ] {
-            let text = std::fs::read_to_string(file)?;
-            let lines: Vec<&str> = text.lines().collect();
-            for pair in lines.chunks(2) {
-                let [names, values] = pair else { continue };
-                let mut n = names.split_whitespace();
-                let mut v = values.split_whitespace();
-                let prefix = n.next().unwrap_or("").trim_end_matches(':').to_string();
-                v.next();
-                for (name, value) in n.zip(v) {
-                    if let Ok(x) = value.parse::<i64>() {
-                        out.insert(format!("{prefix}.{name}"), x.max(0) as u64);
-                    }
-                }
-            }
-        }
+        let mut out = parse_proto_counters(&read_proc_net("netstat")?);
+        out.extend(parse_proto_counters(&read_proc_net("snmp")?));
         Ok(out)
     })
 }
 
 /// `after[key] - before[key]`, 0 when absent.
-pub fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, key: &str) -> u64 {
-    after
-        .get(key)
-        .copied()
-        .unwrap_or(0)
-        .saturating_sub(before.get(key).copied().unwrap_or(0))
-}
-
-/// Bytes waiting unread in a socket's receive queue (Recv-Q, `SIOCINQ`).
-pub fn recv_queue(sock: &impl AsRawFd) -> u64 {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through the pointer.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if rc == 0 {
-        n.max(0) as u64
-    } else {
-        0
-    }
+pub fn delta(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>, key: &str) -> u64 {
+    let v = |m: &BTreeMap<String, i64>| m.get(key).copied().unwrap_or(0);
+    v(after).saturating_sub(v(before)).max(0) as u64
 }
 
 fn tcp_socket(rcvbuf: Option<u64>) -> io::Result<Socket> {
@@ -251,7 +219,7 @@ pub fn transfer(lab: &Lab, spec: &TransferSpec) -> io::Result<TransferObservatio
             if timeout.is_some_and(|t| start.elapsed() >= t) {
                 break false;
             }
-            recvq_max = recvq_max.max(recv_queue(&r));
+            recvq_max = recvq_max.max(sockopt::recv_queue(&r).unwrap_or(0));
             match r.read(&mut buf) {
                 Ok(0) => break true,
                 Ok(n) => bytes += n as u64,

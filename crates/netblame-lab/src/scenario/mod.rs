@@ -203,7 +203,7 @@ fn part(
             let t0 = Instant::now();
             let obs = workload::transfer(&lab, &spec)?;
             let after = workload::counters(&rns)?;
-            let snap = host_snapshot(&rns, &before, &after, t0.elapsed())?;
+            let snap = host_snapshot(&rns, before, after, t0.elapsed())?;
             let mut f = judge_transfer(&obs);
             f.extend(netblame_core::rules::host::judge(&snap, None));
             f
@@ -242,38 +242,29 @@ fn deep_queue(mut cfg: LabConfig) -> LabConfig {
 /// The receiver namespace's counters and buffer sysctls as a host snapshot, for the host rules.
 fn host_snapshot(
     ns: &str,
-    before: &std::collections::HashMap<String, u64>,
-    after: &std::collections::HashMap<String, u64>,
+    before: BTreeMap<String, i64>,
+    after: BTreeMap<String, i64>,
     window: Duration,
 ) -> std::io::Result<HostSnapshot> {
-    let proto = |m: &std::collections::HashMap<String, u64>| -> BTreeMap<String, i64> {
-        m.iter().map(|(k, v)| (k.clone(), *v as i64)).collect()
-    };
-    let mut sysctls = BTreeMap::new();
-    for key in [
-        "net.ipv4.tcp_rmem",
-        "net.ipv4.tcp_wmem",
-        "net.ipv4.tcp_window_scaling",
-        "net.ipv4.tcp_moderate_rcvbuf",
-    ] {
-        if let Ok(v) = crate::netns::get_sysctl(ns, key) {
-            sysctls.insert(
-                key.to_string(),
-                v.split_whitespace().collect::<Vec<_>>().join(" "),
-            );
-        }
-    }
+    let (sysctls, _missing) = crate::netns::run_in(ns, || {
+        Ok(netblame_linux::sysctl::read_many(&[
+            "net.ipv4.tcp_rmem",
+            "net.ipv4.tcp_wmem",
+            "net.ipv4.tcp_window_scaling",
+            "net.ipv4.tcp_moderate_rcvbuf",
+        ]))
+    })?;
     Ok(HostSnapshot {
         collector: format!("netblame-lab (namespace {ns})"),
         kernel: netblame_linux::sysctl::kernel_version().ok(),
         sysctls,
         window_us: window.as_micros() as u64,
         before: HostCounters {
-            proto: proto(before),
+            proto: before,
             ..Default::default()
         },
         after: HostCounters {
-            proto: proto(after),
+            proto: after,
             ..Default::default()
         },
         ..Default::default()
