@@ -3,7 +3,7 @@
 # Opens CONNECTIONS loopback connections (2 established sockets each) inside a network namespace
 # this script creates, held by several processes (the per-process fd limit), then times
 # `netblame doctor --duration WINDOW --json` there, and `ss -tinmp` (the anchor: one dump with
-# processes, what doctor does twice) in the same namespace. Prints times, the overhead over the
+# processes; doctor does one with processes and one without) in the same namespace. Prints times, the overhead over the
 # window and the ratio overhead / ss. Needs root (namespace). Not run by CI.
 #
 # Usage: bench/doctor.sh [CONNECTIONS] [WINDOW_SECONDS]   (defaults 36000 and 5)

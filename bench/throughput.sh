@@ -7,10 +7,14 @@
 set -euo pipefail
 T=${1:-5}
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p netblame
 NB="$CARGO_TARGET_DIR/release/netblame"
 command -v iperf3 >/dev/null || { echo "iperf3 not installed" >&2; exit 1; }
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT INT TERM
+# Each run_* function runs in its own subshell ($(...)): its EXIT trap stops its server even
+# when the client fails.
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_listen() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }
@@ -22,20 +26,22 @@ print(e["sum_received"]["bits_per_second"], c["host_total"]+c["remote_total"])' 
 
 run_iperf3() { # args: extra client flags
   local p; p=$(free_port)
-  iperf3 -s -1 -B 127.0.0.1 -p "$p" >/dev/null 2>&1 & local pid=$!
+  iperf3 -s -1 -B 127.0.0.1 -p "$p" >/dev/null 2>&1 & SERVER=$!
+  trap 'kill "$SERVER" 2>/dev/null || true' EXIT
   wait_listen "$p"
-  iperf3 -c 127.0.0.1 -p "$p" -t "$T" -J "$@" > /tmp/nb-bench-iperf3.json
-  wait "$pid" || true
-  parse /tmp/nb-bench-iperf3.json
+  iperf3 -c 127.0.0.1 -p "$p" -t "$T" -J "$@" > "$WORK/iperf3.json"
+  wait "$SERVER" || true
+  parse "$WORK/iperf3.json"
 }
 
 run_netblame() {
   local p; p=$(free_port)
-  "$NB" bench server -B 127.0.0.1 -p "$p" --one-off -J >/dev/null 2>&1 & local pid=$!
+  "$NB" bench server -B 127.0.0.1 -p "$p" --one-off -J >/dev/null 2>&1 & SERVER=$!
+  trap 'kill "$SERVER" 2>/dev/null || true' EXIT
   wait_listen "$p"
-  "$NB" bench client 127.0.0.1 -p "$p" -t "$T" -J "$@" > /tmp/nb-bench-netblame.json
-  wait "$pid" || true
-  parse /tmp/nb-bench-netblame.json
+  "$NB" bench client 127.0.0.1 -p "$p" -t "$T" -J "$@" > "$WORK/netblame.json"
+  wait "$SERVER" || true
+  parse "$WORK/netblame.json"
 }
 
 row() { # name, iperf3 "bps cpu", netblame "bps cpu"

@@ -100,7 +100,7 @@ pub struct ClientOutcome {
     pub server: Option<ServerExtension>,
     /// The server's own text or JSON output (`--get-server-output`).
     pub server_output: Option<Value>,
-    /// This host's settings (the receiving end in reverse mode).
+    /// This host's settings when it receives (`-R`, `--bidir`); empty otherwise.
     pub local_host: HostSettings,
 }
 
@@ -249,7 +249,12 @@ pub fn run_client(
         congestion_remote: sr["congestion_used"].as_str().map(str::to_string),
         server,
         server_output,
-        local_host: HostSettings::read(),
+        // Only a receiving client's settings enter the verdict.
+        local_host: if p.reverse || p.bidir {
+            HostSettings::read()
+        } else {
+            HostSettings::default()
+        },
     })
 }
 

@@ -183,7 +183,6 @@ pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<Tra
         if receiver_rcvbuf.is_none() && !receiver_is_client && o.server.is_none() {
             receiver_rcvbuf = p.window;
         }
-        buffers.dedup();
         let (tl_iv, tl_sender) = if receiver_iv.is_empty() {
             (sender_iv, true)
         } else {

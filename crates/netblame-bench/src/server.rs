@@ -195,17 +195,18 @@ impl Server {
     /// are not the start of a cookie.
     fn route(shared: &Arc<Shared>, conn: TcpStream, peer: SocketAddr, seq: u64) {
         // `netblame probe --kind rr` (and `tcp --request`): the probe magic instead of a cookie.
-        if netblame_probe::responder::peek_probe_hello(
-            &conn,
-            shared.cfg.idle_timeout.min(Duration::from_secs(10)),
-        )
-        .unwrap_or(false)
-        {
+        // One deadline for the probe magic and the cookie together.
+        let wait = shared.cfg.idle_timeout.min(Duration::from_secs(10));
+        let arrived = std::time::Instant::now();
+        if netblame_probe::responder::peek_probe_hello(&conn, wait).unwrap_or(false) {
             shared.pending.fetch_sub(1, Ordering::SeqCst);
             let _ = netblame_probe::responder::serve_probe_stream(conn);
             return;
         }
-        let first = read_cookie(&conn, shared.cfg.idle_timeout.min(Duration::from_secs(10)));
+        let left = wait
+            .saturating_sub(arrived.elapsed())
+            .max(Duration::from_millis(1));
+        let first = read_cookie(&conn, left);
         shared.pending.fetch_sub(1, Ordering::SeqCst);
         let peer_s = peer.to_string();
         let cookie = match first {
@@ -544,23 +545,23 @@ fn serve_test(
     proto::write_state(&mut &*ctrl, state::EXCHANGE_RESULTS)?;
     let client_results = proto::read_json(&mut &*ctrl, 1 << 20)
         .map_err(|e| ProtoError::Other(format!("reading the client's results: {e}")))?;
-    let mut ext_intervals = intervals.clone();
-    // Bound what travels back: at most 20 000 stream samples (the newest).
-    let per = streams.len().max(1);
-    if ext_intervals.len() * per > 20_000 {
-        let keep = 20_000 / per;
-        ext_intervals.drain(..ext_intervals.len() - keep);
-    }
-    let ext = ServerExtension {
-        intervals: ext_intervals,
-        buffers: streams.iter().map(|s| s.buffers).collect(),
-        host: crate::client::HostSettings::read(),
-    };
     let mut results =
         crate::running::results_json(&cpu, streams, &intervals, |i| final_bytes[i], seconds);
-    // Only a netblame client gets the samples: iperf3 reads results with a single read on a
-    // non-blocking socket and would see a large message arrive in pieces.
+    // Only a netblame client gets the samples (and this host's settings): iperf3 reads results
+    // with a single read on a non-blocking socket and would see a large message arrive in pieces.
     if p.peer_is_netblame {
+        let mut ext_intervals = intervals.clone();
+        // Bound what travels back: at most 20 000 stream samples (the newest).
+        let per = streams.len().max(1);
+        if ext_intervals.len() * per > 20_000 {
+            let keep = 20_000 / per;
+            ext_intervals.drain(..ext_intervals.len() - keep);
+        }
+        let ext = ServerExtension {
+            intervals: ext_intervals,
+            buffers: streams.iter().map(|s| s.buffers).collect(),
+            host: crate::client::HostSettings::read(),
+        };
         results["netblame"] = serde_json::to_value(&ext).unwrap_or(Value::Null);
     }
     if p.get_server_output {

@@ -1,5 +1,6 @@
-//! netblame-linux: what the live Linux kernel shows — sysctls, and (in later modules) sock_diag
-//! dumps and host counters — turned into netblame-core's observation types. Observes only;
+//! netblame-linux: what the live Linux kernel shows — sysctls, socket options, sock_diag dumps
+//! with their owning processes, and host counters — turned into netblame-core's observation
+//! types. Observes only;
 //! decisions belong to netblame-core.
 
 pub mod diag;

@@ -335,7 +335,7 @@ fn limit_finding(
         )
         .evidence("retransmitted_segments", t.retransmitted_segments as f64, Unit::Count)
         .explain(format!("{} segments retransmitted. Sender time: {}.", t.retransmitted_segments, shares_text(t)))
-        .fix("find the lossy hop (netblame path / interface counters); a queue that drops may need a larger buffer or AQM"),
+        .fix("find the lossy hop (`netblame probe` along the path, interface counters); a queue that drops may need a larger buffer or AQM"),
         Limit::Application => base(
             "transfer-sender-idle",
             Severity::Info,
@@ -393,9 +393,13 @@ fn autotuning_ceiling_held(
     autotuning_ceiling(&receiver, severity).map(|f| f.subject(obs.direction.clone()))
 }
 
+/// One finding per distinct capped request (every stream of a `-P N` test asks the same).
 fn capped_buffers(obs: &TransferObservation) -> Vec<Finding> {
     obs.buffers
         .iter()
+        .enumerate()
+        .filter(|(i, b)| !obs.buffers[..*i].contains(b))
+        .map(|(_, b)| b)
         .filter(|b| b.actual_bytes < b.requested_bytes.saturating_mul(2))
         .map(|b| {
             let sysctl = if b.option == "SO_RCVBUF" { "net.core.rmem_max" } else { "net.core.wmem_max" };
@@ -674,6 +678,30 @@ mod tests {
             ..obs
         };
         assert_eq!(judge(&obs)[0].id, "congestion-window-limited");
+    }
+
+    #[test]
+    fn a_capped_request_shared_by_every_stream_is_reported_once() {
+        let capped = BufferRequest {
+            option: "SO_RCVBUF",
+            side: "server".into(),
+            requested_bytes: 16 << 20,
+            actual_bytes: 425_984,
+        };
+        let other_side = BufferRequest {
+            side: "client".into(),
+            ..capped.clone()
+        };
+        let obs = TransferObservation {
+            direction: "client -> server".into(),
+            buffers: vec![capped.clone(), other_side, capped],
+            ..TransferObservation::default()
+        };
+        let n = judge(&obs)
+            .iter()
+            .filter(|f| f.id == "transfer-buffer-capped")
+            .count();
+        assert_eq!(n, 2, "one per (option, side, request), not one per stream");
     }
 
     #[test]

@@ -38,7 +38,8 @@ struct ServerArgs {
     /// Refuse and stop tests longer than this (e.g. 60s).
     #[arg(long, value_parser = parse_duration)]
     max_duration: Option<Duration>,
-    /// Drop connections silent this long (no cookie, parameters, streams or data).
+    /// Drop connections silent this long (no parameters, streams or data); a new connection
+    /// gets at most 10 s of it to send its cookie.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     idle_timeout: Duration,
     /// Serve one test, then exit.
@@ -115,7 +116,7 @@ struct ClientArgs {
     /// Say whether an application with this read timeout would have given up (e.g. 30s).
     #[arg(long, value_parser = parse_duration)]
     app_timeout: Option<Duration>,
-    /// Seconds to wait for connections and handshake replies.
+    /// How long to wait for connections; handshake replies get this too, but at least 5 s.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     connect_timeout: Duration,
     /// One iperf3-layout JSON document (with a `netblame` key) instead of text.

@@ -60,7 +60,7 @@ pub struct Args {
     /// Load a saved interval log and show it side by side (repeatable; works without targets).
     #[arg(long, value_name = "FILE")]
     load: Vec<PathBuf>,
-    /// How many of the largest latencies to list per target.
+    /// How many of the largest latencies to list per target (the report keeps the 5 largest).
     #[arg(long, default_value_t = 5)]
     spikes: usize,
     /// One JSON document (every probe, histograms, windows, findings) instead of text.
