@@ -210,6 +210,39 @@ pub fn judge_transfer(o: &TransferObservation) -> Vec<Finding> {
             out.push(f.subject(subject.clone()));
             return out;
         }
+        // Bound by the window, but not by SO_RCVBUF, window scaling or tcp_rmem[2]: something
+        // at the receiving end kept its window small.
+        out.push(
+            Finding::new(
+                spec("receiver-window-limited"),
+                Severity::Warning,
+                format!(
+                    "the receiver's window held the sender {:.0}% of its busy time",
+                    rwnd * 100.0
+                ),
+            )
+            .subject(subject.clone())
+            .evidence("window", window as f64, Unit::Bytes)
+            .evidence("rtt", rtt.as_secs_f64() * 1e6, Unit::Microseconds)
+            .evidence("ceiling", window_ceiling, Unit::BitsPerSecond)
+            .evidence("goodput", goodput, Unit::BitsPerSecond)
+            .evidence("rwnd_limited", rwnd * 100.0, Unit::Percent)
+            .evidence("recvq_max", o.receiver_recvq_max as f64, Unit::Bytes)
+            .explain(format!(
+                "window {} / {} RTT = {} ceiling; goodput {}; the receiver set no SO_RCVBUF, \
+                 scaled its window and its tcp_rmem[2] {} allows more, so something at the receiving \
+                 end kept it small: most often an application that leaves data unread (largest \
+                 Recv-Q {}), or autotuning that had not grown the buffer yet",
+                Bytes(window),
+                format_duration(rtt),
+                BitRate(window_ceiling),
+                BitRate(goodput),
+                Bytes(o.receiver_settings.tcp_rmem[2]),
+                Bytes(o.receiver_recvq_max)
+            ))
+            .fix("look at the receiving application: read sooner and in larger chunks (`netblame sockets --explain` on the receiver shows its Recv-Q)"),
+        );
+        return out;
     }
     let retrans = o.retransmitted();
     let segs = o.data_segments().max(1);
@@ -418,6 +451,17 @@ mod tests {
         assert_eq!(f[0].id, "buffer-max-below-bdp");
         assert_eq!(f[0].value("tcp_rmem_max"), Some(262_144.0));
         assert!(f[0].fix.contains("tcp_rmem"), "{}", f[0].fix);
+    }
+
+    #[test]
+    fn window_bound_without_a_host_cause_is_still_the_receiver_window() {
+        // 90% of busy time on the window, scaling on, no SO_RCVBUF, a 32 MiB tcp_rmem[2]:
+        // not "no host-side limit".
+        let f = judge_transfer(&obs(sample(2_000_000, 1_800_000, 0, 1000, true)));
+        assert_eq!(f[0].id, "receiver-window-limited", "{f:#?}");
+        assert_eq!(f[0].layer, Layer::Application);
+        assert_eq!(f[0].value("rwnd_limited"), Some(90.0));
+        assert!(f.iter().all(|x| x.id != "congestion-window-limited"));
     }
 
     #[test]
