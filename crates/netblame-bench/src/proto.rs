@@ -110,6 +110,18 @@ pub fn is_cookie(c: &[u8]) -> bool {
             .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(b))
 }
 
+/// True when `c` can be the start of an iperf3 cookie.
+pub fn is_cookie_prefix(c: &[u8]) -> bool {
+    c.len() <= COOKIE_SIZE
+        && c.iter().enumerate().all(|(i, b)| {
+            if i == COOKIE_SIZE - 1 {
+                *b == 0
+            } else {
+                b.is_ascii_lowercase() || (b'2'..=b'7').contains(b)
+            }
+        })
+}
+
 /// Writes one state byte.
 pub fn write_state(w: &mut impl Write, s: i8) -> io::Result<()> {
     w.write_all(&[s as u8])

@@ -1,6 +1,13 @@
-//! `netblame bench server`: serves iperf3 and netblame clients, several at once. Every accepted
-//! connection goes through [`Server::route`]: its first bytes decide whether it is a data stream
-//! of a running session (cookie known), a new control connection (cookie unknown), or garbage.
+//! `netblame bench server`: serves iperf3 and netblame clients, several at once.
+//!
+//! One thread accepts and identifies connections: it polls every connection that has not said
+//! what it is yet, and its first bytes decide whether it is a probe (the probe magic), a data
+//! stream of a running session (cookie known), a new control connection (cookie unknown), or
+//! garbage. Hostile peers are bounded: every connection counts against one limit
+//! (`max_connections`, kept below the descriptor limit), unidentified ones are evicted oldest
+//! first (`max_pending`), each protocol stage has a deadline as a whole, running out of
+//! descriptors sheds load instead of ending the server, and the block buffers of all running
+//! tests share one budget (`max_memory`).
 
 use crate::client::ServerExtension;
 use crate::config::TestParams;
@@ -10,10 +17,11 @@ use crate::sample::{IntervalSample, Sampler};
 use crate::stream::{self, BufferSizes, DataStream, SendBudget, StopFlags};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -25,15 +33,32 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Longest test accepted and enforced (`--max-duration`).
     pub max_duration: Option<Duration>,
-    /// A connection silent this long (no cookie, no parameters, no streams, no bytes) is dropped.
+    /// Each protocol stage after the cookie (parameters, stream creation, results) must finish
+    /// within this, as a whole; a running test that moves less than [`MIN_PROGRESS_BYTES`] in
+    /// this long is dropped; a probe connection silent this long is closed.
     pub idle_timeout: Duration,
     /// Serve one test (successful or not), then return.
     pub one_off: bool,
     /// Concurrent tests; more get ACCESS_DENIED.
     pub max_sessions: usize,
-    /// Concurrent connections still being identified (sent no cookie yet); more are dropped.
+    /// Connections still being identified (no cookie or probe magic yet): beyond this many,
+    /// the oldest is evicted.
     pub max_pending: usize,
+    /// Open connections of every kind (being identified, control, data, probe) together; at
+    /// the limit the oldest unidentified one is evicted, else the new one is closed. Lowered at
+    /// bind time to fit the process's file descriptor limit.
+    pub max_connections: usize,
+    /// Block buffers all running tests may hold together; a test that needs more gets iperf3's
+    /// SERVER_ERROR ("unable to create a new test: Cannot allocate memory").
+    pub max_memory: u64,
 }
+
+/// A running test that moves less than this in `idle_timeout` is dropped (a drip sender).
+pub const MIN_PROGRESS_BYTES: u64 = 4096;
+/// The identification stage (cookie or probe magic) gets at most this, as a whole.
+pub const MAX_IDENTIFY: Duration = Duration::from_secs(10);
+/// File descriptors kept free of connections (listener, UDP echo, stdio, memory files).
+const FD_RESERVE: usize = 32;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -44,6 +69,8 @@ impl Default for ServerConfig {
             one_off: false,
             max_sessions: 8,
             max_pending: 64,
+            max_connections: 1024,
+            max_memory: 256 << 20,
         }
     }
 }
@@ -88,17 +115,70 @@ pub enum ServerEvent {
     Dropped { peer: String, reason: String },
 }
 
-/// Data connections travel to their session with their accept sequence number: threads reading
-/// cookies may finish out of order, the accept order is the client's connect order.
-type Registry = Arc<Mutex<HashMap<[u8; COOKIE_SIZE], SyncSender<(u64, TcpStream)>>>>;
+/// A data connection on its way to its session: its accept sequence number (threads may hand
+/// streams over out of order, the accept order is the client's connect order) and its slot.
+type DataConn = (u64, TcpStream, Slot);
+type Registry = Arc<Mutex<HashMap<[u8; COOKIE_SIZE], SyncSender<DataConn>>>>;
 
 struct Shared {
     cfg: ServerConfig,
     sessions: Registry,
     active: AtomicUsize,
-    pending: AtomicUsize,
+    /// Open connections of every kind (see [`Slot`]).
+    open: AtomicUsize,
+    /// Probe connections being served.
+    probes: AtomicUsize,
+    /// Bytes of block buffers reserved by running tests.
+    memory: AtomicU64,
     shutdown: Arc<AtomicBool>,
     on_event: Box<dyn Fn(ServerEvent) + Send + Sync>,
+}
+
+impl Shared {
+    fn drop_event(&self, peer: impl ToString, reason: impl Into<String>) {
+        (self.on_event)(ServerEvent::Dropped {
+            peer: peer.to_string(),
+            reason: reason.into(),
+        });
+    }
+}
+
+/// One open connection counted against `max_connections`; released when dropped, with the
+/// connection it travels with.
+struct Slot(Arc<Shared>);
+
+impl Slot {
+    fn take(shared: &Arc<Shared>) -> Slot {
+        shared.open.fetch_add(1, Ordering::SeqCst);
+        Slot(shared.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A connection that has not said what it is yet.
+struct Pending {
+    conn: TcpStream,
+    peer: SocketAddr,
+    seq: u64,
+    since: Instant,
+    /// Bytes the kernel must queue before poll wakes us (SO_RCVLOWAT): a drip sender costs no
+    /// wake-up per byte.
+    want: usize,
+    slot: Slot,
+}
+
+/// What the first bytes of a pending connection say.
+enum Identified {
+    Wait(usize),
+    Probe,
+    Cookie([u8; COOKIE_SIZE]),
+    Garbage,
+    Closed,
 }
 
 /// A bound server.
@@ -110,18 +190,25 @@ pub struct Server {
 impl Server {
     /// Binds the listener. `on_event` receives progress and outcomes.
     pub fn bind(
-        cfg: ServerConfig,
+        mut cfg: ServerConfig,
         on_event: impl Fn(ServerEvent) + Send + Sync + 'static,
     ) -> io::Result<Server> {
         let listener = TcpListener::bind(cfg.bind)?;
         listener.set_nonblocking(true)?;
+        cfg.max_connections = cfg
+            .max_connections
+            .min(fd_limit().saturating_sub(FD_RESERVE))
+            .max(4);
+        cfg.max_pending = cfg.max_pending.clamp(1, cfg.max_connections);
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
                 cfg,
                 sessions: Arc::default(),
                 active: AtomicUsize::new(0),
-                pending: AtomicUsize::new(0),
+                open: AtomicUsize::new(0),
+                probes: AtomicUsize::new(0),
+                memory: AtomicU64::new(0),
                 shutdown: Arc::default(),
                 on_event: Box::new(on_event),
             }),
@@ -138,126 +225,284 @@ impl Server {
         self.shared.shutdown.clone()
     }
 
-    /// Accepts connections until shut down (or after one test with `one_off`).
+    /// The limits in force (`max_connections` lowered to the file descriptor limit).
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.cfg
+    }
+
+    /// Accepts connections until shut down (or after one test with `one_off`). Running out of
+    /// file descriptors or threads sheds load; it never ends the server. Probe connections are
+    /// not waited for: they end on their own (idle timeout) or with the process.
     pub fn serve(&self) -> io::Result<()> {
         // `netblame probe --kind udp` answered on the same port, while serving (best effort).
         let _udp_echo = self
             .local_addr()
             .ok()
             .and_then(|a| netblame_probe::responder::UdpEcho::start(a).ok());
-        let mut workers: Vec<JoinHandle<()>> = Vec::new();
+        let mut sessions: Vec<JoinHandle<()>> = Vec::new();
+        let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut seq = 0u64;
+        let mut starved_since: Option<Instant> = None;
+        let identify = self.shared.cfg.idle_timeout.min(MAX_IDENTIFY);
         while !self.shared.shutdown.load(Ordering::SeqCst) {
-            match self.listener.accept() {
-                Ok((conn, peer)) => {
-                    if self.shared.pending.load(Ordering::SeqCst) >= self.shared.cfg.max_pending {
-                        drop(conn);
-                        continue;
+            let (listener_ready, ready) = self.poll(&pending, identify);
+            if listener_ready {
+                self.accept_some(&mut pending, &mut seq, &mut starved_since);
+            }
+            // Identify the connections that have enough bytes (or closed), oldest first.
+            let mut i = 0;
+            while i < pending.len() {
+                let p = &pending[i];
+                let outcome = if ready.contains(&p.seq) {
+                    identify_bytes(&p.conn)
+                } else {
+                    Identified::Wait(p.want)
+                };
+                match outcome {
+                    Identified::Wait(want) if p.since.elapsed() < identify => {
+                        if want != p.want {
+                            let _ = netblame_linux::sockopt::set_rcvlowat(&p.conn, want as u64);
+                            pending[i].want = want;
+                        }
+                        i += 1;
                     }
-                    let _ = conn.set_nonblocking(false);
-                    let shared = self.shared.clone();
-                    seq += 1;
-                    let n = seq;
-                    self.shared.pending.fetch_add(1, Ordering::SeqCst);
-                    match std::thread::Builder::new()
-                        .name("bench-conn".into())
-                        .spawn(move || Server::route(&shared, conn, peer, n))
-                    {
-                        Ok(h) => workers.push(h),
-                        Err(_) => {
-                            self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+                    Identified::Wait(_) => {
+                        let p = pending.remove(i).expect("index in range");
+                        self.shared.drop_event(
+                            p.peer,
+                            format!(
+                                "no cookie or probe hello within {} s",
+                                identify.as_secs_f64()
+                            ),
+                        );
+                    }
+                    other => {
+                        let p = pending.remove(i).expect("index in range");
+                        if let Some(h) = self.dispatch(p, other) {
+                            sessions.push(h);
                         }
                     }
-                    workers.retain(|h| !h.is_finished());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let _ =
-                        running::wait_readable_listener(&self.listener, Duration::from_millis(100));
-                    workers.retain(|h| !h.is_finished());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
-                Err(e) => return Err(e),
             }
+            sessions.retain(|h| !h.is_finished());
         }
-        for h in workers {
+        drop(pending);
+        for h in sessions {
             let _ = h.join();
         }
         Ok(())
     }
 
-    /// The single accept path: reads the first bytes of a connection and routes it. A known
-    /// cookie makes it a data stream of that session; an unknown well-formed cookie opens a
-    /// new session; anything else is dropped.
-    ///
-    /// Other protocols on the same port (the latency probes' magic prefix) belong here, before
-    /// `read_cookie`: peek at the first bytes (`MSG_PEEK`) and hand the connection over when they
-    /// are not the start of a cookie.
-    fn route(shared: &Arc<Shared>, conn: TcpStream, peer: SocketAddr, seq: u64) {
-        // `netblame probe --kind rr` (and `tcp --request`): the probe magic instead of a cookie.
-        // One deadline for the probe magic and the cookie together.
-        let wait = shared.cfg.idle_timeout.min(Duration::from_secs(10));
-        let arrived = std::time::Instant::now();
-        if netblame_probe::responder::peek_probe_hello(&conn, wait).unwrap_or(false) {
-            shared.pending.fetch_sub(1, Ordering::SeqCst);
-            let _ = netblame_probe::responder::serve_probe_stream(conn);
-            return;
+    /// Waits for the listener or a pending connection to become readable (at most 100 ms, or
+    /// until the oldest pending connection's deadline). Returns whether the listener is ready
+    /// and the sequence numbers of the ready pending connections.
+    fn poll(&self, pending: &VecDeque<Pending>, identify: Duration) -> (bool, Vec<u64>) {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(self.listener.as_raw_fd())
+            .chain(pending.iter().map(|p| p.conn.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let mut wait = Duration::from_millis(100);
+        if let Some(p) = pending.front() {
+            wait = wait.min((p.since + identify).saturating_duration_since(Instant::now()));
         }
-        let left = wait
-            .saturating_sub(arrived.elapsed())
-            .max(Duration::from_millis(1));
-        let first = read_cookie(&conn, left);
-        shared.pending.fetch_sub(1, Ordering::SeqCst);
-        let peer_s = peer.to_string();
-        let cookie = match first {
-            Ok(c) if proto::is_cookie(&c) => c,
-            Ok(_) => {
-                (shared.on_event)(ServerEvent::Dropped {
-                    peer: peer_s,
-                    reason: "garbage instead of an iperf3 cookie".into(),
-                });
-                return;
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let rc = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                wait.as_millis() as i32 + 1,
+            )
+        };
+        if rc <= 0 {
+            return (false, Vec::new());
+        }
+        let ready = pending
+            .iter()
+            .zip(&fds[1..])
+            .filter(|(_, f)| f.revents != 0)
+            .map(|(p, _)| p.seq)
+            .collect();
+        (fds[0].revents != 0, ready)
+    }
+
+    /// Accepts what the listener has (a bounded batch), evicting the oldest unidentified
+    /// connection when a limit is reached or descriptors run out.
+    fn accept_some(
+        &self,
+        pending: &mut VecDeque<Pending>,
+        seq: &mut u64,
+        starved_since: &mut Option<Instant>,
+    ) {
+        let sh = &self.shared;
+        for _ in 0..64 {
+            match self.listener.accept() {
+                Ok((conn, peer)) => {
+                    *starved_since = None;
+                    if sh.open.load(Ordering::SeqCst) >= sh.cfg.max_connections
+                        && !self.evict_oldest(pending, "evicted: connection limit reached")
+                    {
+                        sh.drop_event(
+                            peer,
+                            format!(
+                                "refused: {} connections open (--max-connections)",
+                                sh.cfg.max_connections
+                            ),
+                        );
+                        continue;
+                    }
+                    if pending.len() >= sh.cfg.max_pending {
+                        self.evict_oldest(pending, "evicted: too many unidentified connections");
+                    }
+                    *seq += 1;
+                    let slot = Slot::take(sh);
+                    let _ = netblame_linux::sockopt::set_rcvlowat(&conn, 1);
+                    pending.push_back(Pending {
+                        conn,
+                        peer,
+                        seq: *seq,
+                        since: Instant::now(),
+                        want: 1,
+                        slot,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if out_of_resources(&e) => {
+                    // No descriptor to accept with: free the oldest unidentified connection;
+                    // with none, leave the rest in the listen queue for a moment.
+                    if !self.evict_oldest(pending, "evicted: out of file descriptors") {
+                        if starved_since.is_none() {
+                            sh.drop_event("-", format!("shedding load: {e}"));
+                            *starved_since = Some(Instant::now());
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                        return;
+                    }
+                }
+                // Interrupted, aborted handshakes, transient network errors: try again later.
+                Err(_) => return,
             }
-            Err(e) => {
-                (shared.on_event)(ServerEvent::Dropped {
-                    peer: peer_s,
-                    reason: format!("no cookie: {e}"),
-                });
-                return;
+        }
+    }
+
+    fn evict_oldest(&self, pending: &mut VecDeque<Pending>, why: &str) -> bool {
+        match pending.pop_front() {
+            Some(p) => {
+                self.shared.drop_event(p.peer, why);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands an identified connection on: to a probe thread, to its session, or to a new
+    /// session thread (returned).
+    fn dispatch(&self, p: Pending, what: Identified) -> Option<JoinHandle<()>> {
+        let sh = &self.shared;
+        let Pending {
+            conn,
+            peer,
+            seq,
+            slot,
+            ..
+        } = p;
+        let cookie = match what {
+            Identified::Cookie(c) => c,
+            Identified::Probe => {
+                self.serve_probe(conn, peer, slot);
+                return None;
+            }
+            Identified::Garbage => {
+                sh.drop_event(peer, "garbage instead of an iperf3 cookie");
+                return None;
+            }
+            Identified::Closed | Identified::Wait(_) => {
+                sh.drop_event(peer, "closed before sending a cookie");
+                return None;
             }
         };
-        let data_tx = shared
+        if conn.set_nonblocking(false).is_err() {
+            return None;
+        }
+        let data_tx = sh
             .sessions
             .lock()
             .ok()
             .and_then(|m| m.get(&cookie).cloned());
         if let Some(tx) = data_tx {
-            if tx.try_send((seq, conn)).is_err() {
-                (shared.on_event)(ServerEvent::Dropped {
-                    peer: peer_s,
-                    reason: "data stream beyond the announced count".into(),
-                });
+            if tx.try_send((seq, conn, slot)).is_err() {
+                sh.drop_event(peer, "data stream beyond the announced count");
             }
-            return;
+            return None;
         }
         // A new control connection.
-        if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.cfg.max_sessions {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
+        if sh.active.fetch_add(1, Ordering::SeqCst) >= sh.cfg.max_sessions {
+            sh.active.fetch_sub(1, Ordering::SeqCst);
+            let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
             let _ = proto::write_state(&mut &conn, state::ACCESS_DENIED);
-            (shared.on_event)(ServerEvent::Dropped {
-                peer: peer_s,
-                reason: "busy: too many concurrent tests".into(),
-            });
+            sh.drop_event(peer, "busy: too many concurrent tests");
+            return None;
+        }
+        let shared = sh.clone();
+        let spawned = std::thread::Builder::new()
+            .name("bench-session".into())
+            .spawn(move || Server::session(&shared, conn, peer, cookie, slot));
+        match spawned {
+            Ok(h) => Some(h),
+            Err(e) => {
+                sh.active.fetch_sub(1, Ordering::SeqCst);
+                sh.drop_event(peer, format!("shedding load: no thread for the test: {e}"));
+                None
+            }
+        }
+    }
+
+    /// `netblame probe --kind rr` (and `tcp --request`): echoed on a thread of its own, at most
+    /// a quarter of `max_connections` at once, each closed after `idle_timeout` of silence.
+    fn serve_probe(&self, conn: TcpStream, peer: SocketAddr, slot: Slot) {
+        let sh = &self.shared;
+        if sh.probes.fetch_add(1, Ordering::SeqCst) >= (sh.cfg.max_connections / 4).max(1) {
+            sh.probes.fetch_sub(1, Ordering::SeqCst);
+            sh.drop_event(peer, "refused: too many probe connections");
             return;
         }
+        let shared = sh.clone();
+        let idle = sh.cfg.idle_timeout;
+        let spawned = std::thread::Builder::new()
+            .name("bench-probe".into())
+            .spawn(move || {
+                let _slot = slot;
+                if conn.set_nonblocking(false).is_ok() {
+                    let _ = netblame_probe::responder::serve_probe_stream(conn, Some(idle));
+                }
+                shared.probes.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            sh.probes.fetch_sub(1, Ordering::SeqCst);
+            sh.drop_event(peer, format!("shedding load: no thread for a probe: {e}"));
+        }
+    }
+
+    /// A new control connection's whole test.
+    fn session(
+        shared: &Arc<Shared>,
+        conn: TcpStream,
+        peer: SocketAddr,
+        cookie: [u8; COOKIE_SIZE],
+        slot: Slot,
+    ) {
+        let peer_s = peer.to_string();
         let outcome = run_session(shared, &conn, &peer_s, cookie);
+        drop(conn);
+        drop(slot);
         shared.active.fetch_sub(1, Ordering::SeqCst);
+        return_freed_memory();
         match outcome {
             Ok(report) => (shared.on_event)(ServerEvent::Finished(Box::new(report))),
-            Err(e) => (shared.on_event)(ServerEvent::Dropped {
-                peer: peer_s,
-                reason: e.to_string(),
-            }),
+            Err(e) => shared.drop_event(peer_s, e.to_string()),
         }
         if shared.cfg.one_off {
             shared.shutdown.store(true, Ordering::SeqCst);
@@ -265,11 +510,131 @@ impl Server {
     }
 }
 
-fn read_cookie(conn: &TcpStream, timeout: Duration) -> io::Result<[u8; COOKIE_SIZE]> {
-    conn.set_read_timeout(Some(timeout))?;
-    let mut c = [0u8; COOKIE_SIZE];
-    (&*conn).read_exact(&mut c)?;
-    Ok(c)
+/// Reads what a pending connection sent so far (without consuming unless it is a whole
+/// cookie): the probe magic, a cookie, a prefix of either (wait for more), or garbage.
+fn identify_bytes(conn: &TcpStream) -> Identified {
+    let magic = netblame_probe::responder::MAGIC;
+    let mut buf = [0u8; COOKIE_SIZE];
+    // SAFETY: buf is valid for its length; MSG_PEEK leaves the bytes queued.
+    let rc = unsafe {
+        libc::recv(
+            conn.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Identified::Wait(1),
+            _ => Identified::Closed,
+        };
+    }
+    let n = rc as usize;
+    let got = &buf[..n];
+    if n == 0 {
+        Identified::Closed
+    } else if magic.starts_with(got) || got.starts_with(magic) {
+        if n >= magic.len() {
+            Identified::Probe
+        } else {
+            Identified::Wait(magic.len())
+        }
+    } else if !proto::is_cookie_prefix(got) {
+        Identified::Garbage
+    } else if n < COOKIE_SIZE {
+        Identified::Wait(COOKIE_SIZE)
+    } else {
+        match (&*conn).read_exact(&mut buf) {
+            Ok(()) => Identified::Cookie(buf),
+            Err(_) => Identified::Closed,
+        }
+    }
+}
+
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or the system is out of something accept needs.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// The soft RLIMIT_NOFILE of this process.
+fn fd_limit() -> usize {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: r is a valid rlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    usize::try_from(r.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// Gives the heap memory freed by a finished test back to the system: glibc keeps freed
+/// blocks in per-thread arenas otherwise, and a server's RSS would stay at its busiest.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A reader whose reads all end by one instant: a protocol stage gets a deadline as a whole,
+/// so a peer dripping one byte at a time cannot stretch it.
+struct Deadline<'a> {
+    conn: &'a TcpStream,
+    until: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(conn: &'a TcpStream, within: Duration) -> Deadline<'a> {
+        Deadline {
+            conn,
+            until: Instant::now() + within,
+        }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the stage's deadline passed",
+            ));
+        }
+        self.conn.set_read_timeout(Some(left))?;
+        (&*self.conn).read(buf)
+    }
+}
+
+/// Memory reserved for one test's block buffers, given back when dropped.
+struct Reservation<'a> {
+    pool: &'a AtomicU64,
+    bytes: u64,
+}
+
+impl<'a> Reservation<'a> {
+    /// Reserves `bytes` out of `max`, or says how much is free.
+    fn take(pool: &'a AtomicU64, bytes: u64, max: u64) -> Result<Reservation<'a>, u64> {
+        pool.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+            used.checked_add(bytes).filter(|t| *t <= max)
+        })
+        .map(|_| Reservation { pool, bytes })
+        .map_err(|used| max.saturating_sub(used))
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
 }
 
 /// Removes a session's cookie from the registry when the session ends, however it ends.
@@ -294,6 +659,8 @@ mod ierr {
     pub const MAX_DURATION: i32 = 33;
     /// IEACCEPT: could not accept streams.
     pub const ACCEPT: i32 = 103;
+    /// IENEWTEST: unable to create a new test (with errno ENOMEM: over `--max-memory`).
+    pub const NEW_TEST: i32 = 100;
 }
 
 fn run_session(
@@ -304,9 +671,9 @@ fn run_session(
 ) -> Result<SessionReport, ProtoError> {
     let cfg = &shared.cfg;
     ctrl.set_nodelay(true)?;
-    ctrl.set_read_timeout(Some(cfg.idle_timeout))?;
+    ctrl.set_write_timeout(Some(cfg.idle_timeout))?;
     proto::write_state(&mut &*ctrl, state::PARAM_EXCHANGE)?;
-    let raw = match proto::read_json(&mut &*ctrl, MAX_PARAMS_JSON) {
+    let raw = match proto::read_json(&mut Deadline::new(ctrl, cfg.idle_timeout), MAX_PARAMS_JSON) {
         Ok(v) => v,
         Err(e) => {
             let _ = proto::write_server_error(&mut &*ctrl, ierr::RECV_PARAMS, 0);
@@ -330,12 +697,27 @@ fn run_session(
             )));
         }
     }
+    let need: u64 = (0..p.total_streams())
+        .map(|i| stream::buffer_memory(&p, !p.client_sends(i)))
+        .sum();
+    let _memory = match Reservation::take(&shared.memory, need, cfg.max_memory) {
+        Ok(r) => r,
+        Err(free) => {
+            let _ = proto::write_server_error(&mut &*ctrl, ierr::NEW_TEST, libc::ENOMEM);
+            return Err(ProtoError::Other(format!(
+                "refused: the test needs {} of buffers, {} of --max-memory {} is free",
+                netblame_core::Bytes(need),
+                netblame_core::Bytes(free),
+                netblame_core::Bytes(cfg.max_memory)
+            )));
+        }
+    };
     (shared.on_event)(ServerEvent::Started {
         peer: peer.to_string(),
         params: raw.clone(),
     });
     let n = p.total_streams();
-    let (tx, rx) = sync_channel::<(u64, TcpStream)>(n);
+    let (tx, rx) = sync_channel::<DataConn>(n);
     shared
         .sessions
         .lock()
@@ -371,7 +753,7 @@ fn run_session(
         }
     }
     drop(guard);
-    socks.sort_by_key(|(seq, _)| *seq);
+    socks.sort_by_key(|(seq, _, _)| *seq);
 
     let stop = StopFlags::default();
     let budget = SendBudget {
@@ -379,7 +761,10 @@ fn run_session(
         ..SendBudget::default()
     };
     let mut streams = Vec::with_capacity(n);
-    for (i, (_, s)) in socks.into_iter().enumerate() {
+    // The data connections stay counted until the session ends.
+    let mut _slots = Vec::with_capacity(n);
+    for (i, (_, s, slot)) in socks.into_iter().enumerate() {
+        _slots.push(slot);
         let sending = !p.client_sends(i);
         let (s, b) = stream::configure_accepted(s, &p, sending)?;
         streams.push(DataStream::start(
@@ -448,6 +833,8 @@ fn serve_test(
         p.duration()
             .map(|d| d.as_secs_f64() + cfg.idle_timeout.as_secs_f64())
     });
+    // Progress is at least MIN_PROGRESS_BYTES per idle_timeout: a drip sender does not
+    // hold its test slot.
     let mut last_total = 0u64;
     let mut last_progress = Instant::now();
     let idle = cfg.idle_timeout;
@@ -466,7 +853,7 @@ fn serve_test(
         &mut intervals,
         |elapsed, st| {
             let total: u64 = st.iter().map(DataStream::bytes).sum();
-            if total != last_total {
+            if total >= last_total + MIN_PROGRESS_BYTES {
                 last_total = total;
                 last_progress = Instant::now();
             } else if last_progress.elapsed() > idle {
@@ -528,7 +915,7 @@ fn serve_test(
         _ if idle_out => {
             let _ = proto::write_state(&mut &*ctrl, state::SERVER_TERMINATE);
             return Err(ProtoError::Other(format!(
-                "no data for {} s: dropped the test",
+                "less than {MIN_PROGRESS_BYTES} bytes in {} s: dropped the test",
                 idle.as_secs()
             )));
         }
@@ -543,7 +930,7 @@ fn serve_test(
         }
     }
     proto::write_state(&mut &*ctrl, state::EXCHANGE_RESULTS)?;
-    let client_results = proto::read_json(&mut &*ctrl, 1 << 20)
+    let client_results = proto::read_json(&mut Deadline::new(ctrl, idle), 1 << 20)
         .map_err(|e| ProtoError::Other(format!("reading the client's results: {e}")))?;
     let mut results =
         crate::running::results_json(&cpu, streams, &intervals, |i| final_bytes[i], seconds);
@@ -585,7 +972,6 @@ fn serve_test(
     proto::write_json(&mut &*ctrl, &results)?;
     proto::write_state(&mut &*ctrl, state::DISPLAY_RESULTS)?;
     // IPERF_DONE (or a close): either way the test is over.
-    let _ = ctrl.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = proto::read_state(&mut &*ctrl);
+    let _ = proto::read_state(&mut Deadline::new(ctrl, idle.min(Duration::from_secs(5))));
     Ok((intervals, final_bytes, seconds, cpu, client_results))
 }

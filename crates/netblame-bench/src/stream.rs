@@ -235,8 +235,29 @@ fn payload(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// User-space memory one stream allocates: its block buffer, or for a `-Z` sender the memory
+/// file it sends from instead. The server's memory cap (`--max-memory`) adds these up.
+pub fn buffer_memory(p: &TestParams, sending: bool) -> u64 {
+    let len = p.len as u64;
+    match (sending, p.zerocopy, p.skip_rx_copy) {
+        (true, true, _) => send_span(p.len, true, p.bytes) as u64,
+        (true, false, _) | (false, _, false) => len,
+        (false, _, true) => 1,
+    }
+}
+
+/// Bytes after which a sender's payload repeats: one block for write(), several blocks in the
+/// memory file that sendfile reads when no byte budget needs per-block reservations.
+fn send_span(len: usize, zerocopy: bool, budget: u64) -> usize {
+    if zerocopy && budget == 0 {
+        len * (SENDFILE_SPAN / len).max(1)
+    } else {
+        len
+    }
+}
+
 /// A memory file holding `blocks` copies of the payload block, for sendfile.
-fn memfd_payload(len: usize, blocks: usize) -> io::Result<OwnedFd> {
+fn memfd_payload(block: &[u8], blocks: usize) -> io::Result<OwnedFd> {
     // SAFETY: the name is a valid NUL-terminated string; the returned fd is owned below.
     let fd = unsafe { libc::memfd_create(c"netblame-bench".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -245,9 +266,8 @@ fn memfd_payload(len: usize, blocks: usize) -> io::Result<OwnedFd> {
     // SAFETY: fd was just created and is owned by nobody else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut f = std::fs::File::from(owned);
-    let block = payload(len);
     for _ in 0..blocks {
-        io::Write::write_all(&mut f, &block)?;
+        io::Write::write_all(&mut f, block)?;
     }
     Ok(OwnedFd::from(f))
 }
@@ -285,17 +305,14 @@ fn send_loop(
     budget: &SendBudget,
     stop: &AtomicBool,
 ) -> io::Result<()> {
-    // The payload repeats every `span` bytes: one block for write(), several blocks in the
-    // memfd that sendfile reads when no byte budget needs per-block reservations.
-    let span = if zerocopy && budget.limit == 0 {
-        len * (SENDFILE_SPAN / len).max(1)
-    } else {
-        len
-    };
-    let buf = payload(len);
+    let span = send_span(len, zerocopy, budget.limit);
+    let mut buf = payload(len);
     let file = if zerocopy {
         block_sigpipe_in_this_thread();
-        Some(memfd_payload(len, span / len)?)
+        let f = memfd_payload(&buf, span / len)?;
+        // sendfile reads the memory file: the block itself is no longer needed.
+        buf = Vec::new();
+        Some(f)
     } else {
         None
     };

@@ -1,6 +1,10 @@
 //! Units, iperf3 style: sizes are binary (`64k` = 65536), rates are decimal bits per
 //! second (`10g` = 10^10 bit/s), durations carry their unit (`30ms`, `1.5s`).
 //!
+//! One rule for ambiguous input: a rate or a duration without a unit is refused
+//! ([`UnitError::MissingUnit`], with an example), never guessed; sizes default to bytes.
+//! [`parse_duration_default_secs`] is the one exception, for iperf3's own `-t 10`.
+//!
 //! Every type parses from and formats to text; `to_exact_string` round-trips exactly,
 //! `Display` is for humans (rounded).
 
@@ -191,7 +195,14 @@ impl FromStr for BitRate {
         let (value, unit) = split_number(input, "100mbit or 10g", "a rate")?;
         let unit = unit.trim_end_matches("/s");
         let mult = match unit {
-            "" | "b" | "bit" | "bits" | "bps" => 1.0,
+            // Is `100` bits, kbit or Mbit per second? A plan built on a guess is dangerous.
+            "" => {
+                return Err(UnitError::MissingUnit {
+                    input: input.to_string(),
+                    example: "100mbit or 10g",
+                })
+            }
+            "b" | "bit" | "bits" | "bps" => 1.0,
             "k" | "kbit" | "kbits" | "kbps" | "kb" => 1e3,
             "m" | "mbit" | "mbits" | "mbps" | "mb" => 1e6,
             "g" | "gbit" | "gbits" | "gbps" | "gb" => 1e9,
@@ -339,6 +350,19 @@ pub fn group_thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_numbers_are_refused_for_rates_and_durations() {
+        assert!(matches!(
+            "100".parse::<BitRate>(),
+            Err(UnitError::MissingUnit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("30"),
+            Err(UnitError::MissingUnit { .. })
+        ));
+        assert_eq!("100bit".parse::<BitRate>().unwrap(), BitRate(100.0));
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -42,6 +42,8 @@ pub enum LabError {
     NetemNotBuilt,
     #[error("the lab needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for namespaces and TUN devices); run with sudo")]
     NotRoot,
+    #[error("{0}")]
+    BadSysctl(String),
     #[error("the lab was cancelled (interrupted)")]
     Cancelled,
     #[error(transparent)]
@@ -293,17 +295,31 @@ pub struct GcReport {
     pub labs: Vec<String>,
     /// Namespaces removed.
     pub namespaces: Vec<String>,
+    /// Processes killed because they ran in those namespaces.
+    pub processes: Vec<i32>,
+    /// Records of labs gone earlier (see [`gone_list`]) that this gc forgot.
+    pub forgotten: Vec<String>,
 }
 
-/// Removes a lab's namespaces and state directory (its process must be gone or stopping).
-pub fn remove_leftovers(name: &str) -> io::Result<Vec<String>> {
-    let mut removed = Vec::new();
+/// What [`remove_leftovers`] removed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Removed {
+    pub namespaces: Vec<String>,
+    /// Processes that still ran inside the lab's namespaces (killed).
+    pub processes: Vec<i32>,
+}
+
+/// Removes a lab's processes, namespaces and state directory (its own process must be gone or
+/// stopping): everything that runs in a lab's namespaces belongs to the lab and is killed.
+pub fn remove_leftovers(name: &str) -> io::Result<Removed> {
+    let mut removed = Removed::default();
     let mut first_err = None;
     for side in [Side::Client, Side::Server] {
         let ns = netns_name(name, side);
         if netns::exists(&ns) {
+            removed.processes.extend(netns::kill_all(&ns));
             match netns::delete(&ns) {
-                Ok(()) => removed.push(ns),
+                Ok(()) => removed.namespaces.push(ns),
                 Err(e) => first_err = first_err.or(Some(e)),
             }
         }
@@ -344,8 +360,20 @@ pub fn gc() -> io::Result<GcReport> {
                     .is_some_and(|age| age < Duration::from_secs(10)),
             };
             if !alive {
+                let pid = LabState::load(&name).map(|s| s.pid).unwrap_or(0);
                 match remove_leftovers(&name) {
-                    Ok(ns) => report.namespaces.extend(ns),
+                    Ok(r) => {
+                        if gone(&name).is_none() {
+                            record_gone(&Gone::new(
+                                &name,
+                                pid,
+                                format!("its process {pid} died without tearing the lab down"),
+                                &r,
+                            ));
+                        }
+                        report.namespaces.extend(r.namespaces);
+                        report.processes.extend(r.processes);
+                    }
                     Err(e) => first_err = first_err.or(Some(e)),
                 }
                 report.labs.push(name);
@@ -365,6 +393,7 @@ pub fn gc() -> io::Result<GcReport> {
             continue;
         };
         if !live.iter().any(|l| l == lab) && !state_dir(lab).exists() {
+            report.processes.extend(netns::kill_all(&ns));
             match netns::delete(&ns) {
                 Ok(()) => report.namespaces.push(ns),
                 Err(e) => first_err = first_err.or(Some(e)),
@@ -377,13 +406,86 @@ pub fn gc() -> io::Result<GcReport> {
     }
 }
 
+/// Where records of labs that went away without `lab down` are kept (one JSON file per lab).
+pub const GONE_ROOT: &str = "/run/netblame/gone";
+
+/// Why a lab went away without `lab down`, and what was removed after it: `lab list` shows it
+/// until `lab gc` (or a new `lab up` of the same name) forgets it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Gone {
+    pub name: String,
+    /// The lab's process (the emulator).
+    pub pid: i32,
+    pub why: String,
+    /// Seconds since the epoch.
+    pub at_unix: u64,
+    pub removed: Removed,
+}
+
+impl Gone {
+    /// A record of lab `name` gone now.
+    pub fn new(name: &str, pid: i32, why: String, removed: &Removed) -> Gone {
+        Gone {
+            name: name.to_string(),
+            pid,
+            why,
+            at_unix: now_unix(),
+            removed: removed.clone(),
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn gone_path(name: &str) -> PathBuf {
+    Path::new(GONE_ROOT).join(format!("{name}.json"))
+}
+
+/// Records why a lab went away (best effort: a record is advice, not state).
+pub fn record_gone(g: &Gone) {
+    if std::fs::create_dir_all(GONE_ROOT).is_ok() {
+        if let Ok(text) = serde_json::to_vec_pretty(g) {
+            let _ = std::fs::write(gone_path(&g.name), text);
+        }
+    }
+}
+
+/// The record of lab `name`, if it went away without `lab down`.
+pub fn gone(name: &str) -> Option<Gone> {
+    validate_name(name).ok()?;
+    serde_json::from_slice(&std::fs::read(gone_path(name)).ok()?).ok()
+}
+
+/// Every lab that went away without `lab down` and is not forgotten yet.
+pub fn gone_list() -> Vec<Gone> {
+    let mut out: Vec<Gone> = std::fs::read_dir(GONE_ROOT)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a: &Gone, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Forgets the record of lab `name`; true when there was one.
+pub fn forget_gone(name: &str) -> bool {
+    validate_name(name).is_ok() && std::fs::remove_file(gone_path(name)).is_ok()
+}
+
 /// An exclusive `flock` on `/run/netblame/labs.lock`: one gc at a time across processes.
-struct GcLock {
+pub(crate) struct GcLock {
     _file: std::fs::File,
 }
 
 impl GcLock {
-    fn take() -> io::Result<GcLock> {
+    pub(crate) fn take() -> io::Result<GcLock> {
         use std::os::fd::AsRawFd;
         let root = Path::new(STATE_ROOT);
         let parent = root.parent().unwrap_or(root);
@@ -448,6 +550,9 @@ impl Lab {
                 Ok(()) => LabError::NetemNotBuilt,
             });
         }
+        for (k, _) in config.client_sysctls.iter().chain(&config.server_sysctls) {
+            netns::check_namespaced_sysctl(k).map_err(LabError::BadSysctl)?;
+        }
         check_cancelled()?;
         let name = config.name.clone();
         if let Ok(existing) = LabState::load(&name) {
@@ -456,6 +561,7 @@ impl Lab {
             }
             remove_leftovers(&name)?;
         }
+        forget_gone(&name);
         // The state directory comes first: from then on gc knows who owns the namespaces.
         let dir = state_dir(&name);
         std::fs::create_dir_all(&dir)

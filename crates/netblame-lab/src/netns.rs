@@ -51,8 +51,58 @@ pub fn create(name: &str) -> io::Result<()> {
     ip(&["-n", name, "link", "set", "lo", "up"])
 }
 
-/// Deletes a named namespace; a namespace that is already gone is not an error.
+/// Processes whose network namespace is `name` (as `ip netns pids` finds them: by the
+/// namespace's device and inode), this process excluded.
+pub fn pids(name: &str) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ns) = std::fs::metadata(path(name)) else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| m.dev() == ns.dev() && m.ino() == ns.ino())
+        })
+        .collect()
+}
+
+/// Kills (SIGKILL) every process in namespace `name` and waits up to 2 s for them to die; a
+/// lab owns everything that runs in its namespaces. Returns the pids it killed.
+pub fn kill_all(name: &str) -> Vec<i32> {
+    let victims = pids(name);
+    for pid in &victims {
+        // SAFETY: kill has no memory effects; the pid was just seen inside the namespace.
+        unsafe {
+            libc::kill(*pid, libc::SIGKILL);
+        }
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while victims.iter().any(|p| alive(*p)) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    victims
+}
+
+/// True while a process exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s.get(s.rfind(')')? + 2..)?.chars().next()?;
+            Some(!matches!(state, 'Z' | 'X' | 'x'))
+        })
+        .unwrap_or(false)
+}
+
+/// Deletes a named namespace after killing every process in it (else the namespace, its
+/// interfaces and sockets would live on, unnamed); one that is already gone is not an error.
 pub fn delete(name: &str) -> io::Result<()> {
+    kill_all(name);
     let mut last = Ok(());
     for _ in 0..3 {
         if !exists(name) {
@@ -125,9 +175,48 @@ where
         })
 }
 
-/// Sets a sysctl inside namespace `name` only (the host is untouched). `/proc/sys/net` shows
-/// the namespace of the thread that opens it; per-namespace TCP sysctls exist since Linux 4.15.
+/// Checks that `key` can be scoped to a network namespace: only `net.*` sysctls are (and only
+/// some of those; [`set_sysctl`] verifies the rest by watching the host's value).
+pub fn check_namespaced_sysctl(key: &str) -> Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let well_formed = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if parts.first() != Some(&"net") || !well_formed {
+        return Err(format!(
+            "'{key}' is not a per-namespace sysctl: a lab sets only net.* keys (e.g. net.ipv4.tcp_rmem), \
+             anything else would change the host"
+        ));
+    }
+    Ok(())
+}
+
+/// Sets a sysctl inside namespace `name` only. `/proc/sys/net` shows the namespace of the
+/// thread that opens it; per-namespace TCP sysctls exist since Linux 4.15. Refuses keys outside
+/// `net.*`, and a `net.*` key the kernel keeps global (the host's value changed with it): the
+/// host's value is put back and the error says so.
 pub fn set_sysctl(ns: &str, key: &str, value: &str) -> io::Result<()> {
+    check_namespaced_sysctl(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let host_before = netblame_linux::sysctl::read(key).ok();
+    write_in(ns, key, value)?;
+    let host_after = netblame_linux::sysctl::read(key).ok();
+    if host_before != host_after {
+        if let Some(old) = &host_before {
+            let _ = netblame_linux::sysctl::write(key, old);
+        }
+        return Err(io::Error::other(format!(
+            "{key} is not per-namespace on this kernel: setting it in the lab changed the host's \
+             value (put back to {})",
+            host_before.as_deref().unwrap_or("?").trim()
+        )));
+    }
+    Ok(())
+}
+
+fn write_in(ns: &str, key: &str, value: &str) -> io::Result<()> {
     let (key, value) = (key.to_string(), value.to_string());
     run_in(ns, move || {
         netblame_linux::sysctl::write(&key, &value).map_err(|e| {

@@ -25,10 +25,12 @@ pub fn is_probe_hello(first: &[u8]) -> bool {
 }
 
 /// Serves one probe connection whose first bytes are [`MAGIC`] (not yet read): reads the magic,
-/// then echoes everything back until the peer closes.
-pub fn serve_probe_stream(mut stream: TcpStream) -> io::Result<()> {
+/// then echoes everything back until the peer closes, or until it sends nothing (or reads
+/// nothing back) for `idle`, when given.
+pub fn serve_probe_stream(mut stream: TcpStream, idle: Option<Duration>) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(None)?;
+    stream.set_read_timeout(idle)?;
+    stream.set_write_timeout(idle)?;
     let mut hello = [0u8; 8];
     stream.read_exact(&mut hello)?;
     if !is_probe_hello(&hello) {
@@ -180,7 +182,7 @@ pub fn serve_connection(stream: TcpStream) -> io::Result<()> {
         std::thread::sleep(Duration::from_micros(200));
     };
     if n == 8 && is_probe_hello(&first) {
-        serve_probe_stream(stream)
+        serve_probe_stream(stream, None)
     } else if first[..n].starts_with(b"GET ") || first[..n].starts_with(b"HEAD") {
         serve_http(stream)
     } else {

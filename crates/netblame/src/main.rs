@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod args;
 mod cmd;
 mod render;
 
@@ -57,7 +58,21 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // A usage error: one line (clap's first), exit 2.
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("netblame: {line}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         None => cmd::doctor::run(cli.doctor),
         Some(Command::Doctor(args)) => cmd::doctor::run(args),
@@ -73,8 +88,26 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("netblame: error: {e:#}");
-            ExitCode::from(1)
+            eprintln!("netblame: error: {}", error_line(&e));
+            if e.downcast_ref::<args::Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
+}
+
+/// An error and its causes on one line, leaving out a cause the text already says (contexts
+/// often quote their cause).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if out.is_empty() {
+            out = cause;
+        } else if !out.contains(&cause) {
+            out = format!("{out}: {cause}");
+        }
+    }
+    out.replace('\n', " ")
 }

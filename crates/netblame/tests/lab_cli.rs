@@ -224,34 +224,47 @@ fn no_offload_runs_the_plain_path() {
 }
 
 #[test]
-fn sigkill_then_gc_and_sigint_leave_nothing() {
-    if !require_root("sigkill_then_gc_and_sigint_leave_nothing") {
+fn sigkill_of_the_emulator_leaves_nothing_and_list_says_why() {
+    if !require_root("sigkill_of_the_emulator_leaves_nothing_and_list_says_why") {
         return;
     }
-    let name = unique_name("cli");
+    let name = unique_name("hardening-k");
     let _g = Guard(name.clone());
     let o = netblame(&["lab", "up", &name, "--rtt", "10ms"]);
     assert!(o.status.success(), "{}", text(&o));
     let pid = lab_pid(&name);
+    let child = exec_background(&name, "client");
     // SAFETY: the pid is the lab process this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
+    // Its supervisor removes everything at once: no `lab gc` needed.
     let start = Instant::now();
-    while process_exists(pid) && start.elapsed() < Duration::from_secs(10) {
+    while std::path::Path::new(&format!("/run/netblame/labs/{name}")).exists()
+        && start.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The TUN devices died with the process; the namespaces and state remain until `lab gc`
-    // (or the next lab command: the other tests of this binary run lab commands in parallel,
-    // so one of them may have collected this lab first).
+    assert_nothing_left(&name, Some(pid));
+    assert_gone(child);
+    // `lab list` says why the lab is gone (another test's gc may have seen it first; the
+    // supervisor then still fills in the cause).
+    let o = netblame(&["lab", "list"]);
+    assert!(
+        text(&o).contains(&format!("lab {name} is gone"))
+            && text(&o).contains("killed by signal 9"),
+        "{}",
+        text(&o)
+    );
     let o = netblame(&["lab", "gc", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["labs"].is_array() && v["namespaces"].is_array(), "{v}");
-    assert_nothing_left(&name, Some(pid));
+    assert!(!text(&netblame(&["lab", "list"])).contains(&name));
 
     // SIGINT: the lab process tears itself down.
     let o = netblame(&["lab", "up", &name, "--rtt", "10ms"]);
     assert!(o.status.success(), "{}", text(&o));
     let pid = lab_pid(&name);
+    let child = exec_background(&name, "server");
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGINT) };
     let start = Instant::now();
@@ -261,6 +274,84 @@ fn sigkill_then_gc_and_sigint_leave_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_nothing_left(&name, Some(pid));
+    assert_gone(child);
+}
+
+/// Starts `sleep 300` in the background on one side of a lab (it outlives `lab exec`); returns
+/// its pid.
+fn exec_background(name: &str, side: &str) -> i32 {
+    let o = netblame(&[
+        "lab",
+        "exec",
+        name,
+        side,
+        "--",
+        "sh",
+        "-c",
+        "sleep 300 >/dev/null 2>&1 & echo $!",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pid: i32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert!(process_exists(pid));
+    pid
+}
+
+fn assert_gone(pid: i32) {
+    let start = Instant::now();
+    while process_exists(pid) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !process_exists(pid),
+        "process {pid} started in the lab still runs"
+    );
+}
+
+#[test]
+fn down_kills_what_exec_left_running() {
+    if !require_root("down_kills_what_exec_left_running") {
+        return;
+    }
+    let name = unique_name("hardening-d");
+    let _g = Guard(name.clone());
+    let o = netblame(&["lab", "up", &name, "--rtt", "1ms"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pid = lab_pid(&name);
+    let kids = [
+        exec_background(&name, "client"),
+        exec_background(&name, "server"),
+    ];
+    let o = netblame(&["lab", "down", &name]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_nothing_left(&name, Some(pid));
+    for k in kids {
+        assert_gone(k);
+    }
+}
+
+#[test]
+fn lab_sysctls_outside_the_namespace_are_refused() {
+    let before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let o = netblame(&[
+        "lab",
+        "up",
+        "hardening-s",
+        "--server-sysctl",
+        "kernel.hostname=x",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("not a per-namespace sysctl"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(text(&o).trim().lines().count(), 1, "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        before
+    );
+    let o = netblame(&["lab", "up", "hardening-s", "--client-sysctl", "net..ipv4=1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
 #[test]
@@ -286,7 +377,7 @@ fn bad_input_is_a_clear_error() {
         return;
     }
     let o = netblame(&["lab", "up", "bad name", "--rtt", "1ms"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("invalid"), "{}", text(&o));
     let o = netblame(&["lab", "up", "netemtest", "--backend", "netem"]);
     assert_eq!(o.status.code(), Some(1));

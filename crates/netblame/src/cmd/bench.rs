@@ -1,5 +1,6 @@
 //! `netblame bench`: an iperf3-compatible throughput test that says what limited the transfer.
 
+use crate::args;
 use crate::render;
 use netblame_bench::client::ClientOutcome;
 use netblame_bench::config::{ClientConfig, TestParams, DEFAULT_LEN};
@@ -7,7 +8,7 @@ use netblame_bench::report;
 use netblame_bench::sample::IntervalSample;
 use netblame_bench::server::{ServerConfig, ServerEvent, SessionReport};
 use netblame_core::rules::transfer::{self, TransferObservation};
-use netblame_core::units::{format_duration, parse_duration};
+use netblame_core::units::format_duration;
 use netblame_core::{rank, BitRate, Bytes, Finding};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -36,18 +37,30 @@ struct ServerArgs {
     #[arg(short = 'B', long, default_value = "0.0.0.0")]
     bind: IpAddr,
     /// Refuse and stop tests longer than this (e.g. 60s).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = args::duration)]
     max_duration: Option<Duration>,
-    /// Drop connections silent this long (no parameters, streams or data); a new connection
-    /// gets at most 10 s of it to send its cookie.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    /// Deadline of each protocol stage as a whole (parameters, streams, results); a running
+    /// test that moves less than 4 KiB in this long and a silent probe connection are dropped;
+    /// a new connection gets at most 10 s of it to send its cookie.
+    #[arg(long, value_parser = args::duration, default_value = "30s")]
     idle_timeout: Duration,
     /// Serve one test, then exit.
     #[arg(short = '1', long)]
     one_off: bool,
     /// Concurrent tests before clients get "busy".
-    #[arg(long, default_value_t = 8)]
-    max_clients: usize,
+    #[arg(long, default_value_t = 8, value_parser = args::count)]
+    max_clients: u64,
+    /// Connections that sent no cookie yet; beyond this the oldest is evicted.
+    #[arg(long, default_value_t = 64, value_parser = args::count)]
+    max_pending: u64,
+    /// Open connections of every kind together (lowered to fit the file descriptor limit);
+    /// probe connections get at most a quarter.
+    #[arg(long, default_value_t = 1024, value_parser = args::count)]
+    max_connections: u64,
+    /// Block buffers all running tests may hold together; a test needing more is refused
+    /// with iperf3's "unable to create a new test: Cannot allocate memory".
+    #[arg(long, default_value = "256MiB", value_parser = args::size)]
+    max_memory: Bytes,
     /// One JSON line per finished test instead of text.
     #[arg(short = 'J', long)]
     json: bool,
@@ -58,13 +71,13 @@ struct ClientArgs {
     /// Server host name or address.
     host: String,
     /// Server port.
-    #[arg(short = 'p', long, default_value_t = 5201)]
+    #[arg(short = 'p', long, default_value_t = 5201, value_parser = args::port)]
     port: u16,
-    /// Seconds to transmit.
-    #[arg(short = 't', long, default_value_t = 10)]
+    /// Seconds to transmit (1 to 86400, as iperf3).
+    #[arg(short = 't', long, default_value_t = 10, value_parser = args::test_seconds)]
     time: u64,
     /// Bytes to transmit instead of a time (10M, 1GiB).
-    #[arg(short = 'n', long, value_parser = parse_bytes)]
+    #[arg(short = 'n', long, value_parser = args::size)]
     bytes: Option<Bytes>,
     /// Parallel streams (a thread each).
     #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=128))]
@@ -76,13 +89,13 @@ struct ClientArgs {
     #[arg(long, conflicts_with = "reverse")]
     bidir: bool,
     /// SO_SNDBUF and SO_RCVBUF on every data socket of both ends (iperf3 -w).
-    #[arg(short = 'w', long, value_parser = parse_bytes)]
+    #[arg(short = 'w', long, value_parser = args::socket_buffer)]
     window: Option<Bytes>,
     /// SO_RCVBUF on the receiving side only (a netblame server applies it when it receives).
-    #[arg(long, value_parser = parse_bytes)]
+    #[arg(long, value_parser = args::socket_buffer)]
     rcvbuf: Option<Bytes>,
     /// SO_SNDBUF on the sending side only.
-    #[arg(long, value_parser = parse_bytes)]
+    #[arg(long, value_parser = args::socket_buffer)]
     sndbuf: Option<Bytes>,
     /// TCP_NODELAY.
     #[arg(short = 'N', long)]
@@ -90,11 +103,11 @@ struct ClientArgs {
     /// Congestion control algorithm (cubic, bbr, reno...).
     #[arg(short = 'C', long)]
     congestion: Option<String>,
-    /// TCP maximum segment size (TCP_MAXSEG).
-    #[arg(short = 'M', long)]
+    /// TCP maximum segment size (TCP_MAXSEG, 88 to 32767 bytes).
+    #[arg(short = 'M', long, value_parser = args::mss)]
     set_mss: Option<u32>,
     /// Block size per write/read (default 128 KiB).
-    #[arg(short = 'l', long, value_parser = parse_bytes)]
+    #[arg(short = 'l', long, value_parser = args::block_size)]
     length: Option<Bytes>,
     /// Omit the first N seconds from the totals (slow start).
     #[arg(short = 'O', long, default_value_t = 0)]
@@ -114,23 +127,18 @@ struct ClientArgs {
     #[arg(long)]
     get_server_output: bool,
     /// Say whether an application with this read timeout would have given up (e.g. 30s).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = args::duration)]
     app_timeout: Option<Duration>,
     /// How long to wait for connections; handshake replies get this too, but at least 5 s.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = args::duration, default_value = "10s")]
     connect_timeout: Duration,
     /// One iperf3-layout JSON document (with a `netblame` key) instead of text.
     #[arg(short = 'J', long)]
     json: bool,
 }
 
-fn parse_bytes(s: &str) -> Result<Bytes, String> {
-    s.parse()
-        .map_err(|e: netblame_core::units::UnitError| e.to_string())
-}
-
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = netblame_core::units::parse_duration_default_secs(s).map_err(|e| e.to_string())?;
+    let d = args::seconds(s)?;
     if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
         return Err("interval must be between 0.1 and 60 seconds".into());
     }
@@ -413,8 +421,10 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         max_duration: a.max_duration,
         idle_timeout: a.idle_timeout,
         one_off: a.one_off,
-        max_sessions: a.max_clients.max(1),
-        ..ServerConfig::default()
+        max_sessions: a.max_clients as usize,
+        max_pending: a.max_pending as usize,
+        max_connections: a.max_connections as usize,
+        max_memory: a.max_memory.get(),
     };
     let srv = netblame_bench::Server::bind(cfg, move |ev| match ev {
         ServerEvent::Started { peer, params } if !json => {

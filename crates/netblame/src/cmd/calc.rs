@@ -1,8 +1,9 @@
 //! `netblame calc`: window, BDP, throughput ceiling and transfer time for any kernel version.
 
+use crate::args;
 use crate::render;
 use netblame_core::rules::window::{estimate, judge, rule_text, Workload};
-use netblame_core::units::{format_duration, group_thousands, parse_duration};
+use netblame_core::units::{format_duration, group_thousands};
 use netblame_core::window::{self, RcvSettings, SocketRequest, WindowModel};
 use netblame_core::{rank, BitRate, Bytes, KernelVersion, BACKPORT_CAVEAT};
 use serde::Serialize;
@@ -20,10 +21,10 @@ enum What {
     /// Bandwidth-delay product of a path and the buffer sysctls that allow a window that large.
     Bdp {
         /// Path rate, decimal bits per second (100mbit, 10g).
-        #[arg(long, value_parser = parse_rate)]
+        #[arg(long, value_parser = args::rate)]
         rate: BitRate,
         /// Round-trip time (30ms, 1.5s).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = args::rtt)]
         rtt: Duration,
         /// Kernel version whose window rule sizes the buffers (default: the running kernel).
         #[arg(long, value_parser = parse_kernel)]
@@ -35,10 +36,10 @@ enum What {
     /// Throughput ceiling of a window: window / RTT.
     Ceiling {
         /// Window in bytes (65535, 64k, 4MiB).
-        #[arg(long, value_parser = parse_bytes)]
+        #[arg(long, value_parser = args::size)]
         window: Bytes,
         /// Round-trip time (30ms).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = args::rtt)]
         rtt: Duration,
         #[arg(long)]
         json: bool,
@@ -47,7 +48,7 @@ enum What {
     /// side by side with a comparison kernel.
     Window {
         /// SO_RCVBUF the application sets before connect; omit for an autotuned socket.
-        #[arg(long, value_parser = parse_bytes)]
+        #[arg(long, value_parser = args::size)]
         rcvbuf: Option<Bytes>,
         /// Kernel version (default: the running kernel, with this host's sysctls).
         #[arg(long, value_parser = parse_kernel)]
@@ -56,16 +57,16 @@ enum What {
         #[arg(long, value_parser = parse_kernel)]
         compare: Option<KernelVersion>,
         /// Round-trip time of the path, for the ceiling and the transfer time.
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = args::rtt)]
         rtt: Option<Duration>,
         /// Transfer size, binary (10M = 10 MiB).
-        #[arg(long, value_parser = parse_bytes)]
+        #[arg(long, value_parser = args::size)]
         size: Option<Bytes>,
         /// The application's timeout for the transfer (30s).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = args::duration)]
         timeout: Option<Duration>,
         /// Link rate, if the path is slower than the window allows.
-        #[arg(long, value_parser = parse_rate)]
+        #[arg(long, value_parser = args::rate)]
         rate: Option<BitRate>,
         /// MSS (bytes) for slow start and window quantization.
         #[arg(long, default_value_t = 1448)]
@@ -76,16 +77,6 @@ enum What {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn parse_bytes(s: &str) -> Result<Bytes, String> {
-    s.parse()
-        .map_err(|e: netblame_core::units::UnitError| e.to_string())
-}
-
-fn parse_rate(s: &str) -> Result<BitRate, String> {
-    s.parse()
-        .map_err(|e: netblame_core::units::UnitError| e.to_string())
 }
 
 fn parse_kernel(s: &str) -> Result<KernelVersion, String> {

@@ -8,7 +8,7 @@ use netblame_core::observe::{SocketSnapshot, TcpState};
 use netblame_core::rules::connection::{judge as judge_connection, HostContext};
 use netblame_core::rules::host::judge as judge_host;
 use netblame_core::rules::verdict::{verdict, Verdict};
-use netblame_core::units::{format_duration, parse_duration, parse_duration_default_secs};
+use netblame_core::units::format_duration;
 use netblame_core::{rank, BitRate, Finding, Layer, Severity};
 use netblame_linux::diag::{dump, DumpRequest};
 use serde::Serialize;
@@ -28,13 +28,13 @@ pub enum FailOn {
 #[derive(clap::Args, Default)]
 pub struct Args {
     /// The window over which counters and connections are sampled (5s; a bare number is seconds).
-    #[arg(long, default_value = "5s", value_parser = parse_duration_default_secs)]
+    #[arg(long, default_value = "5s", value_parser = crate::args::seconds)]
     duration: Option<Duration>,
     /// Rate of a path this host must fill (10g): with --rtt, checks buffers against its BDP.
-    #[arg(long, value_parser = crate::cmd::host::parse_rate, requires = "rtt")]
+    #[arg(long, value_parser = crate::args::rate, requires = "rtt")]
     rate: Option<BitRate>,
     /// Round-trip time of that path (30ms).
-    #[arg(long, value_parser = parse_duration, requires = "rate")]
+    #[arg(long, value_parser = crate::args::rtt, requires = "rate")]
     rtt: Option<Duration>,
     /// One JSON document.
     #[arg(long)]

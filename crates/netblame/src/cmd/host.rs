@@ -9,9 +9,7 @@ use netblame_core::observe::host::CounterDelta;
 use netblame_core::observe::host::{HostSnapshot, QueueDir};
 use netblame_core::observe::TcpState;
 use netblame_core::rules::host::{judge, PathSpec};
-use netblame_core::units::{
-    format_duration, group_thousands, parse_duration, parse_duration_default_secs,
-};
+use netblame_core::units::{format_duration, group_thousands};
 use netblame_core::{rank, BitRate, Bytes, Finding};
 use netblame_linux::diag::{dump, DumpRequest};
 use netblame_linux::host as linux_host;
@@ -25,13 +23,13 @@ use std::time::Duration;
 #[derive(clap::Args)]
 pub struct Args {
     /// Counter window: counters are read at its start and end (2s, 500ms; a bare number is seconds).
-    #[arg(long, default_value = "2s", value_parser = parse_duration_default_secs, conflicts_with = "load")]
+    #[arg(long, default_value = "2s", value_parser = crate::args::seconds, conflicts_with = "load")]
     duration: Duration,
     /// Rate of a path this host must fill (10g, 100mbit): with --rtt, checks buffers against its BDP.
-    #[arg(long, value_parser = parse_rate, requires = "rtt")]
+    #[arg(long, value_parser = crate::args::rate, requires = "rtt")]
     rate: Option<BitRate>,
     /// Round-trip time of that path (30ms).
-    #[arg(long, value_parser = parse_duration, requires = "rate")]
+    #[arg(long, value_parser = crate::args::rtt, requires = "rate")]
     rtt: Option<Duration>,
     /// One JSON document: the snapshot, the deltas and the findings.
     #[arg(long)]
@@ -42,16 +40,6 @@ pub struct Args {
     /// Judge a snapshot written by --save (on any machine) instead of this host.
     #[arg(long, value_name = "FILE")]
     load: Option<PathBuf>,
-}
-
-pub(crate) fn parse_rate(s: &str) -> Result<BitRate, String> {
-    let r: BitRate = s
-        .parse()
-        .map_err(|e: netblame_core::units::UnitError| e.to_string())?;
-    if r.bits_per_second() <= 0.0 {
-        return Err("the rate must be more than zero".into());
-    }
-    Ok(r)
 }
 
 /// The path named by `--rate`/`--rtt`, if both were given.

@@ -1,17 +1,17 @@
 //! `netblame lab`: namespaces joined by netblame's userspace WAN emulator; scenarios that
 //! reproduce each seed incident and check the verdict.
 
+use crate::args::{self, usage};
 use crate::render;
 use anyhow::{bail, Context};
-use netblame_core::units::{format_duration, parse_duration};
+use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Bytes};
+use netblame_lab::daemon;
 use netblame_lab::emulator::{default_queue_bytes, LossModel};
-use netblame_lab::lab::{self, Backend, LabConfig, LabState, Side};
+use netblame_lab::lab::{self, Backend, LabConfig, Side};
 use netblame_lab::scenario::{self, RunOptions, ScenarioReport};
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,6 +26,7 @@ enum What {
     Up(UpArgs),
     /// Run a command on one side of a running lab ($NETBLAME_PEER holds the other side's address).
     Exec {
+        #[arg(value_parser = parse_name)]
         name: String,
         /// client or server.
         side: Side,
@@ -34,13 +35,17 @@ enum What {
         command: Vec<String>,
     },
     /// Stop a lab and remove its namespaces, devices and state.
-    Down { name: String },
+    Down {
+        #[arg(value_parser = parse_name)]
+        name: String,
+    },
     /// Running labs with their path and emulator counters.
     List {
         #[arg(long)]
         json: bool,
     },
-    /// Remove leftovers (namespaces, state) of labs whose process died.
+    /// Remove leftovers (processes, namespaces, state) of labs whose process died, and forget
+    /// the records of labs that went away.
     Gc {
         #[arg(long)]
         json: bool,
@@ -63,21 +68,25 @@ enum What {
     Daemon {
         #[arg(long)]
         config: String,
+        /// Run the emulator itself (the supervisor runs it with this flag).
+        #[arg(long)]
+        emulator: bool,
     },
 }
 
 #[derive(clap::Args)]
 struct UpArgs {
     /// Lab name (letters, digits, '-' and '_'; at most 24).
+    #[arg(value_parser = parse_name)]
     name: String,
     /// Round-trip time: half of it each way (100ms).
-    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    #[arg(long, value_parser = args::delay, default_value = "0ms")]
     rtt: Duration,
     /// Bottleneck rate each way, decimal bits per second (1gbit, 100mbit); default: unlimited.
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, value_parser = args::rate)]
     rate: Option<BitRate>,
     /// Random loss each way, percent (0.5% or 0.5).
-    #[arg(long, value_parser = parse_percent)]
+    #[arg(long, value_parser = args::percent)]
     loss: Option<f64>,
     /// Gilbert-Elliott burst loss each way: P,R[,LOSS_BAD[,LOSS_GOOD]] in percent (1,30 = enter the
     /// bad state with 1% per packet, leave it with 30%; the bad state loses 100% by default).
@@ -87,25 +96,26 @@ struct UpArgs {
     #[arg(long, default_value = "both", value_parser = ["up", "down", "both"])]
     loss_direction: String,
     /// Uniform delay jitter each way (+/- this much); order is kept unless --reorder.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = args::delay)]
     jitter: Option<Duration>,
     /// Let jitter reorder packets.
     #[arg(long)]
     reorder: bool,
     /// Bottleneck queue in bytes (drop-tail); default one BDP, at least 150 KB.
-    #[arg(long, value_parser = parse_bytes)]
+    #[arg(long, value_parser = args::size)]
     queue: Option<Bytes>,
     /// Scripted: drop the first SYN of every Nth new connection (client -> server).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     drop_first_syn: Option<u32>,
-    /// A sysctl inside the client namespace only (repeatable): KEY=VALUE.
+    /// A sysctl inside the client namespace only (repeatable): KEY=VALUE, net.* keys only
+    /// (others are not per-namespace and would change the host).
     #[arg(long, value_parser = parse_sysctl)]
     client_sysctl: Vec<(String, String)>,
     /// A sysctl inside the server namespace only (repeatable): net.ipv4.tcp_rmem="4096 131072 1048576".
     #[arg(long, value_parser = parse_sysctl)]
     server_sysctl: Vec<(String, String)>,
-    /// MTU of the emulated link.
-    #[arg(long, default_value_t = 1500)]
+    /// MTU of the emulated link (576 to 65535).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65_535))]
     mtu: u32,
     /// tun: netblame's userspace emulator; netem: the kernel's (where it exists).
     #[arg(long, default_value = "tun", value_parser = ["tun", "netem"])]
@@ -121,27 +131,13 @@ struct UpArgs {
     json: bool,
 }
 
-fn parse_rate(s: &str) -> Result<BitRate, String> {
-    s.parse().map_err(|e| format!("{e}"))
-}
-
-fn parse_bytes(s: &str) -> Result<Bytes, String> {
-    s.parse().map_err(|e| format!("{e}"))
-}
-
-fn parse_percent(s: &str) -> Result<f64, String> {
-    let t = s.trim().trim_end_matches('%');
-    let v: f64 = t
-        .parse()
-        .map_err(|_| format!("'{s}' is not a percentage (e.g. 0.5%)"))?;
-    if !(0.0..=100.0).contains(&v) {
-        return Err(format!("'{s}' is not between 0% and 100%"));
-    }
-    Ok(v / 100.0)
+fn parse_name(s: &str) -> Result<String, String> {
+    lab::validate_name(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 fn parse_ge(s: &str) -> Result<LossModel, String> {
-    let v: Vec<f64> = s.split(',').map(parse_percent).collect::<Result<_, _>>()?;
+    let v: Vec<f64> = s.split(',').map(args::percent).collect::<Result<_, _>>()?;
     match v[..] {
         [p, r] => Ok(LossModel::GilbertElliott {
             p,
@@ -172,13 +168,7 @@ fn parse_sysctl(s: &str) -> Result<(String, String), String> {
         format!("'{s}' is not KEY=VALUE (e.g. net.ipv4.tcp_rmem=\"4096 131072 1048576\")")
     })?;
     let k = k.trim();
-    if k.is_empty()
-        || !k
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
-    {
-        return Err(format!("'{k}' is not a sysctl name"));
-    }
+    netblame_lab::netns::check_namespaced_sysctl(k)?;
     Ok((k.to_string(), v.trim().trim_matches('"').to_string()))
 }
 
@@ -208,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             quick,
             json,
         } => scenario_cmd(name, list, quick, json),
-        What::Daemon { config } => daemon(&config),
+        What::Daemon { config, emulator } => daemon_cmd(&config, emulator),
     }
 }
 
@@ -225,13 +215,12 @@ fn need_root() -> anyhow::Result<()> {
 }
 
 fn config_from(a: &UpArgs) -> anyhow::Result<LabConfig> {
-    lab::validate_name(&a.name)?;
     let rate = a.rate.map(|r| r.bits_per_second());
     if rate.is_some_and(|r| r < 8_000.0) {
-        bail!(
+        return Err(usage(format!(
             "--rate {} is too slow for a lab (at least 8 kbit/s)",
             BitRate(rate.unwrap_or(0.0))
-        );
+        )));
     }
     let mut c = LabConfig::symmetric(&a.name, a.rtt, rate);
     let loss = match (a.loss, a.loss_burst) {
@@ -258,9 +247,6 @@ fn config_from(a: &UpArgs) -> anyhow::Result<LabConfig> {
     c.uplink.drop_first_syn_every = a.drop_first_syn;
     c.client_sysctls = a.client_sysctl.clone();
     c.server_sysctls = a.server_sysctl.clone();
-    if !(576..=65_535).contains(&a.mtu) {
-        bail!("--mtu {} is out of range (576 to 65535)", a.mtu);
-    }
     c.mtu = a.mtu;
     c.offload = !a.no_offload;
     c.backend = if a.backend == "netem" {
@@ -282,32 +268,9 @@ fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let exe = std::env::current_exe().context("finding the netblame binary")?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["lab", "daemon", "--config", &serde_json::to_string(&cfg)?])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe; the daemon leaves the terminal's session so Ctrl-C
-    // in the shell that ran `lab up` does not stop it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().context("starting the lab process")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    if line.trim() != "ready" {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        let _ = child.wait();
-        let _ = lab::gc();
-        bail!("{}", err.trim().trim_start_matches("netblame: error: "));
-    }
-    let state = LabState::load(&cfg.name)?;
+    let mut supervisor = Command::new(exe);
+    supervisor.args(["lab", "daemon", "--config", &serde_json::to_string(&cfg)?]);
+    let state = daemon::start(supervisor, &cfg.name)?;
     if a.json {
         render::print_json(&state)?;
     } else {
@@ -365,36 +328,9 @@ fn path_text(c: &LabConfig) -> String {
     s
 }
 
-fn running(name: &str) -> anyhow::Result<LabState> {
-    let state = LabState::load(name)?;
-    if !state.alive() {
-        bail!("{}", lab::LabError::Dead(name.to_string(), state.pid));
-    }
-    Ok(state)
-}
-
 fn exec(name: &str, side: Side, command: &[String]) -> anyhow::Result<ExitCode> {
     need_root()?;
-    let state = running(name)?;
-    let ns = match side {
-        Side::Client => &state.client_netns,
-        Side::Server => &state.server_netns,
-    };
-    let status = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(command)
-        .env("NETBLAME_PEER", side.peer().addr().to_string())
-        .env("NETBLAME_LAB", name)
-        .env(
-            "NETBLAME_SIDE",
-            if side == Side::Client {
-                "client"
-            } else {
-                "server"
-            },
-        )
-        .status()
-        .context("running `ip netns exec`")?;
+    let status = daemon::exec(name, side, command)?;
     Ok(match status.code() {
         Some(c) => ExitCode::from(c.clamp(0, 255) as u8),
         None => ExitCode::from(1),
@@ -403,41 +339,49 @@ fn exec(name: &str, side: Side, command: &[String]) -> anyhow::Result<ExitCode> 
 
 fn down(name: &str) -> anyhow::Result<ExitCode> {
     need_root()?;
-    let state = LabState::load(name)?;
-    if state.alive() {
-        // SAFETY: kill with a pid we verified by its start time.
-        unsafe {
-            libc::kill(state.pid, libc::SIGTERM);
+    let gone = lab::gone(name);
+    let removed = match (daemon::stop(name), gone) {
+        (Ok(r), _) => r,
+        (Err(lab::LabError::NotFound(_)), Some(g)) => {
+            lab::forget_gone(name);
+            println!("lab {name} was already gone: {}", g.why);
+            return Ok(ExitCode::SUCCESS);
         }
-        let start = Instant::now();
-        while state.alive() && start.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if state.alive() {
-            // SAFETY: as above.
-            unsafe {
-                libc::kill(state.pid, libc::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    if removed.processes.is_empty() {
+        println!("lab {name} down");
+    } else {
+        println!(
+            "lab {name} down (killed {} process(es) still running in it)",
+            removed.processes.len()
+        );
     }
-    lab::remove_leftovers(name)?;
-    println!("lab {name} down");
     Ok(ExitCode::SUCCESS)
 }
 
 fn list(json: bool) -> anyhow::Result<ExitCode> {
     let labs = lab::list();
+    let gone = lab::gone_list();
     if json {
         let v: Vec<_> = labs
             .iter()
             .map(|s| serde_json::json!({"state": s, "alive": s.alive(), "counters": s.counters()}))
+            .chain(
+                gone.iter()
+                    .map(|g| serde_json::json!({"gone": g, "alive": false})),
+            )
             .collect();
         render::print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
+    for g in &gone {
+        println!("{}", gone_text(g));
+    }
     if labs.is_empty() {
-        println!("no labs (start one with `netblame lab up NAME --rtt 100ms`)");
+        if gone.is_empty() {
+            println!("no labs (start one with `netblame lab up NAME --rtt 100ms`)");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = labs
@@ -480,27 +424,58 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// "lab X is gone: its emulator (pid N) was killed by signal 9 (Killed) at ...; removed ...".
+fn gone_text(g: &lab::Gone) -> String {
+    let ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().saturating_sub(g.at_unix))
+        .unwrap_or(0);
+    format!(
+        "lab {} is gone ({} s ago): {}; removed {} namespace(s) and {} process(es) left in them \
+         (`netblame lab gc` forgets this)",
+        g.name,
+        ago,
+        g.why,
+        g.removed.namespaces.len(),
+        g.removed.processes.len()
+    )
+}
+
 fn gc(json: bool) -> anyhow::Result<ExitCode> {
     need_root()?;
-    let r = lab::gc()?;
+    let mut r = lab::gc()?;
+    for g in lab::gone_list() {
+        if lab::forget_gone(&g.name) {
+            r.forgotten.push(g.name);
+        }
+    }
     if json {
         render::print_json(&r)?;
-    } else if r.labs.is_empty() && r.namespaces.is_empty() {
+    } else if r.labs.is_empty() && r.namespaces.is_empty() && r.forgotten.is_empty() {
         println!("nothing to remove");
     } else {
         println!(
-            "removed labs: {}; namespaces: {}",
+            "removed labs: {}; namespaces: {}; processes killed: {}; records forgotten: {}",
             r.labs.join(", "),
-            r.namespaces.join(", ")
+            r.namespaces.join(", "),
+            r.processes.len(),
+            r.forgotten.join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn daemon(config: &str) -> anyhow::Result<ExitCode> {
+fn daemon_cmd(config: &str, emulator: bool) -> anyhow::Result<ExitCode> {
     let cfg: LabConfig = serde_json::from_str(config).context("bad --config")?;
-    netblame_lab::daemon::serve(cfg, |_| {
-        println!("ready");
+    if !emulator {
+        let exe = std::env::current_exe().context("finding the netblame binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["lab", "daemon", "--emulator", "--config", config]);
+        daemon::supervise(&cfg.name, cmd)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    daemon::serve(cfg, |_| {
+        println!("{}", daemon::READY);
         use std::io::Write;
         let _ = std::io::stdout().flush();
     })?;

@@ -4,7 +4,7 @@
 use crate::render;
 use netblame_core::observe::flow::{DirectionStats, Endpoint, FlowObservation, Side};
 use netblame_core::rules::capture::{judge, verdict};
-use netblame_core::units::{format_duration, group_thousands, parse_duration};
+use netblame_core::units::{format_duration, group_thousands};
 use netblame_core::{BitRate, Bytes, Finding, Severity};
 use netblame_pcap::correlate::{correlate, Correlation, DelayStats};
 use netblame_pcap::{Analysis, Capture, Config};
@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long)]
     host: Option<IpAddr>,
     /// Interval of the time series in details (e.g. 100ms, 1s).
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = crate::args::duration, default_value = "1s")]
     interval: Duration,
     /// Rows in the table (largest connections first); 0 for all.
     #[arg(long, default_value_t = 50)]

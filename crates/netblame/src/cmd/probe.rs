@@ -6,7 +6,7 @@ use crate::render;
 use anyhow::Context;
 use netblame_core::observe::latency::{log2_buckets, Log2Bucket, Measures, TargetLatency};
 use netblame_core::rules::probe::{judge, ProbeContext, SynSchedule};
-use netblame_core::units::{format_duration, parse_duration};
+use netblame_core::units::format_duration;
 use netblame_core::{rank, Finding};
 use netblame_probe::report::TargetRun;
 use netblame_probe::responder::Responder;
@@ -33,16 +33,16 @@ pub struct Args {
     #[arg(long, default_value = "tcp", value_parser = parse_kind)]
     kind: ProbeKind,
     /// Time between probes (probes leave on this schedule whether or not replies came back).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::args::duration)]
     interval: Duration,
     /// Probes per target (default 10, or --duration / --interval).
-    #[arg(long, short = 'c', conflicts_with = "duration")]
+    #[arg(long, short = 'c', conflicts_with = "duration", value_parser = crate::args::count)]
     count: Option<u64>,
     /// Run for this long instead of a --count.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::args::duration)]
     duration: Option<Duration>,
     /// A reply later than this is a loss (even when longer than the interval).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::args::duration)]
     timeout: Duration,
     /// Request size in bytes for rr, udp, icmp and tcp --request (echoed back).
     #[arg(long, default_value_t = 16)]
@@ -52,7 +52,7 @@ pub struct Args {
     #[arg(long)]
     request: bool,
     /// Length of the per-window loss and latency rows.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::args::duration)]
     window: Duration,
     /// Save the run's histograms as an HdrHistogram interval log.
     #[arg(long, value_name = "FILE")]
@@ -100,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return serve(listen);
     }
     if args.targets.is_empty() && args.load.is_empty() {
-        anyhow::bail!("name at least one target (host:port) or --load a saved log; see `netblame probe --help`");
+        return Err(crate::args::usage("name at least one target (host:port) or --load a saved log; see `netblame probe --help`"));
     }
     let mut loaded = Vec::new();
     for path in &args.load {
@@ -119,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     if let Some(path) = &args.save {
         if runs.is_empty() {
-            anyhow::bail!("--save needs targets to probe");
+            return Err(crate::args::usage("--save needs targets to probe"));
         }
         histlog::save(path, &runs).with_context(|| format!("saving {}", path.display()))?;
     }

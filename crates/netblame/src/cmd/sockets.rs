@@ -5,7 +5,7 @@ use crate::render;
 use anyhow::Context;
 use netblame_core::observe::{SocketSnapshot, TcpState};
 use netblame_core::rules::connection::{judge, ConnectionVerdict, HostContext};
-use netblame_core::units::{format_duration, parse_duration, parse_duration_default_secs};
+use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Bytes, Finding};
 use netblame_linux::diag::{dump_filtered, DumpRequest, DumpStats};
 use serde::Serialize;
@@ -21,14 +21,14 @@ pub struct Args {
     #[arg(long, conflicts_with = "watch")]
     once: bool,
     /// Time between the two samples a verdict is built from.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::args::duration)]
     interval: Duration,
     /// Refresh every SECS (default 2) with deltas since the previous refresh, until interrupted.
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
-          value_parser = parse_duration_default_secs)]
+          value_parser = crate::args::seconds)]
     watch: Option<Duration>,
     /// Stop --watch after this many refreshes.
-    #[arg(long, value_name = "N", requires = "watch")]
+    #[arg(long, value_name = "N", requires = "watch", value_parser = crate::args::count)]
     count: Option<u64>,
     /// One JSON document (JSON lines, one per refresh, with --watch).
     #[arg(long)]

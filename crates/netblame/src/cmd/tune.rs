@@ -6,7 +6,7 @@ use crate::render;
 use anyhow::Context;
 use netblame_core::observe::host::AUDITED_SYSCTLS;
 use netblame_core::tune::{plan, sysctl_d_file, Profile, TuneInput, TunePlan};
-use netblame_core::units::{duration_exact_string, parse_duration};
+use netblame_core::units::duration_exact_string;
 use netblame_core::BitRate;
 use netblame_linux::host::apply;
 use serde::Serialize;
@@ -31,10 +31,10 @@ enum ProfileArg {
 #[derive(clap::Args)]
 pub struct Args {
     /// Rate of the path to fill (10g, 100mbit).
-    #[arg(long, value_parser = crate::cmd::host::parse_rate, required_unless_present = "rollback")]
+    #[arg(long, value_parser = crate::args::rate, required_unless_present = "rollback")]
     rate: Option<BitRate>,
     /// Round-trip time of the path (30ms).
-    #[arg(long, value_parser = parse_duration, required_unless_present = "rollback")]
+    #[arg(long, value_parser = crate::args::rtt, required_unless_present = "rollback")]
     rtt: Option<Duration>,
     /// throughput: raise buffers, never lower; latency: tcp_rmem[2] = max(need, 4 MiB) even if
     /// that lowers it (tcp_collapse cost), short send queues; balanced: raise where below.
@@ -120,7 +120,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         return rollback(&a);
     }
     let (Some(rate), Some(rtt)) = (a.rate, a.rtt) else {
-        anyhow::bail!("--rate and --rtt are required");
+        return Err(crate::args::usage("--rate and --rtt are required"));
     };
     let profile = match a.profile {
         ProfileArg::Throughput => Profile::Throughput,
