@@ -63,7 +63,10 @@ pub enum ProtoError {
     Unexpected { got: String, expected: String },
     #[error("the server is busy (ACCESS_DENIED)")]
     AccessDenied,
-    #[error("the server reported an error (i_errno {i_errno}, errno {errno})")]
+    #[error(
+        "the server reported an error (i_errno {i_errno}, errno {errno}: {})",
+        std::io::Error::from_raw_os_error(*errno)
+    )]
     ServerError { i_errno: i32, errno: i32 },
     #[error("the peer terminated the test ({0})")]
     Terminated(String),
