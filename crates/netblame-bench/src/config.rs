@@ -75,6 +75,8 @@ impl Default for TestParams {
 
 /// Largest block size accepted from a peer (iperf3 caps TCP blocks at 1 MiB... we allow 16 MiB).
 pub const MAX_LEN: usize = 16 << 20;
+/// Longest test accepted (iperf3's MAX_TIME: one day).
+pub const MAX_TIME_S: u64 = 86_400;
 /// Most streams accepted per direction.
 pub const MAX_PARALLEL: usize = 128;
 
@@ -175,6 +177,9 @@ impl TestParams {
                 "parallel {} out of range 1..={MAX_PARALLEL}",
                 p.parallel
             ));
+        }
+        if p.time_s > MAX_TIME_S || p.omit_s > MAX_TIME_S {
+            return Err(format!("time {} s out of range 0..={MAX_TIME_S}", p.time_s));
         }
         if p.len == 0 || p.len > MAX_LEN {
             return Err(format!("len {} out of range 1..={MAX_LEN}", p.len));
@@ -278,6 +283,7 @@ mod tests {
     fn refuses_udp_and_silly_values() {
         assert!(TestParams::from_json(&json!({"udp": true, "time": 1})).is_err());
         assert!(TestParams::from_json(&json!({"tcp": true, "parallel": 100000})).is_err());
+        assert!(TestParams::from_json(&json!({"tcp": true, "time": 86401})).is_err());
         assert!(TestParams::from_json(&json!([1, 2])).is_err());
         let p = TestParams::from_json(&json!({"tcp": true, "time": 2})).unwrap();
         assert!(!p.peer_is_netblame);

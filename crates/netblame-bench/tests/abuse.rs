@@ -42,7 +42,8 @@ fn closed_within(mut s: &TcpStream, secs: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
@@ -178,7 +179,10 @@ fn silent_probe_connections_are_closed() {
     let srv = nb_server(cfg());
     let mut probe = TcpStream::connect(srv.addr).unwrap();
     probe.write_all(netblame_probe::responder::MAGIC).unwrap();
-    assert!(closed_within(&probe, 6), "a silent probe connection stayed open");
+    assert!(
+        closed_within(&probe, 6),
+        "a silent probe connection stayed open"
+    );
 }
 
 #[test]
@@ -211,7 +215,10 @@ fn requests_beyond_the_memory_budget_get_iperf3s_error() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && text.contains("Cannot allocate memory"), "{text}");
+    assert!(
+        !o.status.success() && text.contains("Cannot allocate memory"),
+        "{text}"
+    );
     // Within the budget it is served.
     let fits = TestParams {
         time_s: 1,

@@ -43,7 +43,7 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 
 fn hint(s: &str, e: UnitError, unit: &str) -> String {
     match e {
-        UnitError::MissingUnit { .. } => format!("{s}: give a unit, e.g. {}{unit}", s.trim()),
+        UnitError::MissingUnit { .. } => format!("give a unit, e.g. {}{unit}", s.trim()),
         e => e.to_string(),
     }
 }
@@ -190,14 +190,60 @@ pub fn percent(s: &str) -> Result<f64, String> {
     Ok(v / 100.0)
 }
 
+/// The largest file `--load` reads (a host snapshot or a probe interval log).
+pub const MAX_LOAD_BYTES: u64 = 64 << 20;
+
+/// Opens a `--load` file: a regular file (not a device or a pipe: `/dev/zero` never ends) of
+/// at most [`MAX_LOAD_BYTES`].
+fn open_loadable(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(usage(format!("{} is not a regular file", path.display())));
+    }
+    if meta.len() > MAX_LOAD_BYTES {
+        return Err(usage(format!(
+            "{} is {}: more than the {} --load reads",
+            path.display(),
+            Bytes(meta.len()),
+            Bytes(MAX_LOAD_BYTES)
+        )));
+    }
+    Ok(f)
+}
+
+/// Reads a `--load` file whole, bounded as [`open_loadable`] says (even if it grows meanwhile).
+pub fn read_loadable(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    open_loadable(path)?
+        .take(MAX_LOAD_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_LOAD_BYTES {
+        return Err(usage(format!(
+            "{} grew beyond {}",
+            path.display(),
+            Bytes(MAX_LOAD_BYTES)
+        )));
+    }
+    Ok(text)
+}
+
+/// Checks a `--load` file that another crate reads by path.
+pub fn check_loadable(path: &std::path::Path) -> anyhow::Result<()> {
+    open_loadable(path).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bare_rates_and_rtts_are_refused_with_a_hint() {
-        assert_eq!(rtt("30").unwrap_err(), "30: give a unit, e.g. 30ms");
-        assert_eq!(rate("100").unwrap_err(), "100: give a unit, e.g. 100mbit");
+        assert_eq!(rtt("30").unwrap_err(), "give a unit, e.g. 30ms");
+        assert_eq!(rate("100").unwrap_err(), "give a unit, e.g. 100mbit");
         assert_eq!(rtt("30ms").unwrap(), Duration::from_millis(30));
     }
 

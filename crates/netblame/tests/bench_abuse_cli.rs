@@ -25,10 +25,17 @@ fn server(nofile: u64) -> Srv {
         .unwrap()
         .port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_netblame"));
-    cmd.args(["bench", "server", "-B", "127.0.0.1", "-p", &port.to_string()])
-        .args(["--idle-timeout", "5s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "bench",
+        "server",
+        "-B",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+    ])
+    .args(["--idle-timeout", "5s"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     // SAFETY: setrlimit is async-signal-safe; it only lowers this child's limit.
     unsafe {
         cmd.pre_exec(move || {
@@ -45,7 +52,10 @@ fn server(nofile: u64) -> Srv {
     let srv = Srv(cmd.spawn().unwrap(), port);
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "server did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     srv
@@ -67,7 +77,15 @@ fn iperf3_served(port: u16) -> bool {
 
 fn netblame_served(port: u16, extra: &[&str]) -> bool {
     Command::new(env!("CARGO_BIN_EXE_netblame"))
-        .args(["bench", "client", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
+        .args([
+            "bench",
+            "client",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "1",
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -100,7 +118,10 @@ fn probe_flood_under_a_descriptor_limit_does_not_end_the_server() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(alive(&mut srv), "the server died under the flood");
     assert!(iperf3_served(port), "iperf3 -c not served during the flood");
-    assert!(netblame_served(port, &[]), "netblame client not served during the flood");
+    assert!(
+        netblame_served(port, &[]),
+        "netblame client not served during the flood"
+    );
     drop(flood);
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(&mut srv));
@@ -122,7 +143,10 @@ fn large_blocks_are_given_back_after_the_test() {
     assert!(netblame_served(srv.1, &[]));
     let before = status_kib(pid, "VmRSS:");
     // 8 streams x 16 MiB blocks, with zero copy and without.
-    for extra in [&["-P", "8", "-l", "16M"][..], &["-P", "8", "-l", "16M", "-R", "-Z"][..]] {
+    for extra in [
+        &["-P", "8", "-l", "16M"][..],
+        &["-P", "8", "-l", "16M", "-R", "-Z"][..],
+    ] {
         assert!(netblame_served(srv.1, extra), "{extra:?} not served");
     }
     std::thread::sleep(Duration::from_millis(500));

@@ -418,8 +418,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let path = path_spec(a.rate, a.rtt)?;
     let (snap, source) = match &a.load {
         Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?;
+            let text = crate::args::read_loadable(file)?;
             let snap: HostSnapshot = serde_json::from_str(&text).with_context(|| {
                 format!(
                     "{} is not a snapshot written by netblame host --save",

@@ -108,8 +108,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| path.display().to_string());
+        crate::args::check_loadable(path)?;
         loaded.extend(
-            histlog::load(path, &label).with_context(|| format!("loading {}", path.display()))?,
+            // Its errors name the file already.
+            histlog::load(path, &label)?,
         );
     }
     let runs = if args.targets.is_empty() {
