@@ -16,8 +16,8 @@ use std::time::Duration;
 pub enum Profile {
     /// Buffers for the BDP and never lower; no restart of slow start after idle.
     Throughput,
-    /// Buffers for the BDP but `tcp_rmem[2]` no larger than needed (at least 4 MiB: the
-    /// collapse compromise), `tcp_notsent_lowat` to keep send queues short.
+    /// Buffers raised to the BDP where below (never lowered), no restart of slow start after
+    /// idle, `tcp_notsent_lowat` to keep send queues short.
     Latency,
     /// Buffers raised to the BDP where below; nothing lowered.
     #[default]
@@ -87,6 +87,26 @@ pub enum TuneError {
         value: String,
         why: String,
     },
+}
+
+/// The kernel's own default buffer maxima: floors for every proposal.
+struct KernelBufferDefaults {
+    tcp_rmem_max: u64,
+    /// `tcp_wmem[2]`: 4 MiB upstream.
+    tcp_wmem_max: u64,
+    /// `rmem_max` and `wmem_max`: 212992 upstream.
+    core_max: u64,
+}
+
+impl KernelBufferDefaults {
+    fn of(kernel: &KernelVersion) -> KernelBufferDefaults {
+        let r = crate::window::RcvSettings::defaults_for(kernel);
+        KernelBufferDefaults {
+            tcp_rmem_max: r.tcp_rmem[2],
+            tcp_wmem_max: 4 << 20,
+            core_max: r.rmem_max,
+        }
+    }
 }
 
 /// A rate as a short command-line argument that parses back exactly: `10g`, `100m`, `1500k`,
@@ -227,38 +247,31 @@ pub fn plan(input: &TuneInput) -> Result<TunePlan, TuneError> {
             );
         }
     }
-    // Autotuning maxima.
-    for (name, dir) in [
-        ("net.ipv4.tcp_rmem", "receive"),
-        ("net.ipv4.tcp_wmem", "send"),
+    // Buffer maxima: raised to what the path needs, never below what is set now nor below the
+    // kernel's own default (a plan from a small path must not shrink a host's buffers).
+    let floors = KernelBufferDefaults::of(&input.kernel);
+    let mut rmem_above_compromise = None;
+    for (name, dir, floor) in [
+        ("net.ipv4.tcp_rmem", "receive", floors.tcp_rmem_max),
+        ("net.ipv4.tcp_wmem", "send", floors.tcp_wmem_max),
     ] {
         let Some(v) = ints(input.current.get(name)).filter(|v| v.len() == 3) else {
             continue;
         };
         let have = v[2].max(0) as u64;
-        let receive = dir == "receive";
-        let target = match input.profile {
-            Profile::Latency if receive => need.max(COLLAPSE_COMPROMISE_BYTES),
-            _ => have.max(need),
-        };
-        if target == have {
+        if dir == "receive" && have > need.max(COLLAPSE_COMPROMISE_BYTES) {
+            rmem_above_compromise = Some(have);
+        }
+        if need <= have {
             continue;
         }
+        let target = need.max(floor);
         let default = (v[1].max(1) as u64).min(target);
         let min = (v[0].max(1) as u64).min(default);
-        let reason = if target < have {
-            format!(
-                "{arith}; the latency profile lowers tcp_rmem[2] from {} to max(that, 4 MiB): a full queue of {} \
-                 makes tcp_collapse stall softirq for milliseconds (Cloudflare: 21 ms at 32 MiB, 3 ms at 2 MiB, settled on 4 MiB)",
-                Bytes(have),
-                Bytes(have)
-            )
-        } else {
-            format!(
-                "{arith}; autotuning may then grow {dir} buffers to {} (only connections that need it do)",
-                Bytes(target)
-            )
-        };
+        let reason = format!(
+            "{arith}; autotuning may then grow {dir} buffers to {} (only connections that need it do)",
+            Bytes(target)
+        );
         push(name, format!("{min} {default} {target}"), reason);
     }
     for (name, opt) in [
@@ -269,7 +282,7 @@ pub fn plan(input: &TuneInput) -> Result<TunePlan, TuneError> {
         if (have.max(0) as u64) < need {
             push(
                 name,
-                need.to_string(),
+                need.max(floors.core_max).to_string(),
                 format!(
                     "{arith}; {name} caps what applications may ask with {opt} (autotuned sockets ignore it), so \
                      one that sets {opt} for this path can get a buffer this large"
@@ -327,11 +340,21 @@ pub fn plan(input: &TuneInput) -> Result<TunePlan, TuneError> {
                 .to_string(),
         );
     }
-    if input.profile != Profile::Latency && need > COLLAPSE_COMPROMISE_BYTES {
+    let compromise = need.max(COLLAPSE_COMPROMISE_BYTES);
+    if let Some(have) = rmem_above_compromise.filter(|_| input.profile == Profile::Latency) {
+        notes.push(format!(
+            "tcp_rmem[2] is {}: a full queue that large makes tcp_collapse stall softirq for milliseconds (Cloudflare: \
+             21 ms at 32 MiB, 3 ms at 2 MiB, settled on 4 MiB); this path needs {}, so max(need, 4 MiB) = {} would do; \
+             tune never lowers a buffer: lower it by hand if latency spikes matter more than single-flow throughput",
+            Bytes(have),
+            Bytes(need),
+            Bytes(compromise)
+        ));
+    } else if need > COLLAPSE_COMPROMISE_BYTES {
         notes.push(format!(
             "buffers above 4 MiB make tcp_collapse slower when a reader falls behind (Cloudflare); if latency spikes matter \
-             more than single-flow throughput, use --profile latency (tcp_rmem[2] = max(need, 4 MiB) = {})",
-            Bytes(need.max(COLLAPSE_COMPROMISE_BYTES))
+             more than single-flow throughput, keep tcp_rmem[2] near max(need, 4 MiB) = {}",
+            Bytes(compromise)
         ));
     }
     Ok(TunePlan {
@@ -425,11 +448,13 @@ mod tests {
     }
 
     #[test]
-    fn latency_profile_lowers_huge_rmem_to_the_compromise() {
+    fn latency_profile_never_lowers_rmem_and_says_why() {
         let p = plan(&input(Profile::Latency, 100e6, 20)).unwrap();
-        let r = get(&p, "net.ipv4.tcp_rmem").unwrap();
-        assert_eq!(r.proposed, "4096 131072 4194304");
-        assert!(r.reason.contains("Cloudflare"));
+        assert!(get(&p, "net.ipv4.tcp_rmem").is_none(), "{:?}", p.changes);
+        assert!(p
+            .notes
+            .iter()
+            .any(|n| n.contains("Cloudflare") && n.contains("never lowers")));
         assert_eq!(
             get(&p, "net.ipv4.tcp_notsent_lowat").unwrap().proposed,
             "131072"
@@ -443,6 +468,46 @@ mod tests {
                 .proposed,
             "0"
         );
+    }
+
+    #[test]
+    fn never_proposes_maxima_below_defaults_or_current() {
+        for profile in [Profile::Latency, Profile::Balanced, Profile::Throughput] {
+            // A host whose maxima were lowered far below the kernel's defaults, and a path that
+            // needs a little more than that: the proposal is the kernel's default, not the need.
+            let mut i = input(profile, 100e6, 20);
+            i.current
+                .insert("net.ipv4.tcp_rmem".into(), "4096 65536 262144".into());
+            i.current
+                .insert("net.ipv4.tcp_wmem".into(), "4096 16384 262144".into());
+            i.current
+                .insert("net.core.rmem_max".into(), "100000".into());
+            let p = plan(&i).unwrap();
+            let max_of = |n: &str| -> u64 {
+                get(&p, n)
+                    .map(|c| c.proposed.split(' ').next_back().unwrap().parse().unwrap())
+                    .unwrap()
+            };
+            assert_eq!(max_of("net.ipv4.tcp_rmem"), 32 << 20, "{profile:?}");
+            assert_eq!(max_of("net.ipv4.tcp_wmem"), 4 << 20, "{profile:?}");
+            assert!(max_of("net.core.rmem_max") >= 212_992);
+            // Whatever the inputs, no maximum is proposed below its current value.
+            for rate in [1e6, 100e6, 10e9] {
+                for rtt in [1, 30, 300] {
+                    let p = plan(&input(profile, rate, rtt)).unwrap();
+                    for c in &p.changes {
+                        let now: Option<u64> = c
+                            .current
+                            .as_deref()
+                            .and_then(|v| v.split(' ').next_back()?.parse().ok());
+                        let new: u64 = c.proposed.split(' ').next_back().unwrap().parse().unwrap();
+                        if c.name.contains("mem") {
+                            assert!(now.is_none_or(|n| new >= n), "{c:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

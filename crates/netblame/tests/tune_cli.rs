@@ -77,8 +77,9 @@ fn apply_then_rollback_in_a_namespace() {
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["mode"], "apply");
-    // 1 Gbit/s x 50 ms = 6.25 MB: 12.5 MB of buffer, 12 MiB rounded; latency keeps it at that.
-    let want = 12u64 << 20;
+    // 1 Gbit/s x 50 ms = 6.25 MB: 12.5 MB of buffer, 12 MiB rounded; never below the kernel's
+    // own default maximum (32 MiB from 6.16 on, 6 MiB before).
+    let want = (12u64 << 20).max(kernel_default_rmem_max());
     assert_eq!(
         ns.sysctl("net.ipv4.tcp_rmem")
             .split_whitespace()
@@ -116,6 +117,69 @@ fn apply_then_rollback_in_a_namespace() {
     let (code, _, err) = ns.netblame(&["tune", "--rollback", "--backup", &backup]);
     assert_eq!(code, 1);
     assert!(err.contains("nothing to roll back"), "{err}");
+}
+
+/// `tcp_rmem[2]`'s upstream default on the running kernel.
+fn kernel_default_rmem_max() -> u64 {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let v: Vec<u32> = release
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    if (v[0], v[1]) >= (6, 16) {
+        32 << 20
+    } else {
+        6 << 20
+    }
+}
+
+#[test]
+fn apply_inside_a_namespace_writes_no_host_file_and_twice_changes_nothing() {
+    if !netblame_testkit::require_root("apply_inside_a_namespace_writes_no_host_file") {
+        return;
+    }
+    let host_file = std::path::Path::new("/etc/sysctl.d/90-netblame.conf");
+    if host_file.exists() {
+        eprintln!(
+            "SKIPPED: {} exists (a real tune of this host)",
+            host_file.display()
+        );
+        return;
+    }
+    /// Removes the host file if the code under test wrote it after all.
+    struct RemoveIfWritten(&'static std::path::Path);
+    impl Drop for RemoveIfWritten {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _cleanup = RemoveIfWritten(std::path::Path::new("/etc/sysctl.d/90-netblame.conf"));
+    let ns = Netns::new("nbct");
+    let dir = TempDir::new();
+    let backup = dir.path("backup.json");
+    ns.set_sysctl("net.ipv4.tcp_rmem", "4096 131072 1048576");
+    let before = ns.sysctl("net.ipv4.tcp_rmem");
+    let args = [
+        "tune", "--rate", "1g", "--rtt", "50ms", "--apply", "--backup", &backup,
+    ];
+    let (code, out, err) = ns.netblame(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("live values only"), "{out}");
+    assert!(
+        !host_file.exists(),
+        "--apply in a namespace wrote {}",
+        host_file.display()
+    );
+    assert_ne!(ns.sysctl("net.ipv4.tcp_rmem"), before);
+    // The same plan again: nothing to change, and no complaint about the backup.
+    let (code, out, err) = ns.netblame(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.to_lowercase().contains("nothing to change"), "{out}");
+    let (code, _, err) = ns.netblame(&["tune", "--rollback", "--backup", &backup]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ns.sysctl("net.ipv4.tcp_rmem"), before);
+    assert!(!host_file.exists());
 }
 
 #[test]

@@ -14,8 +14,10 @@ pub struct Backup {
     pub created_unix: u64,
     /// Each changed sysctl and its value before, exactly as the kernel printed it.
     pub values: Vec<(String, String)>,
-    /// The sysctl.d file written.
-    pub sysctl_file: PathBuf,
+    /// The sysctl.d file written; `None` when only live values were written (see
+    /// [`apply_live`]).
+    #[serde(default)]
+    pub sysctl_file: Option<PathBuf>,
     /// That file's content before, if it existed.
     pub previous_file: Option<String>,
 }
@@ -126,6 +128,35 @@ pub fn apply(
     sysctl_file: &Path,
     backup_path: &Path,
 ) -> Result<Backup, ApplyError> {
+    apply_with(changes, Some((file_text, sysctl_file)), backup_path)
+}
+
+/// Like [`apply`], but writes only the live values, no sysctl.d file (inside a network
+/// namespace, a file in the host's /etc/sysctl.d would apply at the host's next boot).
+pub fn apply_live(changes: &[(String, String)], backup_path: &Path) -> Result<Backup, ApplyError> {
+    apply_with(changes, None, backup_path)
+}
+
+/// True when this process runs in a network namespace other than the host's: one named under
+/// /run/netns (`ip netns exec`), or one other than PID 1's (when that can be read). Its
+/// sysctls are then not the host's.
+pub fn in_child_netns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let Some(me) = id(Path::new("/proc/self/ns/net")) else {
+        return false;
+    };
+    let named = std::fs::read_dir("/run/netns")
+        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| id(&e.path()) == Some(me)))
+        .unwrap_or(false);
+    named || id(Path::new("/proc/1/ns/net")).is_some_and(|init| init != me)
+}
+
+fn apply_with(
+    changes: &[(String, String)],
+    file: Option<(&str, &Path)>,
+    backup_path: &Path,
+) -> Result<Backup, ApplyError> {
     if backup_path.exists() {
         return Err(ApplyError::BackupExists(backup_path.to_path_buf()));
     }
@@ -134,10 +165,11 @@ pub fn apply(
         let v = sysctl::read(name).map_err(io_err(&sysctl::path(name)))?;
         values.push((name.clone(), v));
     }
-    let previous_file = match std::fs::read_to_string(sysctl_file) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(sysctl_file)(e)),
+    let previous_file = match file.map(|(_, f)| (f, std::fs::read_to_string(f))) {
+        None => None,
+        Some((_, Ok(t))) => Some(t),
+        Some((_, Err(e))) if e.kind() == io::ErrorKind::NotFound => None,
+        Some((f, Err(e))) => return Err(io_err(f)(e)),
     };
     let backup = Backup {
         created_unix: std::time::SystemTime::now()
@@ -145,7 +177,7 @@ pub fn apply(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         values,
-        sysctl_file: sysctl_file.to_path_buf(),
+        sysctl_file: file.map(|(_, f)| f.to_path_buf()),
         previous_file,
     };
     let json = serde_json::to_string_pretty(&backup).map_err(|e| ApplyError::BadBackup {
@@ -174,7 +206,7 @@ pub fn apply(
             });
         }
     }
-    if let Err(e) = write_atomic(sysctl_file, file_text) {
+    if let Some(Err(e)) = file.map(|(text, f)| write_atomic(f, text)) {
         let failed = restore(&backup.values);
         if failed.is_empty() {
             let _ = std::fs::remove_file(backup_path);
@@ -214,12 +246,13 @@ pub fn rollback(backup_path: &Path) -> Result<Backup, ApplyError> {
     if !failed.is_empty() {
         return Err(ApplyError::RollbackIncomplete(failed));
     }
-    match &backup.previous_file {
-        Some(text) => write_atomic(&backup.sysctl_file, text)?,
-        None => match std::fs::remove_file(&backup.sysctl_file) {
+    match (&backup.sysctl_file, &backup.previous_file) {
+        (None, _) => {}
+        (Some(f), Some(text)) => write_atomic(f, text)?,
+        (Some(f), None) => match std::fs::remove_file(f) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&backup.sysctl_file)(e)),
+            Err(e) => return Err(io_err(f)(e)),
         },
     }
     std::fs::remove_file(backup_path).map_err(io_err(backup_path))?;

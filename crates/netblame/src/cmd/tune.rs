@@ -36,8 +36,10 @@ pub struct Args {
     /// Round-trip time of the path (30ms).
     #[arg(long, value_parser = crate::args::rtt, required_unless_present = "rollback")]
     rtt: Option<Duration>,
-    /// throughput: raise buffers, never lower; latency: tcp_rmem[2] = max(need, 4 MiB) even if
-    /// that lowers it (tcp_collapse cost), short send queues; balanced: raise where below.
+    /// Every profile raises buffer maxima to the path's need where below, never below the
+    /// kernel's defaults or what is set now, and never lowers one. throughput and latency also
+    /// keep the window after idle; latency keeps send queues short (and says when tcp_rmem[2]
+    /// is large enough to cost tcp_collapse time); balanced only raises buffers.
     #[arg(long, value_enum, default_value = "balanced")]
     profile: ProfileArg,
     /// Write the live values and the sysctl.d file (after saving a backup). Needs root.
@@ -46,9 +48,11 @@ pub struct Args {
     /// Restore the values saved by the last --apply and remove (or restore) the sysctl.d file.
     #[arg(long, conflicts_with_all = ["rate", "rtt"])]
     rollback: bool,
-    /// Directory of the sysctl.d file.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_SYSCTL_DIR)]
-    sysctl_dir: PathBuf,
+    /// Directory of the sysctl.d file (default /etc/sysctl.d). Inside a network namespace
+    /// (e.g. `ip netns exec`) --apply writes only live values unless this is given: a file in
+    /// the host's /etc/sysctl.d would apply to the host at its next boot.
+    #[arg(long, value_name = "DIR")]
+    sysctl_dir: Option<PathBuf>,
     /// Where --apply saves the previous values and --rollback reads them.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_BACKUP)]
     backup: PathBuf,
@@ -61,7 +65,8 @@ pub struct Args {
 struct Out<'a> {
     #[serde(flatten)]
     plan: &'a TunePlan,
-    sysctl_file: PathBuf,
+    /// The sysctl.d file (written with --apply); `None` when none is written here.
+    sysctl_file: Option<PathBuf>,
     mode: &'static str,
     /// Changes not writable here, with why.
     not_applicable: Vec<(String, String)>,
@@ -73,7 +78,7 @@ struct Out<'a> {
 struct RollbackOut {
     mode: &'static str,
     restored: Vec<(String, String)>,
-    sysctl_file: PathBuf,
+    sysctl_file: Option<PathBuf>,
     sysctl_file_restored: bool,
 }
 
@@ -108,9 +113,10 @@ fn rollback(a: &Args) -> anyhow::Result<ExitCode> {
             value.split_whitespace().collect::<Vec<_>>().join(" ")
         );
     }
-    match backup.previous_file {
-        Some(_) => println!("{} put back as it was", backup.sysctl_file.display()),
-        None => println!("{} removed", backup.sysctl_file.display()),
+    match (&backup.sysctl_file, &backup.previous_file) {
+        (None, _) => {}
+        (Some(f), Some(_)) => println!("{} put back as it was", f.display()),
+        (Some(f), None) => println!("{} removed", f.display()),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -137,7 +143,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         rtt,
         profile,
     })?;
-    let file = a.sysctl_dir.join(FILE_NAME);
+    // Inside a network namespace only the namespace's live values change, unless a directory
+    // for the file was asked for.
+    let file = match (&a.sysctl_dir, apply::in_child_netns()) {
+        (Some(dir), _) => Some(dir.join(FILE_NAME)),
+        (None, false) => Some(Path::new(DEFAULT_SYSCTL_DIR).join(FILE_NAME)),
+        (None, true) => None,
+    };
     let changes: Vec<(String, String)> = p
         .changes
         .iter()
@@ -152,7 +164,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let file_text = sysctl_d_file(&applied_plan, &cmd);
 
     let mut backup = None;
-    if a.apply && writable.is_empty() && !not_applicable.is_empty() {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() == 0 };
+    if a.apply && writable.is_empty() && !not_applicable.is_empty() && !root {
         let why: Vec<String> = not_applicable
             .iter()
             .map(|(n, w)| format!("{n}: {w}"))
@@ -163,7 +177,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if a.apply && !writable.is_empty() {
-        apply::apply(&writable, &file_text, &file, &a.backup).context("apply failed")?;
+        match &file {
+            Some(f) => apply::apply(&writable, &file_text, f, &a.backup),
+            None => apply::apply_live(&writable, &a.backup),
+        }
+        .context("apply failed")?;
         backup = Some(a.backup.clone());
     }
     if a.json {
@@ -179,7 +197,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     print_text(
         &a,
         &p,
-        &file,
+        file.as_deref(),
         &file_text,
         &not_applicable,
         backup.as_deref(),
@@ -191,7 +209,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 fn print_text(
     a: &Args,
     p: &TunePlan,
-    file: &Path,
+    file: Option<&Path>,
     file_text: &str,
     not_applicable: &[(String, String)],
     backup: Option<&Path>,
@@ -243,7 +261,12 @@ fn print_text(
     match backup {
         Some(b) => {
             println!("\napplied; previous values saved to {}", b.display());
-            println!("wrote {}", file.display());
+            match file {
+                Some(f) => println!("wrote {}", f.display()),
+                None => println!(
+                    "inside a network namespace: live values only, no sysctl.d file (pass --sysctl-dir to write one)"
+                ),
+            }
             let extra = if b == Path::new(DEFAULT_BACKUP) {
                 String::new()
             } else {
@@ -251,9 +274,14 @@ fn print_text(
             };
             println!("undo with: netblame tune --rollback{extra}");
         }
-        None if a.apply => println!("\nnothing applicable here: nothing changed"),
+        None if a.apply => println!("\nnothing to change here: nothing changed"),
         None => {
-            println!("\n{} would contain:\n", file.display());
+            match file {
+                Some(f) => println!("\n{} would contain:\n", f.display()),
+                None => println!(
+                    "\ninside a network namespace --apply writes live values only; a sysctl.d file (--sysctl-dir) would contain:\n"
+                ),
+            }
             print!("{file_text}");
             println!("\nDry run: nothing changed. Apply (as root) with:\n  {cmd} --apply");
         }
