@@ -35,6 +35,20 @@ struct in6_addr___nb {
 	} in6_u;
 } __attribute__((preserve_access_index));
 
+struct ns_common___nb {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct net___nb {
+	struct ns_common___nb ns;
+} __attribute__((preserve_access_index));
+
+struct net_device___nb {
+	struct {
+		struct net___nb *net;
+	} nd_net;
+} __attribute__((preserve_access_index));
+
 struct sock_common___nb {
 	union {
 		struct {
@@ -52,6 +66,9 @@ struct sock_common___nb {
 	volatile unsigned char skc_state;
 	struct in6_addr___nb skc_v6_daddr;
 	struct in6_addr___nb skc_v6_rcv_saddr;
+	struct {
+		struct net___nb *net;
+	} skc_net;
 } __attribute__((preserve_access_index));
 
 struct sock___nb {
@@ -69,6 +86,7 @@ struct tcp_sock___nb {
 } __attribute__((preserve_access_index));
 
 struct sk_buff___nb {
+	struct net_device___nb *dev;
 	unsigned char *head;
 	__u16 network_header;
 } __attribute__((preserve_access_index));
@@ -86,12 +104,16 @@ struct trace_event_raw_napi_poll___nb {
 	int budget;
 } __attribute__((preserve_access_index));
 
+/* Enum-typed fields must be declared as enums: CO-RE matches enum to enum by name, not to int. */
+enum skb_drop_reason___nb { NB_DROP_REASON_ANY = 0 };
+enum sk_rst_reason___nb { NB_RST_REASON_ANY = 0 };
+
 struct trace_event_raw_kfree_skb___nb {
 	void *skbaddr;
 	void *location;
 	void *rx_sk;
 	unsigned short protocol;
-	unsigned int reason;
+	enum skb_drop_reason___nb reason;
 } __attribute__((preserve_access_index));
 
 /* tcp:tcp_retransmit_skb has its own struct since 6.x; older kernels share tcp_event_sk_skb. */
@@ -105,9 +127,10 @@ struct trace_event_raw_tcp_event_sk_skb___nb {
 } __attribute__((preserve_access_index));
 
 struct trace_event_raw_tcp_send_reset___nb {
+	const void *skbaddr;
 	const void *skaddr;
 	int state;
-	unsigned int reason;
+	enum sk_rst_reason___nb reason;
 	__u8 saddr[28];
 	__u8 daddr[28];
 } __attribute__((preserve_access_index));
@@ -154,7 +177,7 @@ struct trace_event_raw_sock_msg_length___nb {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 16 << 20); /* 16 MiB: about 110,000 events of 152 B */
+	__uint(max_entries, 16 << 20); /* 16 MiB: about 100,000 events of 160 B */
 } events SEC(".maps");
 
 struct {
@@ -268,6 +291,11 @@ static __always_inline struct nb_event *reserve(__u32 kind)
 	return e;
 }
 
+static __always_inline __u32 sk_netns(const struct sock___nb *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
 static __always_inline void conn_from_sk(const void *skp, struct nb_conn *c)
 {
 	const struct sock___nb *sk = skp;
@@ -277,6 +305,7 @@ static __always_inline void conn_from_sk(const void *skp, struct nb_conn *c)
 	c->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	c->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	c->l4proto = IPPROTO_TCP;
+	c->netns = sk_netns(sk);
 	if (c->family == AF_INET) {
 		__be32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
 		__be32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
@@ -455,10 +484,14 @@ int nb_kfree_skb(struct trace_event_raw_kfree_skb___nb *ctx)
 	e->v[2] = proto;
 	if (bpf_core_field_exists(ctx->rx_sk)) {
 		e->sk = (__u64)BPF_CORE_READ(ctx, rx_sk);
-		if (e->sk)
+		if (e->sk) {
 			attach_owner(e);
+			e->conn.netns = sk_netns((const struct sock___nb *)e->sk);
+		}
 	}
 	struct sk_buff___nb *skb = BPF_CORE_READ(ctx, skbaddr);
+	if (!e->conn.netns)
+		e->conn.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
 	unsigned char *head = BPF_CORE_READ(skb, head);
 	__u16 nh = BPF_CORE_READ(skb, network_header);
 	__u8 ip[40];
@@ -546,6 +579,10 @@ int nb_send_reset(struct trace_event_raw_tcp_send_reset___nb *ctx)
 		addr_from_sockaddr(sa, &e->conn.family, &e->conn.sport, e->conn.saddr);
 		addr_from_sockaddr(da, &e->conn.family, &e->conn.dport, e->conn.daddr);
 		e->conn.l4proto = IPPROTO_TCP;
+		if (bpf_core_field_exists(ctx->skbaddr)) {
+			const struct sk_buff___nb *skb = BPF_CORE_READ(ctx, skbaddr);
+			e->conn.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+		}
 	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;

@@ -25,6 +25,8 @@ struct nb_conn {
 	__u16 l4proto;
 	__u8 saddr[16];
 	__u8 daddr[16];
+	__u32 netns; /* network namespace inode (as in /proc/PID/ns/net), 0 when unknown */
+	__u32 pad;
 };
 
 struct nb_event {

@@ -32,6 +32,9 @@ pub struct RawConn {
     pub l4proto: u16,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    /// Network namespace inode, 0 when unknown.
+    pub netns: u32,
+    pub pad: u32,
 }
 
 /// `struct nb_event`. `v` per kind: retransmit [state, err]; reset-sent [state, sk_rst_reason];
@@ -55,7 +58,7 @@ pub struct RawEvent {
 }
 
 /// Size of `struct nb_event` in the BPF object.
-pub const RAW_EVENT_SIZE: usize = 152;
+pub const RAW_EVENT_SIZE: usize = 160;
 
 impl RawEvent {
     /// Reads one record; `None` when it is too short.
@@ -217,6 +220,7 @@ impl Decoder {
             wall_ns: self.wall(r.ts_ns),
             cpu: r.cpu,
             sock: r.sk,
+            netns: r.conn.netns,
             conn,
             owner,
             kind,
@@ -249,7 +253,7 @@ mod tests {
     #[test]
     fn layout_matches_the_c_header() {
         assert_eq!(std::mem::size_of::<RawEvent>(), RAW_EVENT_SIZE);
-        assert_eq!(std::mem::size_of::<RawConn>(), 40);
+        assert_eq!(std::mem::size_of::<RawConn>(), 48);
     }
 
     #[test]
@@ -268,6 +272,7 @@ mod tests {
             l4proto: 6,
             saddr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             daddr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..Default::default()
         };
         let mut d = Decoder::new(
             EnumNames::default(),

@@ -143,6 +143,7 @@ fn has_tracepoint(root: &Path, cat: &str, name: &str) -> bool {
     root.join("events").join(cat).join(name).is_dir()
 }
 
+/// An error and its causes on one line; a verifier log is cut to its last line (the reason).
 fn err_text(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -150,7 +151,14 @@ fn err_text(e: &dyn std::error::Error) -> String {
         s += &format!(": {x}");
         src = x.source();
     }
-    s
+    match s.split_once("Verifier output:") {
+        Some((head, log)) if log.lines().count() > 1 => {
+            let last = log.lines().rev().find(|l| l.trim().len() > 1).unwrap_or("");
+            format!("{}verifier: {}", head, last.trim())
+        }
+        Some((head, _)) => head.trim_end().trim_end_matches('.').to_string(),
+        None => s,
+    }
 }
 
 impl Tracer {

@@ -148,6 +148,9 @@ pub struct TraceEvent {
     pub cpu: u32,
     /// An opaque socket id (the kernel address), 0 when there is none.
     pub sock: u64,
+    /// Network namespace inode (as `/proc/PID/ns/net` shows it), 0 when unknown.
+    #[serde(default)]
+    pub netns: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conn: Option<Conn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -580,6 +583,7 @@ mod tests {
             wall_ns,
             cpu: 0,
             sock,
+            netns: 0,
             conn: Some(conn(1000 + sock as u16)),
             owner: None,
             kind,
