@@ -71,7 +71,10 @@ fn u32_at(d: &[u8], off: usize) -> Result<u32, &'static str> {
 
 fn cstr_at(strings: &[u8], off: usize) -> Result<&str, &'static str> {
     let s = strings.get(off..).ok_or("string offset out of range")?;
-    let end = s.iter().position(|b| *b == 0).ok_or("unterminated string")?;
+    let end = s
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or("unterminated string")?;
     std::str::from_utf8(&s[..end]).map_err(|_| "string not UTF-8")
 }
 
@@ -99,13 +102,13 @@ pub fn parse_enums(d: &[u8], wanted: &[&str]) -> Result<HashMap<String, EnumName
         let signed = info >> 31 == 1;
         p += 12;
         let extra = match kind {
-            1 | 14 | 17 => 4,           // INT, VAR, DECL_TAG
-            3 => 12,                    // ARRAY
-            4 | 5 => vlen * 12,         // STRUCT, UNION
-            6 | 13 => vlen * 8,         // ENUM, FUNC_PROTO
-            15 => vlen * 12,            // DATASEC
-            19 => vlen * 12,            // ENUM64
-            2 | 7..=12 | 16 | 18 => 0,  // PTR, FWD, TYPEDEF, qualifiers, FUNC, FLOAT, TYPE_TAG
+            1 | 14 | 17 => 4,          // INT, VAR, DECL_TAG
+            3 => 12,                   // ARRAY
+            4 | 5 => vlen * 12,        // STRUCT, UNION
+            6 | 13 => vlen * 8,        // ENUM, FUNC_PROTO
+            15 => vlen * 12,           // DATASEC
+            19 => vlen * 12,           // ENUM64
+            2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, qualifiers, FUNC, FLOAT, TYPE_TAG
             _ => return Err("unknown BTF kind"),
         };
         if kind == KIND_ENUM || kind == KIND_ENUM64 {

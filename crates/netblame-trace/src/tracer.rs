@@ -112,15 +112,7 @@ fn ensure_tracefs() -> Result<bool, TraceError> {
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
     let (src, dst, fs) = (c("tracefs"), c(TRACEFS), c("tracefs"));
     // SAFETY: mount(2) with valid NUL-terminated strings and no data pointer.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            fs.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         return Err(TraceError::Tracefs(std::io::Error::last_os_error()));
     }

@@ -10,7 +10,8 @@ use crate::units::Bytes;
 pub const NET_RX_SOFTIRQ_STALL: FindingSpec = FindingSpec {
     id: "net-rx-softirq-stall",
     layer: Layer::Kernel,
-    title: "a NET_RX softirq run (net_rx_action) lasted long enough to delay every packet behind it",
+    title:
+        "a NET_RX softirq run (net_rx_action) lasted long enough to delay every packet behind it",
 };
 /// Packets dropped by a netfilter rule (nftables/iptables) on this host.
 pub const DROPS_NETFILTER: FindingSpec = FindingSpec {
@@ -34,13 +35,15 @@ pub const DROPS_QUEUE_FULL: FindingSpec = FindingSpec {
 pub const DROPS_CHECKSUM: FindingSpec = FindingSpec {
     id: "drops-checksum",
     layer: Layer::Network,
-    title: "the kernel dropped packets with bad checksums: corruption on the path or an offload bug",
+    title:
+        "the kernel dropped packets with bad checksums: corruption on the path or an offload bug",
 };
 /// Most retransmissions went to one peer (or came from one process).
 pub const RETRANSMITS_CONCENTRATED: FindingSpec = FindingSpec {
     id: "retransmits-concentrated",
     layer: Layer::Network,
-    title: "retransmissions were concentrated on one peer or process: that path, not the whole host",
+    title:
+        "retransmissions were concentrated on one peer or process: that path, not the whole host",
 };
 /// A receive buffer stopped growing at `tcp_rmem[2]` or at its SO_RCVBUF size.
 pub const RCVBUF_GROWTH_CAPPED: FindingSpec = FindingSpec {
@@ -95,11 +98,22 @@ pub fn drop_class(reason: &str) -> Option<&'static FindingSpec> {
         "NETFILTER_DROP" | "BPF_CGROUP_EGRESS" | "SECURITY_HOOK" | "IP_RPFILTER" => {
             Some(&DROPS_NETFILTER)
         }
-        "SOCKET_RCVBUFF" | "PROTO_MEM" | "TCP_OFO_QUEUE_PRUNE" | "TCP_OFO_DROP"
+        "SOCKET_RCVBUFF"
+        | "PROTO_MEM"
+        | "TCP_OFO_QUEUE_PRUNE"
+        | "TCP_OFO_DROP"
         | "TCP_ZEROWINDOW" => Some(&DROPS_SOCKET_BUFFER),
-        "CPU_BACKLOG" | "QDISC_DROP" | "QDISC_OVERLIMIT" | "QDISC_CONGESTED" | "FULL_RING"
-        | "SOCKET_BACKLOG" | "TCP_LISTEN_OVERFLOW" | "NEIGH_QUEUEFULL" | "FQ_FLOW_LIMIT"
-        | "FQ_BAND_LIMIT" | "CAKE_FLOOD" => Some(&DROPS_QUEUE_FULL),
+        "CPU_BACKLOG"
+        | "QDISC_DROP"
+        | "QDISC_OVERLIMIT"
+        | "QDISC_CONGESTED"
+        | "FULL_RING"
+        | "SOCKET_BACKLOG"
+        | "TCP_LISTEN_OVERFLOW"
+        | "NEIGH_QUEUEFULL"
+        | "FQ_FLOW_LIMIT"
+        | "FQ_BAND_LIMIT"
+        | "CAKE_FLOOD" => Some(&DROPS_QUEUE_FULL),
         r if r.ends_with("_CSUM") => Some(&DROPS_CHECKSUM),
         _ => None,
     }
@@ -321,7 +335,11 @@ fn buffer_capped(s: &TraceSummary, b: &BufferGrowth) -> Option<Finding> {
     if b.grow_calls_at_final == 0 && b.steps.len() < 2 && !b.locked {
         return None;
     }
-    let who = b.owner.as_ref().map(|o| format!(" ({o})")).unwrap_or_default();
+    let who = b
+        .owner
+        .as_ref()
+        .map(|o| format!(" ({o})"))
+        .unwrap_or_default();
     let (layer, cap, fix) = if b.locked {
         (
             Layer::Application,
@@ -367,7 +385,11 @@ fn buffer_capped(s: &TraceSummary, b: &BufferGrowth) -> Option<Finding> {
         .evidence("rcvbuf", last as f64, Unit::Bytes)
         .evidence("tcp_rmem_max", rmem_max as f64, Unit::Bytes)
         .evidence("steps", b.steps.len() as f64, Unit::Count)
-        .evidence("grow_calls_at_cap", b.grow_calls_at_final as f64, Unit::Count)
+        .evidence(
+            "grow_calls_at_cap",
+            b.grow_calls_at_final as f64,
+            Unit::Count,
+        )
         .explain(format!(
             "{} size(s) traced ({}); the last, {}, is the cap{}. The window can never exceed \
              about rcvbuf x scaling ratio, so throughput <= that / RTT.",
@@ -512,7 +534,11 @@ mod tests {
         };
         let s = TraceSummary {
             duration_us: 1_000_000,
-            retransmits: vec![r("10.9.9.9", 1, 30), r("10.9.9.9", 2, 5), r("10.1.1.1", 3, 5)],
+            retransmits: vec![
+                r("10.9.9.9", 1, 30),
+                r("10.9.9.9", 2, 5),
+                r("10.1.1.1", 3, 5),
+            ],
             ..Default::default()
         };
         let f = findings(&s);
@@ -522,7 +548,11 @@ mod tests {
         assert!(f[0].summary.contains("curl[7]"));
         // Spread evenly: nothing.
         let even = TraceSummary {
-            retransmits: vec![r("10.9.9.9", 1, 5), r("10.1.1.1", 2, 5), r("10.2.2.2", 3, 5)],
+            retransmits: vec![
+                r("10.9.9.9", 1, 5),
+                r("10.1.1.1", 2, 5),
+                r("10.2.2.2", 3, 5),
+            ],
             ..Default::default()
         };
         assert!(findings(&even).is_empty());
