@@ -99,11 +99,12 @@ fn resets_to_a_closed_port_with_reason_and_owner() {
         .find(|e| matches!(e.kind, EventKind::ResetSent { .. }))
         .unwrap_or_else(|| panic!("no reset sent in {evs:#?}"));
     assert_eq!(sent.conn.unwrap().sport, 9, "{sent:?}");
-    if let EventKind::ResetSent { reason, .. } = &sent.kind {
-        // Older kernels have no sk_rst_reason; this one names it from BTF.
-        if let Some(r) = reason {
-            assert_eq!(r, "NO_SOCKET");
-        }
+    // Older kernels have no sk_rst_reason; where there is one it is named from BTF.
+    if let EventKind::ResetSent {
+        reason: Some(r), ..
+    } = &sent.kind
+    {
+        assert_eq!(r, "NO_SOCKET");
     }
     let recv = evs
         .iter()
@@ -357,7 +358,7 @@ fn net_rx_histograms_fill_under_load() {
         return;
     }
     let ns = Netns::new("trace-rx");
-    let mut t = start();
+    let t = start();
     ns.run(|| transfer(32 << 20, 64 << 10, Duration::ZERO, None));
     let s = t.finish(rmem_limits());
     let total = s.net_rx_total();
