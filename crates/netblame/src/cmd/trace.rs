@@ -23,7 +23,7 @@ pub const TRACE_UNAVAILABLE_EXIT: u8 = 4;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// How long to trace (10s, 500ms; a bare number is seconds).
+    /// How long to trace (10s, 500ms; a bare number is seconds); Ctrl-C ends it early, with the summary.
     #[arg(long, default_value = "10s", value_parser = parse_duration_default_secs)]
     duration: Duration,
     /// Only events of sockets owned by this process (as last seen sending or receiving).
@@ -116,30 +116,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.json {
         print_capabilities(&tracer);
     }
-    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut kept = Vec::new();
-    tracer.run_for(args.duration, &mut |e| {
-        if !filter.keep(e) {
-            return;
+    let mut batch = Vec::new();
+    super::probe::catch_sigint();
+    let end = std::time::Instant::now() + args.duration;
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        if super::probe::interrupted() {
+            break;
         }
-        if !filter.is_empty() {
-            kept.push(e.clone());
+        tracer.poll(left.min(Duration::from_millis(100)), &mut |e| {
+            if filter.keep(e) {
+                batch.push(e.clone())
+            }
+        });
+        for e in batch.drain(..) {
+            let shown = !args.quiet
+                && (args.json
+                    || !matches!(
+                        e.kind,
+                        EventKind::TcpProbe { .. } | EventKind::RcvSpace { .. }
+                    ));
+            if shown {
+                let line = if args.json {
+                    serde_json::to_string(&e).unwrap_or_default()
+                } else {
+                    event_line(&e)
+                };
+                let _ = writeln!(out, "{line}");
+            }
+            if !filter.is_empty() {
+                kept.push(e);
+            }
         }
-        if args.quiet
-            || matches!(
-                e.kind,
-                EventKind::TcpProbe { .. } | EventKind::RcvSpace { .. }
-            ) && !args.json
-        {
-            return;
-        }
-        let line = if args.json {
-            serde_json::to_string(e).unwrap_or_default()
-        } else {
-            event_line(e)
-        };
-        let _ = writeln!(stdout.lock(), "{line}");
-    });
+        let _ = out.flush();
+    }
+    drop(out);
     let summary = finish(tracer, &filter, &kept);
     let mut findings = kernel_events::findings(&summary);
     rank(&mut findings);
