@@ -52,3 +52,19 @@ pub fn rmem_limits() -> RmemLimits {
             .max(0) as u64,
     }
 }
+
+/// The receive-buffer limits of the network namespace at `netns` (a `/run/netns/NAME` or
+/// `/proc/PID/ns/net` path), read from a thread that joins it.
+pub fn rmem_limits_of(netns: &std::path::Path) -> std::io::Result<RmemLimits> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(netns)?;
+    std::thread::spawn(move || {
+        // SAFETY: setns on a valid namespace fd moves only this short-lived thread.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(rmem_limits())
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("namespace thread panicked"))?
+}

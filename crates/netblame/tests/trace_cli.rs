@@ -79,7 +79,17 @@ fn lossy_lab_link_shows_retransmits_to_the_peer() {
     }
     let name = unique_name("trace-x");
     let o = netblame(&[
-        "lab", "up", &name, "--rtt", "10ms", "--rate", "200mbit", "--loss", "5%",
+        "lab",
+        "up",
+        &name,
+        "--rtt",
+        "10ms",
+        "--rate",
+        "200mbit",
+        "--loss",
+        "5%",
+        "--client-sysctl",
+        "net.ipv4.tcp_rmem=4096 131072 2097152",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let _lab = Lab(name.clone());
@@ -149,4 +159,6 @@ fn lossy_lab_link_shows_retransmits_to_the_peer() {
         .unwrap_or_else(|| panic!("{findings:?}"));
     assert_eq!(f["subject"], "198.19.0.1");
     assert!(last["summary"]["connects"].as_array().unwrap().len() >= 2);
+    // The limits are the traced namespace's, not the host's.
+    assert_eq!(last["summary"]["limits"]["tcp_rmem"][2], 2097152);
 }

@@ -400,6 +400,7 @@ pub struct TraceAccumulator {
     syn_sent: BTreeMap<u64, u64>,
     connects: Vec<ConnectTime>,
     locations: BTreeMap<u32, BTreeMap<String, u64>>,
+    drops: BTreeMap<u32, (String, u64)>,
     longest: Vec<TraceEvent>,
     collapse: Option<FunctionTiming>,
     prune: Option<FunctionTiming>,
@@ -436,18 +437,24 @@ impl TraceAccumulator {
             EventKind::ResetSent { .. } => self.resets_sent += 1,
             EventKind::ResetReceived { .. } => self.resets_received += 1,
             EventKind::Drop {
+                reason,
                 reason_code,
-                location: Some(loc),
+                location,
                 ..
             } => {
-                *self
-                    .locations
+                self.drops
                     .entry(*reason_code)
-                    .or_default()
-                    .entry(loc.clone())
-                    .or_default() += 1;
+                    .or_insert_with(|| (reason.clone(), 0))
+                    .1 += 1;
+                if let Some(loc) = location {
+                    *self
+                        .locations
+                        .entry(*reason_code)
+                        .or_default()
+                        .entry(loc.clone())
+                        .or_default() += 1;
+                }
             }
-            EventKind::Drop { .. } => {}
             EventKind::StateChange { new, .. } => match new {
                 Some(TcpState::SynSent) => {
                     self.syn_sent.insert(e.sock, e.wall_ns);
@@ -527,7 +534,22 @@ impl TraceAccumulator {
     }
 
     /// Fills the event-derived parts of `summary`; drop locations go to the matching reasons.
+    /// When `summary.drops` is empty (no in-kernel counts, e.g. events were filtered), the drops
+    /// by reason are counted from the events.
     pub fn finish(self, summary: &mut TraceSummary) {
+        if summary.drops.is_empty() {
+            summary.drops = self
+                .drops
+                .into_iter()
+                .map(|(code, (reason, count))| DropCount {
+                    reason,
+                    code,
+                    count,
+                    locations: Vec::new(),
+                })
+                .collect();
+            summary.drops.sort_by_key(|d| std::cmp::Reverse(d.count));
+        }
         let mut retransmits: Vec<_> = self.retransmits.into_values().collect();
         retransmits.sort_by_key(|r| std::cmp::Reverse(r.count));
         summary.retransmits = retransmits;

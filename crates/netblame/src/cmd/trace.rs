@@ -71,8 +71,8 @@ impl Filter {
     }
 }
 
-/// The inode of a network namespace given as a name under /run/netns, a path or a PID.
-pub fn netns_inode(spec: &str) -> anyhow::Result<u32> {
+/// A network namespace given as a name under /run/netns, a path or a PID: its path and inode.
+pub fn netns_path(spec: &str) -> anyhow::Result<(std::path::PathBuf, u32)> {
     let path = if spec.chars().all(|c| c.is_ascii_digit()) {
         format!("/proc/{spec}/ns/net")
     } else if spec.contains('/') {
@@ -82,7 +82,7 @@ pub fn netns_inode(spec: &str) -> anyhow::Result<u32> {
     };
     let meta = std::fs::metadata(&path)
         .map_err(|e| anyhow::anyhow!("--netns {spec}: cannot open {path}: {e}"))?;
-    Ok(meta.ino() as u32)
+    Ok((path.into(), meta.ino() as u32))
 }
 
 #[derive(Serialize)]
@@ -100,10 +100,11 @@ pub fn unavailable(e: &TraceError) -> ExitCode {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let netns = args.netns.as_deref().map(netns_path).transpose()?;
     let filter = Filter {
         pid: args.pid,
         port: args.port,
-        netns: args.netns.as_deref().map(netns_inode).transpose()?,
+        netns: netns.as_ref().map(|n| n.1),
     };
     let cfg = Config {
         long_run: args.long_run,
@@ -152,7 +153,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = out.flush();
     }
     drop(out);
-    let summary = finish(tracer, &filter, &kept);
+    let limits = match &netns {
+        Some((path, _)) => netblame_trace::rmem_limits_of(path)?,
+        None => netblame_trace::rmem_limits(),
+    };
+    let summary = finish(tracer, limits, &filter, &kept);
     let mut findings = kernel_events::findings(&summary);
     rank(&mut findings);
     if args.json {
@@ -173,33 +178,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Ends a trace: with a filter, the per-connection parts and drop counts come from the kept
 /// events only (the kernel's own counters are host-wide).
-pub fn finish(tracer: Tracer, filter: &Filter, kept: &[TraceEvent]) -> TraceSummary {
-    let mut summary = tracer.finish(netblame_trace::rmem_limits());
+pub fn finish(
+    tracer: Tracer,
+    limits: netblame_core::observe::trace::RmemLimits,
+    filter: &Filter,
+    kept: &[TraceEvent],
+) -> TraceSummary {
+    let mut summary = tracer.finish(limits);
     if !filter.is_empty() {
         let mut acc = netblame_core::observe::trace::TraceAccumulator::default();
-        let mut drops = std::collections::BTreeMap::<u32, (String, u64)>::new();
-        for e in kept {
-            acc.add(e);
-            if let EventKind::Drop {
-                reason,
-                reason_code,
-                ..
-            } = &e.kind
-            {
-                drops.entry(*reason_code).or_insert((reason.clone(), 0)).1 += 1;
-            }
-        }
-        summary.drops = drops
-            .into_iter()
-            .map(
-                |(code, (reason, count))| netblame_core::observe::trace::DropCount {
-                    reason,
-                    code,
-                    count,
-                    locations: Vec::new(),
-                },
-            )
-            .collect();
+        kept.iter().for_each(|e| acc.add(e));
+        summary.drops.clear();
         // NET_RX runs and function timings belong to no socket: they stay host-wide.
         let (runs, collapse, prune) = (
             std::mem::take(&mut summary.longest_runs),
