@@ -6,13 +6,14 @@ use crate::{known_issues, rules};
 
 /// Every catalogued finding, grouped by the module that produces it.
 pub fn all() -> impl Iterator<Item = &'static FindingSpec> {
-    let groups: [&'static [FindingSpec]; 6] = [
+    let groups: [&'static [FindingSpec]; 7] = [
         rules::shared::FINDINGS,
         rules::host::FINDINGS,
         rules::connection::FINDINGS,
         rules::window::FINDINGS,
         rules::probe::FINDINGS,
         rules::transfer::FINDINGS,
+        rules::kernel_events::FINDINGS,
     ];
     known_issues::findings().chain(groups.into_iter().flatten())
 }

@@ -50,6 +50,10 @@ enum Command {
     /// side by side: loss, percentiles, histograms, spikes, SYN-retransmit signatures;
     /// `probe serve` answers them.
     Probe(cmd::probe::Args),
+    /// Kernel events from eBPF tracepoints (root, BTF): NET_RX softirq time per CPU, drops by
+    /// reason, retransmits and resets per connection, state changes, receive-buffer growth;
+    /// exits 4 when tracing is unavailable here.
+    Trace(cmd::trace::Args),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Some(Command::Sockets(args)) => cmd::sockets::run(args),
         Some(Command::Pcap(args)) => cmd::pcap::run(args),
         Some(Command::Probe(args)) => cmd::probe::run(args),
+        Some(Command::Trace(args)) => cmd::trace::run(args),
     };
     match result {
         Ok(code) => code,

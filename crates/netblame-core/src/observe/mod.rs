@@ -6,6 +6,7 @@ pub mod latency;
 pub mod limits;
 pub mod socket;
 pub mod tcp_info;
+pub mod trace;
 
 pub use limits::LimitShares;
 pub use socket::{SkMemInfo, SocketOwner, SocketSnapshot, TcpState};

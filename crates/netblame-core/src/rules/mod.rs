@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod connection;
 pub mod host;
+pub mod kernel_events;
 pub mod lab;
 pub mod probe;
 pub mod shared;

@@ -8,4 +8,5 @@ pub mod lab;
 pub mod pcap;
 pub mod probe;
 pub mod sockets;
+pub mod trace;
 pub mod tune;

@@ -88,11 +88,17 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::Relaxed);
 }
 
-fn catch_sigint() {
+/// From now on Ctrl-C only sets a flag ([`interrupted`]): the command ends early and still reports.
+pub(crate) fn catch_sigint() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
     }
+}
+
+/// True once Ctrl-C was pressed after [`catch_sigint`].
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
