@@ -5,6 +5,7 @@
 
 pub mod correlate;
 pub mod decode;
+mod legacy;
 pub mod reader;
 pub mod reconstruct;
 
@@ -12,6 +13,7 @@ pub use reader::{Capture, RawPacket, ReadError, ReadOutcome};
 pub use reconstruct::{Analyzer, Config};
 
 use netblame_core::observe::flow::FlowObservation;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Every connection in a capture, and what the read met on the way.
@@ -30,6 +32,29 @@ pub struct Analysis {
     pub gzip: bool,
     /// Most connections held open at once (the memory high-water mark of the reconstruction).
     pub max_open_connections: usize,
+    /// Frames decoded and found not to be TCP (ARP, UDP, ICMP, ...).
+    pub not_tcp_frames: u64,
+    /// Frames not decoded, by reason (an encapsulation or link type not unwrapped, ...),
+    /// most frequent first.
+    pub skipped: Vec<(String, u64)>,
+    /// What the reader repaired on the way (clamped lengths, timestamps out of range, skipped
+    /// bytes), each with where.
+    pub warnings: Vec<String>,
+}
+
+impl Analysis {
+    /// Frames not decoded down to TCP, all reasons together.
+    pub fn skipped_frames(&self) -> u64 {
+        self.skipped.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Frames captured twice and counted once, over all connections.
+    pub fn duplicate_frames(&self) -> u64 {
+        self.flows
+            .iter()
+            .map(|f| f.from_client.duplicate_frames + f.from_server.duplicate_frames)
+            .sum()
+    }
 }
 
 /// Reconstructs every TCP connection of an opened capture.
@@ -37,17 +62,26 @@ pub fn analyze(capture: Capture, cfg: Config) -> Analysis {
     let gzip = capture.gzip;
     let mut analyzer = Analyzer::new(cfg);
     let mut tcp = 0u64;
+    let mut not_tcp = 0u64;
+    let mut skipped: BTreeMap<decode::Skip, u64> = BTreeMap::new();
     let mut max_open = 0usize;
-    let outcome = capture.for_each_packet(|p| {
-        if let Some(seg) = decode::tcp_segment(p.linktype, p.data) {
+    let outcome = capture.for_each_packet(|p| match decode::decode(p.linktype, p.data) {
+        decode::Frame::Tcp(seg) => {
             tcp += 1;
             analyzer.push(p.ts_ns, &seg);
             if tcp.is_multiple_of(4096) {
                 max_open = max_open.max(analyzer.open_connections());
             }
         }
+        decode::Frame::NotTcp => not_tcp += 1,
+        decode::Frame::Skipped(why) => *skipped.entry(why).or_default() += 1,
     });
     max_open = max_open.max(analyzer.open_connections());
+    let mut skipped: Vec<(String, u64)> = skipped
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    skipped.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     Analysis {
         flows: analyzer.finish(),
         frames: outcome.packets,
@@ -56,6 +90,9 @@ pub fn analyze(capture: Capture, cfg: Config) -> Analysis {
         format: outcome.format,
         gzip,
         max_open_connections: max_open,
+        not_tcp_frames: not_tcp,
+        skipped,
+        warnings: outcome.warnings,
     }
 }
 
