@@ -10,11 +10,13 @@
 //! The corpus is fetched, not committed (its files keep their projects' licences). Without it
 //! the tests skip, and fail under NETBLAME_REQUIRE_ROOT=1 (CI fetches it).
 
-use netblame_core::observe::flow::{Endpoint, FlowObservation};
+mod common;
+
+use common::{netblame_counts, tshark_counts, Pair};
+use netblame_core::observe::flow::FlowObservation;
 use netblame_core::rules::capture::judge;
-use netblame_pcap::{analyze_path, Analysis, Config};
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use netblame_pcap::{analyze_path, Config};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -55,158 +57,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-/// An address pair, the same either way round.
-type Pair = (Endpoint, Endpoint);
-
-fn pair(a: Endpoint, b: Endpoint) -> Pair {
-    if a <= b {
-        (a, b)
-    } else {
-        (b, a)
-    }
-}
-
-/// The counts compared, summed over the connections of one address pair.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Counts {
-    retransmissions: u64,
-    dup_acks: u64,
-    zero_windows: u64,
-    connections: u64,
-    /// Frames netblame found captured twice (tshark flags each copy as a retransmission or a
-    /// duplicate ACK, unless `editcap -d` could drop it: it cannot when the copies' link-layer
-    /// trailers differ, as in tcpdump's pptp.pcap).
-    duplicates: u64,
-}
-
-impl Counts {
-    fn add(&mut self, o: &Counts) {
-        self.retransmissions += o.retransmissions;
-        self.dup_acks += o.dup_acks;
-        self.zero_windows += o.zero_windows;
-        self.connections += o.connections;
-        self.duplicates += o.duplicates;
-    }
-}
-
-/// How far netblame may be from tshark, per address pair: the larger of an absolute slack and
-/// a share of tshark's count. Why they may differ at all: tshark's stream split on port reuse
-/// and its "previous segment not captured" heuristics differ at the edges, and netblame counts
-/// Linux zero-window probes as probes where tshark calls them keep-alives.
-struct Tolerance {
-    abs: u64,
-    rel: f64,
-}
-
-const TOL_RETRANS: Tolerance = Tolerance { abs: 2, rel: 0.1 };
-const TOL_DUPACK: Tolerance = Tolerance { abs: 2, rel: 0.1 };
-const TOL_ZERO_WINDOW: Tolerance = Tolerance { abs: 1, rel: 0.05 };
-/// Share of address pairs allowed outside the tolerances over the whole corpus.
-const MAX_OUTLIER_SHARE: f64 = 0.02;
-
-impl Tolerance {
-    fn ok(&self, ours: u64, theirs: u64) -> bool {
-        ours.abs_diff(theirs) <= self.abs.max((theirs as f64 * self.rel).ceil() as u64)
-    }
-
-    /// As `ok`, where tshark may also have counted up to `dups` duplicated frames.
-    fn ok_with_dups(&self, ours: u64, theirs: u64, dups: u64) -> bool {
-        self.ok(ours, theirs)
-            || (ours <= theirs && self.ok(ours + dups, theirs))
-            || (ours <= theirs && theirs - ours <= dups)
-    }
-}
-
-fn netblame_counts(a: &Analysis) -> BTreeMap<Pair, Counts> {
-    let mut m: BTreeMap<Pair, Counts> = BTreeMap::new();
-    for f in &a.flows {
-        let c = Counts {
-            retransmissions: f.from_client.retransmissions + f.from_server.retransmissions,
-            dup_acks: f.from_client.dup_acks + f.from_server.dup_acks,
-            zero_windows: f.from_client.zero_window_adverts + f.from_server.zero_window_adverts,
-            connections: 1,
-            duplicates: f.from_client.duplicate_frames + f.from_server.duplicate_frames,
-        };
-        m.entry(pair(f.client, f.server)).or_default().add(&c);
-    }
-    m
-}
-
-/// Runs tshark on `path` and sums its per-frame analysis flags by address pair (the innermost
-/// IP header when tunnelled).
-fn tshark_counts(path: &Path) -> Option<BTreeMap<Pair, Counts>> {
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(path)
-        .args([
-            "-Y",
-            "tcp",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-E",
-            "occurrence=l",
-        ])
-        .args([
-            "-e",
-            "tcp.stream",
-            "-e",
-            "ip.src",
-            "-e",
-            "ipv6.src",
-            "-e",
-            "tcp.srcport",
-        ])
-        .args(["-e", "ip.dst", "-e", "ipv6.dst", "-e", "tcp.dstport"])
-        .args(["-e", "tcp.analysis.retransmission"])
-        .args(["-e", "tcp.analysis.fast_retransmission"])
-        .args(["-e", "tcp.analysis.spurious_retransmission"])
-        .args(["-e", "tcp.analysis.duplicate_ack"])
-        .args(["-e", "tcp.analysis.zero_window"])
-        .stderr(Stdio::null())
-        .output()
-        .expect("tshark runs (apt-get install tshark)");
-    if !out.status.success() {
-        return None;
-    }
-    let mut m: BTreeMap<Pair, Counts> = BTreeMap::new();
-    let mut streams: BTreeSet<(Pair, String)> = BTreeSet::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: Vec<&str> = line.split('|').collect();
-        if v.len() < 12 {
-            continue;
-        }
-        let ip = |a: &str, b: &str| -> Option<IpAddr> {
-            if !a.is_empty() && !b.is_empty() {
-                // Both families in one frame (a tunnel): occurrence=l gives each family's
-                // last; the inner one is unknowable here, skip the frame.
-                return None;
-            }
-            a.parse().ok().or_else(|| b.parse().ok())
-        };
-        let (Some(src), Some(dst)) = (ip(v[1], v[2]), ip(v[4], v[5])) else {
-            continue;
-        };
-        let (Ok(sp), Ok(dp)) = (v[3].parse::<u16>(), v[6].parse::<u16>()) else {
-            continue;
-        };
-        let p = pair(
-            Endpoint { ip: src, port: sp },
-            Endpoint { ip: dst, port: dp },
-        );
-        let e = m.entry(p).or_default();
-        let set = |s: &str| !s.is_empty();
-        e.retransmissions += (set(v[7]) || set(v[8]) || set(v[9])) as u64;
-        e.dup_acks += set(v[10]) as u64;
-        e.zero_windows += set(v[11]) as u64;
-        if streams.insert((p, v[0].to_string())) {
-            e.connections += 1;
-        }
-    }
-    Some(m)
 }
 
 /// `editcap -d` (drop frames equal to one of the previous five) into a temporary file.
@@ -310,9 +160,13 @@ fn counts_agree_with_tshark_on_every_capture_with_tcp() {
             let o = ours.get(k).copied().unwrap_or_default();
             let t = theirs.get(k).copied().unwrap_or_default();
             let ok = o.connections.abs_diff(t.connections) <= 1
-                && TOL_RETRANS.ok_with_dups(o.retransmissions, t.retransmissions, o.duplicates)
-                && TOL_DUPACK.ok_with_dups(o.dup_acks, t.dup_acks, o.duplicates)
-                && TOL_ZERO_WINDOW.ok(o.zero_windows, t.zero_windows);
+                && common::TOL_RETRANS.ok_with_dups(
+                    o.retransmissions,
+                    t.retransmissions,
+                    o.duplicates,
+                )
+                && common::TOL_DUPACK.ok_with_dups(o.dup_acks, t.dup_acks, o.duplicates)
+                && common::TOL_ZERO_WINDOW.ok(o.zero_windows, t.zero_windows);
             if !ok {
                 outliers.push(format!(
                     "{} {} <-> {}: netblame {o:?}, tshark {t:?}",
@@ -335,7 +189,7 @@ fn counts_agree_with_tshark_on_every_capture_with_tcp() {
         "only {captures} captures with TCP compared"
     );
     assert!(
-        (outliers.len() as f64) <= (pairs as f64 * MAX_OUTLIER_SHARE).max(1.0),
+        (outliers.len() as f64) <= (pairs as f64 * common::MAX_OUTLIER_SHARE).max(1.0),
         "{} of {pairs} address pairs outside the tolerances",
         outliers.len()
     );
