@@ -1,15 +1,18 @@
-//! Streaming capture reader: pcap (micro- and nanosecond, either byte order) and pcapng, plain
-//! or gzip-compressed. Packets are handed to a callback one at a time; memory stays at the read
-//! buffer (grown only when one block is larger than it).
+//! Streaming capture reader: pcap (micro- and nanosecond, either byte order; [`crate::legacy`])
+//! and pcapng (pcap-parser), plain or gzip-compressed, from a file or any stream (standard
+//! input). Packets are handed to a callback one at a time; memory stays at the read buffer
+//! (grown only when one block is larger than it).
 //!
-//! Damage stops the read with a [`ReadOutcome::damage`] message: everything before it has been
-//! delivered. A file that is not a capture at all is an error.
+//! What can be repaired is repaired and listed in [`ReadOutcome::warnings`]; damage that stops
+//! the read sets [`ReadOutcome::damage`]: everything before it has been delivered. A file that
+//! is not a capture at all is an error.
 
+use crate::legacy;
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{PcapBlockOwned, PcapError};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Cursor, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,6 +61,8 @@ pub struct ReadOutcome {
     pub bytes: u64,
     /// pcap or pcapng.
     pub format: &'static str,
+    /// What was repaired on the way (at most [`legacy::MAX_WARNINGS`] and a count).
+    pub warnings: Vec<String>,
 }
 
 /// Counts bytes read from the underlying file (for progress on compressed input too).
@@ -82,10 +87,15 @@ struct Interface {
     offset_s: i64,
 }
 
+enum Inner {
+    Legacy(legacy::Header, Box<dyn Read + Send>),
+    Ng(Box<dyn PcapReaderIterator + Send>),
+}
+
 /// An opened capture.
 pub struct Capture {
     path: String,
-    inner: Box<dyn PcapReaderIterator + Send>,
+    inner: Inner,
     file_bytes_read: Arc<AtomicU64>,
     /// Size of the file on disk, if known.
     pub file_size: Option<u64>,
@@ -97,39 +107,43 @@ impl Capture {
     /// Opens a capture file; gzip is detected by its magic bytes.
     pub fn open(path: &Path) -> Result<Capture, ReadError> {
         let name = path.display().to_string();
-        let open_err = |error| ReadError::Open {
+        let file = File::open(path).map_err(|error| ReadError::Open {
             path: name.clone(),
             error,
-        };
-        let mut file = File::open(path).map_err(open_err)?;
+        })?;
         let file_size = file.metadata().ok().map(|m| m.len());
-        let mut magic = [0u8; 2];
-        let n = read_fully(&mut file, &mut magic).map_err(open_err)?;
-        drop(file);
-        if n == 0 {
-            return Err(ReadError::Empty { path: name });
-        }
-        let gzip = n == 2 && magic == [0x1f, 0x8b];
-        let file = File::open(path).map_err(open_err)?;
+        let mut c = Capture::from_stream(&name, file)?;
+        c.file_size = file_size;
+        Ok(c)
+    }
+
+    /// Reads a capture from any stream (standard input, a pipe), gzip-compressed or not.
+    pub fn from_stream(
+        name: &str,
+        reader: impl Read + Send + 'static,
+    ) -> Result<Capture, ReadError> {
         let count = Arc::new(AtomicU64::new(0));
-        let counted = Counting {
-            inner: file,
+        let mut counted = Counting {
+            inner: reader,
             count: count.clone(),
         };
+        let (head, n) = peek(name, &mut counted, 2)?;
+        let gzip = n == 2 && head[..2] == [0x1f, 0x8b];
+        let rejoined = Prefixed::new(head, counted);
         let reader: Box<dyn Read + Send> = if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
                 1 << 16,
-                counted,
+                rejoined,
             )))
         } else {
-            Box::new(counted)
+            Box::new(rejoined)
         };
-        let inner = open_reader(&name, reader)?;
+        let inner = open_inner(name, reader)?;
         Ok(Capture {
-            path: name,
+            path: name.to_string(),
             inner,
             file_bytes_read: count,
-            file_size,
+            file_size: None,
             gzip,
         })
     }
@@ -144,7 +158,7 @@ impl Capture {
             inner: reader,
             count: count.clone(),
         };
-        let inner = open_reader(name, Box::new(counted))?;
+        let inner = open_inner(name, Box::new(counted))?;
         Ok(Capture {
             path: name.to_string(),
             inner,
@@ -165,14 +179,45 @@ impl Capture {
     }
 
     /// Delivers every frame to `on_packet`, in file order.
-    pub fn for_each_packet(mut self, mut on_packet: impl FnMut(&RawPacket<'_>)) -> ReadOutcome {
+    pub fn for_each_packet(self, mut on_packet: impl FnMut(&RawPacket<'_>)) -> ReadOutcome {
+        match self.inner {
+            Inner::Legacy(h, r) => {
+                let o = legacy::read_records(&self.path, h, r, |ts_ns, data, orig_len| {
+                    on_packet(&RawPacket {
+                        ts_ns,
+                        linktype: h.linktype,
+                        data,
+                        orig_len,
+                    })
+                });
+                ReadOutcome {
+                    packets: o.packets,
+                    damage: o.damage,
+                    bytes: o.bytes,
+                    format: "pcap",
+                    warnings: o.warnings,
+                }
+            }
+            Inner::Ng(ng) => read_ng(&self.path, ng, on_packet),
+        }
+    }
+}
+
+/// Reads pcapng blocks (and, should pcap-parser hand one over, legacy records) with pcap-parser.
+fn read_ng(
+    path: &str,
+    mut inner: Box<dyn PcapReaderIterator + Send>,
+    mut on_packet: impl FnMut(&RawPacket<'_>),
+) -> ReadOutcome {
+    let path = path.to_string();
+    {
         let mut out = ReadOutcome::default();
         let mut interfaces: Vec<Interface> = Vec::new();
         let mut legacy: Option<(u16, u64, u32)> = None; // linktype, units per second, snaplen
         let mut buffer_size = INITIAL_BUFFER;
         let mut consumed: u64 = 0;
         loop {
-            match self.inner.next() {
+            match inner.next() {
                 Ok((offset, block)) => {
                     let stop = match block {
                         PcapBlockOwned::LegacyHeader(h) => {
@@ -275,19 +320,19 @@ impl Capture {
                     if let Some(msg) = stop {
                         out.damage = Some(format!(
                             "{}: damaged at byte {}: {msg}; results cover the {} packets before it",
-                            self.path, consumed, out.packets
+                            path, consumed, out.packets
                         ));
                         break;
                     }
                     consumed += offset as u64;
-                    self.inner.consume(offset);
+                    inner.consume(offset);
                 }
                 Err(PcapError::Eof) => break,
                 Err(PcapError::Incomplete(_)) => {
-                    if self.inner.refill().is_err() {
+                    if inner.refill().is_err() {
                         out.damage = Some(format!(
                             "{}: read error at byte {consumed}; results cover the {} packets before it",
-                            self.path, out.packets
+                            path, out.packets
                         ));
                         break;
                     }
@@ -296,18 +341,18 @@ impl Capture {
                     if buffer_size >= MAX_BUFFER {
                         out.damage = Some(format!(
                             "{}: damaged at byte {consumed}: a block larger than {} MiB; results cover the {} packets before it",
-                            self.path,
+                            path,
                             MAX_BUFFER >> 20,
                             out.packets
                         ));
                         break;
                     }
                     buffer_size *= 2;
-                    self.inner.grow(buffer_size);
-                    if self.inner.refill().is_err() {
+                    inner.grow(buffer_size);
+                    if inner.refill().is_err() {
                         out.damage = Some(format!(
                             "{}: read error at byte {consumed}; results cover the {} packets before it",
-                            self.path, out.packets
+                            path, out.packets
                         ));
                         break;
                     }
@@ -315,14 +360,14 @@ impl Capture {
                 Err(PcapError::UnexpectedEof) => {
                     out.damage = Some(format!(
                         "{}: the file ends in the middle of a record at byte {consumed} (cut short?); results cover the {} packets before it",
-                        self.path, out.packets
+                        path, out.packets
                     ));
                     break;
                 }
                 Err(e) => {
                     out.damage = Some(format!(
                         "{}: damaged at byte {consumed}: {}; results cover the {} packets before it",
-                        self.path,
+                        path,
                         describe(&e),
                         out.packets
                     ));
@@ -357,6 +402,126 @@ fn read_fully(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Bytes already read from a stream, then the rest of it. Unlike `Read::chain`, one `read`
+/// continues into the stream after the prefix (pcap-parser parses the first read whole).
+struct Prefixed<R> {
+    head: Cursor<Vec<u8>>,
+    inner: R,
+}
+
+impl<R: Read> Prefixed<R> {
+    fn new(head: Vec<u8>, inner: R) -> Prefixed<R> {
+        Prefixed {
+            head: Cursor::new(head),
+            inner,
+        }
+    }
+}
+
+impl<R: Read> Read for Prefixed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.head.read(buf)?;
+        if n == buf.len() {
+            return Ok(n);
+        }
+        match self.inner.read(&mut buf[n..]) {
+            Ok(k) => Ok(n + k),
+            Err(_) if n > 0 => Ok(n),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Reads up to `n` bytes from the start of a stream.
+fn peek(name: &str, r: &mut impl Read, n: usize) -> Result<(Vec<u8>, usize), ReadError> {
+    let mut head = vec![0u8; n];
+    let got = read_fully(r, &mut head).map_err(|error| ReadError::Open {
+        path: name.to_string(),
+        error,
+    })?;
+    if got == 0 {
+        return Err(ReadError::Empty {
+            path: name.to_string(),
+        });
+    }
+    head.truncate(got);
+    Ok((head, got))
+}
+
+/// Picks the reader by the file's magic: legacy pcap here, pcapng through pcap-parser.
+fn open_inner(name: &str, mut reader: Box<dyn Read + Send>) -> Result<Inner, ReadError> {
+    let (head, n) = peek(name, &mut reader, 24)?;
+    if let Some(h) = legacy::Header::parse(&head) {
+        if n < 24 {
+            return Err(ReadError::BadHeader {
+                path: name.to_string(),
+                detail: "the file is shorter than a capture header".into(),
+            });
+        }
+        return Ok(Inner::Legacy(h, reader));
+    }
+    let ng_detail = pcapng_header_problem(&head);
+    let rejoined: Box<dyn Read + Send> = Box::new(Prefixed::new(head, reader));
+    match open_reader(name, rejoined) {
+        Ok(r) => Ok(Inner::Ng(r)),
+        Err(ReadError::NotACapture { .. }) | Err(ReadError::BadHeader { .. })
+            if ng_detail.is_some() =>
+        {
+            Err(ReadError::BadHeader {
+                path: name.to_string(),
+                detail: ng_detail.unwrap_or_default(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What is wrong with a pcapng section header block, when the file starts like one.
+fn pcapng_header_problem(b: &[u8]) -> Option<String> {
+    if b.get(0..4)? != [0x0a, 0x0d, 0x0d, 0x0a] {
+        return None;
+    }
+    let Some(bom) = b.get(8..12) else {
+        return Some("pcapng section header block cut short (fewer than 12 bytes)".into());
+    };
+    let le = match bom {
+        [0x4d, 0x3c, 0x2b, 0x1a] => true,
+        [0x1a, 0x2b, 0x3c, 0x4d] => false,
+        _ => {
+            return Some(format!(
+                "pcapng section header block: byte-order magic {:02x}{:02x}{:02x}{:02x}, expected 1a2b3c4d in either byte order",
+                bom[0], bom[1], bom[2], bom[3]
+            ))
+        }
+    };
+    let len_b: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+    let len = if le {
+        u32::from_le_bytes(len_b)
+    } else {
+        u32::from_be_bytes(len_b)
+    };
+    if len < 28 || len % 4 != 0 {
+        return Some(format!(
+            "pcapng section header block claims {len} bytes (at least 28, a multiple of 4)"
+        ));
+    }
+    let v: [u8; 2] = b.get(12..14)?.try_into().ok()?;
+    let major = if le {
+        u16::from_le_bytes(v)
+    } else {
+        u16::from_be_bytes(v)
+    };
+    if major != 1 {
+        return Some(format!(
+            "pcapng section header block: version {major}, only version 1 is defined"
+        ));
+    }
+    Some(
+        "pcapng section header block unreadable (its options or trailing length are damaged)"
+            .into(),
+    )
 }
 
 fn open_reader(

@@ -13,13 +13,22 @@
 //!   none. `keep_alives` here excludes them.
 //! - `timeout_retransmissions` (after 200 ms or more of silence from the sender) is netblame's
 //!   own split of what tshark calls plain retransmissions.
-//! - Window scaling applies only when both SYNs were seen with the option; a connection caught
-//!   midstream keeps raw windows and is not judged for window limitation.
+//! - Window scaling applies when both SYNs were seen with the option; a SYN-ACK with the option
+//!   alone proves it was negotiated and gives the server's shift. A direction whose receiver's
+//!   shift is unknown keeps raw windows and is not judged for window limitation.
+//! - A keep-alive is a 0/1-byte segment at SND.NXT - 1 with everything acknowledged; a 1-byte
+//!   resend of unacknowledged data is a retransmission. The ACK answering a keep-alive is not a
+//!   duplicate ACK (Wireshark's "keep-alive ACK").
+//! - Frames captured twice (same IP ID, checksum, sequence, ACK, window, flags and TCP
+//!   timestamp within 10 ms; 200 us without an IP ID) are counted once, in `duplicate_frames`.
+//!   Run tshark on `editcap -d` output to compare.
+//! - A SYN-ACK captured before its SYN stays one connection.
+//! - RTT samples: never from retransmitted data (Karn) nor from a 0 ns difference.
 
-use crate::decode::Segment;
+use crate::decode::{flags as tcpflags, Segment, ECN_CE};
 use netblame_core::observe::flow::{
-    CloseKind, DirectionStats, Endpoint, FlowObservation, Handshake, IdleGap, IntervalSample, Side,
-    TcpOptions, ZeroWindowEpisode,
+    CapturePoint, CloseKind, DirectionStats, Endpoint, FlowObservation, Handshake, IdleGap,
+    IntervalSample, Side, TcpOptions, ZeroWindowEpisode,
 };
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -55,6 +64,79 @@ const MAX_UNACKED: usize = 8192;
 const EVICT_AFTER_NS: u64 = 60_000_000_000;
 const EVICT_EVERY: u64 = 1 << 16;
 const MAX_IDLE_GAPS: usize = 5;
+/// A frame equal to one of the direction's last few within this time is a duplicate.
+const DUP_WINDOW_NS: u64 = 10_000_000;
+/// Without an IP ID to tell copies from resends, only frames this close count as duplicates.
+const DUP_WINDOW_NO_ID_NS: u64 = 200_000;
+const DUP_RECENT: usize = 4;
+/// Recent retransmissions remembered for D-SACK matching.
+const RETRANS_RING: usize = 64;
+/// A time series keeps at most this many intervals (empty ones included); later packets of a
+/// longer connection go into the last interval.
+const MAX_SERIES: usize = 200_000;
+/// RTT histogram buckets per doubling (each about 9% wide).
+const RTT_BUCKETS_PER_OCTAVE: f64 = 8.0;
+
+/// What makes two captured frames the same frame.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+struct FrameKey {
+    seq: u32,
+    ack: u32,
+    len: u32,
+    tsval: u32,
+    window: u16,
+    ip_id: u16,
+    checksum: u16,
+    flags: u8,
+}
+
+impl FrameKey {
+    fn of(seg: &Segment) -> FrameKey {
+        FrameKey {
+            seq: seg.seq,
+            ack: seg.ack,
+            len: seg.payload_len,
+            tsval: seg.options.timestamp.map_or(0, |t| t.0),
+            window: seg.window,
+            ip_id: seg.ip_id.unwrap_or(0),
+            checksum: seg.checksum,
+            flags: seg.flags,
+        }
+    }
+}
+
+/// Log-scale histogram of RTT samples, grown as needed (for percentiles).
+#[derive(Default)]
+struct RttHistogram(Vec<u32>);
+
+impl RttHistogram {
+    fn bucket(us: u64) -> usize {
+        ((us.max(1) as f64).log2() * RTT_BUCKETS_PER_OCTAVE) as usize
+    }
+    fn add(&mut self, us: u64) {
+        let b = Self::bucket(us);
+        if self.0.len() <= b {
+            self.0.resize(b + 1, 0);
+        }
+        self.0[b] = self.0[b].saturating_add(1);
+    }
+    /// The upper edge of the bucket holding quantile `q`, clamped to the observed range.
+    fn quantile(&self, q: f64, samples: u64, min: u64, max: u64) -> Option<u64> {
+        if samples == 0 {
+            return None;
+        }
+        let want = ((samples as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (i, n) in self.0.iter().enumerate() {
+            seen += *n as u64;
+            if seen >= want {
+                let edge = 2f64.powf((i + 1) as f64 / RTT_BUCKETS_PER_OCTAVE) as u64;
+                return Some(edge.clamp(min, max));
+            }
+        }
+        Some(max)
+    }
+}
 
 #[inline]
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -86,7 +168,19 @@ struct Dir {
     isn: Option<u32>,
     opts: Option<TcpOptions>,
     last_pkt_time: u64,
-    unacked: VecDeque<(u32, u64, bool)>,
+    /// Unacknowledged data: end sequence, time sent, sent more than once, in flight when sent.
+    unacked: VecDeque<(u32, u64, bool, u64)>,
+    rtt_hist: RttHistogram,
+    /// The last frames of this side, to recognise a frame captured twice.
+    recent: [(FrameKey, u64); DUP_RECENT],
+    recent_next: usize,
+    /// Recent retransmissions (start, end, already known spurious), for D-SACK.
+    retrans_ring: VecDeque<(u32, u32, bool)>,
+    /// This side just sent a keep-alive: the peer's answering ACK is not a duplicate ACK.
+    keepalive_sent: bool,
+    /// Retransmissions since the peer last sent anything.
+    retrans_since_peer: u64,
+    packets_seen: bool,
     rtt_sum: u128,
     win_sum: u128,
     win_n: u64,
@@ -125,9 +219,14 @@ struct Conn {
     first_syn_ns: Option<u64>,
     last_syn_ns: Option<u64>,
     synack_ns: Option<u64>,
+    /// The ACK number of the first SYN-ACK (a SYN captured after it must match it).
+    synack_ack: Option<u32>,
+    /// Capture point to server and back (SYN to SYN-ACK), for the capture point.
+    syn_rtt_ns: Option<u64>,
     irtt_done: bool,
     shift: [u8; 2],
-    scale_unknown: bool,
+    /// Whether the window scale of each side's advertisements is known.
+    scale_known: [bool; 2],
     midstream: bool,
     history: String,
     zero_windows: Vec<ZeroWindowEpisode>,
@@ -173,9 +272,11 @@ impl Conn {
             first_syn_ns: None,
             last_syn_ns: None,
             synack_ns: None,
+            synack_ack: None,
+            syn_rtt_ns: None,
             irtt_done: false,
             shift: [0, 0],
-            scale_unknown: true,
+            scale_known: [false, false],
             midstream: true,
             history: String::new(),
             zero_windows: Vec::new(),
@@ -225,22 +326,79 @@ impl Conn {
         if self.series_interval_us == 0 {
             return None;
         }
-        let start = rel_us / self.series_interval_us * self.series_interval_us;
-        let need_new = match self.series.last() {
-            None => true,
-            Some(b) => b.start_us < start,
-        };
-        if need_new {
+        let iv = self.series_interval_us;
+        let start = rel_us / iv * iv;
+        // Quiet intervals are kept, empty, so the series has no gaps.
+        let mut next = self.series.last().map_or(0, |b| b.start_us + iv);
+        while next <= start && self.series.len() < MAX_SERIES {
             self.series.push(IntervalSample {
-                start_us: start,
+                start_us: next,
                 ..Default::default()
             });
+            next += iv;
         }
         self.series.last_mut()
     }
 
+    /// True when the frame is a copy of one of this side's last few (counted, then ignored).
+    fn duplicate(&mut self, ts: u64, s: usize, seg: &Segment) -> bool {
+        let key = FrameKey::of(seg);
+        let window = if seg.ip_id.is_some_and(|id| id != 0) {
+            DUP_WINDOW_NS
+        } else {
+            DUP_WINDOW_NO_ID_NS
+        };
+        let d = &mut self.dirs[s];
+        if d.packets_seen
+            && d.recent
+                .iter()
+                .any(|(k, t)| *k == key && ts.saturating_sub(*t) <= window && ts >= *t)
+        {
+            d.stats.duplicate_frames += 1;
+            return true;
+        }
+        d.packets_seen = true;
+        d.recent[d.recent_next] = (key, ts);
+        d.recent_next = (d.recent_next + 1) % DUP_RECENT;
+        false
+    }
+
+    /// Settles which windows are scaled by how much, from the SYN and SYN-ACK options seen.
+    fn settle_scaling(&mut self) {
+        let c = self.handshake.client_options;
+        let sv = self.handshake.server_options;
+        match (c, sv) {
+            (Some(c), Some(sv)) => {
+                if let (Some(a), Some(b)) = (c.wscale, sv.wscale) {
+                    self.shift = [a, b];
+                    self.handshake.window_scaling = true;
+                } else {
+                    self.shift = [0, 0];
+                    self.handshake.window_scaling = false;
+                }
+                self.scale_known = [true, true];
+            }
+            // SYN-ACK only: its option proves the SYN carried one too, but not its shift.
+            (None, Some(sv)) => match sv.wscale {
+                Some(b) => {
+                    self.shift = [0, b];
+                    self.handshake.window_scaling = true;
+                    self.scale_known = [false, true];
+                }
+                None => {
+                    self.shift = [0, 0];
+                    self.scale_known = [true, true];
+                }
+            },
+            _ => {}
+        }
+    }
+
     fn push(&mut self, ts: u64, s: usize, seg: &Segment, idle_gap_ns: u64) {
         let ts = ts.max(self.start_ns);
+        if self.duplicate(ts, s, seg) {
+            return;
+        }
         if self.packets > 0 && ts > self.last_ns.saturating_add(idle_gap_ns) {
             let gap = IdleGap {
                 start_us: self.rel_us(self.last_ns),
@@ -265,6 +423,7 @@ impl Conn {
         let ack = seg.ack;
 
         // Handshake.
+        let ecn_syn = seg.flags & (tcpflags::ECE | tcpflags::CWR) == tcpflags::ECE | tcpflags::CWR;
         if syn && !ackf && s == 0 {
             let d = &mut self.dirs[0];
             match d.isn {
@@ -273,10 +432,22 @@ impl Conn {
                     d.opts = Some(opts_of(seg));
                     self.handshake.syn_count = 1;
                     self.handshake.client_options = d.opts;
+                    self.handshake.ecn_negotiated = ecn_syn;
                     self.first_syn_ns = Some(ts);
                     self.midstream = false;
+                    if self.synack_ns.is_some() {
+                        // Captured after its SYN-ACK: reordered at the capture point.
+                        self.handshake.synack_before_syn = true;
+                        self.handshake.syn_to_synack_us = Some(0);
+                    }
+                    self.settle_scaling();
                 }
-                Some(i) if i == seq => self.handshake.syn_count += 1,
+                Some(i) if i == seq => {
+                    self.handshake.syn_count += 1;
+                    if self.synack_ns.is_some() && !self.handshake.synack_before_syn {
+                        self.handshake.syns_after_synack += 1;
+                    }
+                }
                 Some(_) => {}
             }
             self.last_syn_ns = Some(ts);
@@ -287,17 +458,14 @@ impl Conn {
                 d.isn = Some(seq);
                 d.opts = Some(opts_of(seg));
                 self.handshake.server_options = d.opts;
+                self.handshake.ecn_negotiated &= seg.flags & tcpflags::ECE != 0;
                 self.synack_ns = Some(ts);
+                self.synack_ack = Some(ack);
                 if let Some(f) = self.first_syn_ns {
                     self.handshake.syn_to_synack_us = Some(ts.saturating_sub(f) / 1000);
                 }
-                let c = self.handshake.client_options.and_then(|o| o.wscale);
-                let sv = seg.options.wscale;
-                if let (Some(c), Some(sv)) = (c, sv) {
-                    self.shift = [c, sv];
-                    self.handshake.window_scaling = true;
-                }
-                self.scale_unknown = self.first_syn_ns.is_none();
+                self.syn_rtt_ns = self.last_syn_ns.map(|l| ts.saturating_sub(l));
+                self.settle_scaling();
                 self.midstream = self.first_syn_ns.is_none();
             }
             self.handshake.synack_count += 1;
@@ -306,6 +474,10 @@ impl Conn {
             if let (Some(sa), Some(last)) = (self.synack_ns, self.last_syn_ns) {
                 self.handshake.rtt_us = Some(ts.saturating_sub(last) / 1000);
                 self.handshake.synack_to_ack_us = Some(ts.saturating_sub(sa) / 1000);
+                self.irtt_done = true;
+            }
+            if let (Some(_), Some(first)) = (self.synack_ns, self.first_syn_ns) {
+                self.handshake.first_syn_to_ack_us = Some(ts.saturating_sub(first) / 1000);
                 self.irtt_done = true;
             }
         }
@@ -333,6 +505,7 @@ impl Conn {
         } else {
             (seg.window as u64) << self.shift[s]
         };
+        let scale_known = self.scale_known;
         let ooo_thres = self
             .handshake
             .rtt_us
@@ -343,6 +516,20 @@ impl Conn {
 
         let (f, r) = pair(&mut self.dirs, s);
         f.stats.packets += 1;
+        r.retrans_since_peer = 0;
+        // ECN: the IP field as it reached the capture point, the TCP echo flags.
+        match seg.ecn {
+            0 => {}
+            ECN_CE => {
+                f.stats.ecn_ect_packets += 1;
+                f.stats.ecn_ce_packets += 1;
+            }
+            _ => f.stats.ecn_ect_packets += 1,
+        }
+        if !syn {
+            f.stats.ece_segments += (seg.flags & tcpflags::ECE != 0) as u64;
+            f.stats.cwr_segments += (seg.flags & tcpflags::CWR != 0) as u64;
+        }
         let mut retrans = false;
         let mut zwp = false;
         let mut lost = false;
@@ -374,12 +561,26 @@ impl Conn {
                 f.stats.lost_segments += 1;
                 f.stats.lost_bytes += seq.wrapping_sub(f.nextseq) as u64;
             }
-            // 4. keep-alive
-            let keepalive =
-                !zwp && seglen <= 1 && !sfr && f.nextseq_set && seq == f.nextseq.wrapping_sub(1);
+            // 4. keep-alive: everything acknowledged (else a 1-byte segment there is a resend)
+            let all_acked = !r.lastack_set || r.highest_ack == f.nextseq;
+            let keepalive = !zwp
+                && seglen <= 1
+                && !sfr
+                && f.nextseq_set
+                && seq == f.nextseq.wrapping_sub(1)
+                && (all_acked || seglen == 0);
             if keepalive {
                 f.stats.keep_alives += 1;
             }
+            // 7. the ACK answering the peer's keep-alive
+            let keepalive_ack = r.keepalive_sent
+                && seglen == 0
+                && ackf
+                && !sfr
+                && f.lastack_set
+                && ack == f.lastack;
+            r.keepalive_sent = false;
+            f.keepalive_sent = keepalive;
             // 6. window full
             if seglen > 0
                 && r.lastack_set
@@ -390,6 +591,7 @@ impl Conn {
             }
             // 9. duplicate ACK
             let dupack = seglen == 0
+                && !keepalive_ack
                 && ackf
                 && !sfr
                 && seg.window != 0
@@ -409,10 +611,12 @@ impl Conn {
             if (seglen > 0 || fin) && f.nextseq_set && seq_lt(seq, f.nextseq) && !keepalive && !zwp
             {
                 let since_ack = ts.saturating_sub(r.lastack_time);
+                let mut spurious = false;
                 if seglen > 0 && r.lastack_set && seq_le(seq.wrapping_add(seglen), r.lastack) {
                     f.stats.spurious_retransmissions += 1;
                     f.stats.retransmissions += 1;
                     retrans = true;
+                    spurious = true;
                 } else if since_ack < FAST_RETRANS_WINDOW_NS
                     && r.dupacks >= 2
                     && r.lastack_set
@@ -434,6 +638,12 @@ impl Conn {
                     retrans = true;
                 }
                 if retrans {
+                    f.retrans_since_peer += 1;
+                    if f.retrans_ring.len() >= RETRANS_RING {
+                        f.retrans_ring.pop_front();
+                    }
+                    f.retrans_ring
+                        .push_back((seq, seq.wrapping_add(seglen.max(1)), spurious));
                     // Karn: no RTT sample from data sent more than once.
                     let hi = seq.wrapping_add(seglen);
                     for e in f.unacked.iter_mut() {
@@ -474,7 +684,12 @@ impl Conn {
                 if f.unacked.len() >= MAX_UNACKED {
                     f.unacked.pop_front();
                 }
-                f.unacked.push_back((data_end, ts, retrans));
+                let in_flight = if r.lastack_set {
+                    (data_end.wrapping_sub(r.highest_ack) as i32).max(0) as u64
+                } else {
+                    0
+                };
+                f.unacked.push_back((data_end, ts, retrans, in_flight));
             }
         }
         if !rst && (!f.nextseq_set || seq_gt(end, f.nextseq)) {
@@ -497,11 +712,34 @@ impl Conn {
                         break;
                     }
                 }
-                if let Some((_, sent, was_retrans)) = last {
-                    if !was_retrans {
-                        let v = ts.saturating_sub(sent) / 1000;
-                        r.stats.rtt.add(v, &mut r.rtt_sum);
+                if let Some((_, sent, was_retrans, in_flight)) = last {
+                    // Karn's rule; and a 0 ns difference is a copy, not a round trip.
+                    if !was_retrans && ts > sent {
+                        let v = (ts - sent) / 1000;
+                        r.stats.rtt.add_in_flight(v, in_flight, &mut r.rtt_sum);
+                        r.rtt_hist.add(v);
                         rtt_sample = Some(v);
+                    }
+                }
+            }
+            // D-SACK (RFC 2883): the first SACK block below the ACK, or inside the second,
+            // reports data received twice: the peer's resend of it was spurious.
+            if let Some((l, rr)) = seg.options.first_sack {
+                let inside_second = seg
+                    .options
+                    .second_sack
+                    .is_some_and(|(l2, r2)| seq_le(l2, l) && seq_le(rr, r2));
+                if seq_le(rr, ack) || inside_second {
+                    if let Some(e) = r
+                        .retrans_ring
+                        .iter_mut()
+                        .rev()
+                        .find(|e| seq_lt(e.0, rr) && seq_lt(l, e.1))
+                    {
+                        if !e.2 {
+                            e.2 = true;
+                            r.stats.dsack_spurious_retransmissions += 1;
+                        }
                     }
                 }
             }
@@ -607,8 +845,9 @@ impl Conn {
         }
 
         // Pinned at the receiver's window: accumulate time in the previous state, then update.
-        if !self.scale_unknown {
-            for x in 0..2 {
+        for x in 0..2 {
+            // The receiver's windows must be in bytes.
+            if scale_known[1 - x] {
                 let (snd, rcv) = pair(&mut self.dirs, x);
                 if let Some(since) = snd.pinned_since {
                     snd.stats.window_limited_us += ts.saturating_sub(since) / 1000;
@@ -703,8 +942,24 @@ impl Conn {
         self.idle_gaps
             .sort_by_key(|g| std::cmp::Reverse(g.duration_us));
         let state = self.conn_state().to_string();
+        let last_pkt = [self.dirs[0].last_pkt_time, self.dirs[1].last_pkt_time];
+        let seen = [
+            self.dirs[0].stats.packets > 0,
+            self.dirs[1].stats.packets > 0,
+        ];
         let mut stats: Vec<DirectionStats> = Vec::with_capacity(2);
-        for d in &mut self.dirs {
+        for (i, d) in self.dirs.iter_mut().enumerate() {
+            // Never more time at the window than time sending.
+            d.stats.window_limited_us = d.stats.window_limited_us.min(d.stats.sending_us());
+            d.stats.unanswered_retransmissions = d.retrans_since_peer;
+            if seen[i] && seen[1 - i] {
+                d.stats.peer_silent_us = last_pkt[i].saturating_sub(last_pkt[1 - i]) / 1000;
+            }
+            let r = d.stats.rtt;
+            if let (Some(min), Some(max)) = (r.min_us, r.max_us) {
+                d.stats.rtt.p50_us = d.rtt_hist.quantile(0.5, r.samples, min, max);
+                d.stats.rtt.p95_us = d.rtt_hist.quantile(0.95, r.samples, min, max);
+            }
             // A sender still pinned when the capture ended: count up to its last packet.
             if d.win_n > 0 {
                 d.stats.window_mean_bytes = Some((d.win_sum / d.win_n as u128) as u64);
@@ -721,7 +976,22 @@ impl Conn {
         }
         let from_server = stats.pop().unwrap_or_default();
         let from_client = stats.pop().unwrap_or_default();
+        // The two halves of the RTT: the handshake's when it was captured in order, else the
+        // data's (server data is acknowledged by the client: capture point to client and back).
+        let (to_client, to_server) = match (self.syn_rtt_ns, self.handshake.synack_to_ack_us) {
+            (Some(a), Some(b)) if !self.handshake.synack_before_syn => (Some(b), Some(a / 1000)),
+            _ => (from_server.rtt.min_us, from_client.rtt.min_us),
+        };
+        let capture_point = match (to_client, to_server) {
+            (Some(c), Some(s)) if !self.handshake.synack_before_syn => {
+                CapturePoint::from_halves(c, s)
+            }
+            _ => CapturePoint::Unknown,
+        };
         FlowObservation {
+            capture_point,
+            rtt_to_client_us: to_client,
+            rtt_to_server_us: to_server,
             id: self.id,
             client: self.client,
             server: self.server,
@@ -793,7 +1063,11 @@ impl Analyzer {
         if let Some(c) = self.conns.get(&key) {
             let from_client = c.client == a;
             let same_syn = from_client && c.dirs[0].isn == Some(seg.seq);
-            if new_syn && !same_syn && (c.packets > 0) {
+            // A SYN arriving after the SYN-ACK that answers it belongs to that connection.
+            let answered = from_client
+                && c.dirs[0].isn.is_none()
+                && c.synack_ack == Some(seg.seq.wrapping_add(1));
+            if new_syn && !same_syn && !answered && (c.packets > 0) {
                 if let Some(old) = self.conns.remove(&key) {
                     self.finished.push(old.finish());
                 }

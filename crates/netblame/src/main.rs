@@ -42,7 +42,8 @@ enum Command {
     /// Every TCP connection with its tcp_info, memory and a verdict on what limits it
     /// (`ss -tinm`, explained); --watch refreshes.
     Sockets(cmd::sockets::Args),
-    /// Explain every TCP connection in a pcap/pcapng capture (throughput, RTT, windows, zero
+    /// Explain every TCP connection in a pcap/pcapng capture (a file, `-` for standard input,
+    /// or --live IFACE) (throughput, RTT, windows, zero
     /// windows, retransmissions, who closed and when); with two files, match the same streams
     /// across both captures (e.g. both sides of a NAT).
     Pcap(cmd::pcap::Args),

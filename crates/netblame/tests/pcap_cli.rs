@@ -21,6 +21,137 @@ impl Drop for Dump {
     }
 }
 
+/// One exchange on loopback to `port`'s listener: request, `reply` bytes, close.
+fn exchange(l: TcpListener, reply: usize) {
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut req = [0u8; 4];
+        s.read_exact(&mut req).unwrap();
+        s.write_all(&vec![9u8; reply]).unwrap();
+    });
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET ").unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    t.join().unwrap();
+    assert_eq!(got.len(), reply);
+}
+
+/// Reads a child's stderr until `line` appears (or the child closes it).
+fn wait_for(err: &mut impl Read, line: &str) -> String {
+    let mut seen = Vec::new();
+    let mut b = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains(line) {
+        if err.read(&mut b).unwrap_or(0) != 1 {
+            break;
+        }
+        seen.push(b[0]);
+    }
+    String::from_utf8_lossy(&seen).to_string()
+}
+
+/// `tcpdump -w - | netblame pcap -`: a real tcpdump writing to a pipe netblame reads.
+#[test]
+fn pcap_reads_standard_input_from_a_tcpdump_pipe() {
+    if !netblame_testkit::require_root("pcap_reads_standard_input_from_a_tcpdump_pipe") {
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut dump = Command::new("tcpdump")
+        .args(["-i", "lo", "-U", "--immediate-mode", "-n", "-s", "200"])
+        .args(["-Z", "root", "-w", "-"])
+        .arg(format!("tcp port {port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let pipe = dump.stdout.take().unwrap();
+    let mut err = dump.stderr.take().unwrap();
+    let dump = Dump(dump);
+    let nb = Command::new(env!("CARGO_BIN_EXE_netblame"))
+        .args(["pcap", "-", "--json"])
+        .stdin(Stdio::from(pipe))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = wait_for(&mut err, "listening on");
+    assert!(seen.contains("listening on"), "tcpdump: {seen}");
+    exchange(l, 100 * 1024);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-INT", &dump.0.id().to_string()])
+        .status();
+    let out = nb.wait_with_output().unwrap();
+    drop(dump);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["file"], "standard input");
+    assert_eq!(v["connections_total"], 1);
+    let c = &v["connections"][0];
+    assert_eq!(c["server"]["port"], port);
+    assert_eq!(c["from_server"]["unique_bytes"], 100 * 1024);
+    assert_eq!(c["conn_state"], "SF");
+    // Standard input cannot be one of two captures.
+    let out = netblame(&["pcap", "-", "-", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// `netblame pcap --live lo --duration 3s tcp port P` on real traffic.
+#[test]
+fn pcap_live_capture_on_loopback() {
+    if !netblame_testkit::require_root("pcap_live_capture_on_loopback") {
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let filter = format!("tcp port {port}");
+    let mut nb = Command::new(env!("CARGO_BIN_EXE_netblame"))
+        .args(["pcap", "--live", "lo", "--duration", "3s", "--json"])
+        .args(filter.split(' '))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = nb.stderr.take().unwrap();
+    let seen = wait_for(&mut err, "capturing on lo");
+    assert!(seen.contains("capturing on lo"), "{seen}");
+    // The capture is open once that line is printed; give libpcap's ring a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    exchange(l, 300 * 1024);
+    let out = nb.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format"], "live");
+    assert_eq!(v["connections_total"], 1, "{v}");
+    let c = &v["connections"][0];
+    assert_eq!(c["server"]["port"], port);
+    assert_eq!(c["from_server"]["unique_bytes"], 300 * 1024);
+    assert_eq!(c["handshake"]["syn_count"], 1);
+    // A bad filter and a missing interface are clear errors.
+    let out = netblame(&[
+        "pcap",
+        "--live",
+        "lo",
+        "--duration",
+        "1s",
+        "tcp",
+        "port",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad capture filter"));
+    let out = netblame(&["pcap", "--live", "nbpcap-none0", "--duration", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot capture on nbpcap-none0"));
+}
+
 /// Captures one short exchange (request, 200 KiB reply, close) on loopback.
 fn make_capture(path: &std::path::Path) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -127,8 +258,13 @@ fn pcap_table_details_json_and_errors() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!v["connections"][0]["series"].as_array().unwrap().is_empty());
 
-    // The same capture on both sides: every stream matches itself, nothing one-sided.
-    let out = netblame(&["pcap", capf, capf, "--json"]);
+    // The same file twice is refused; a copy of it matches itself, nothing one-sided.
+    let out = netblame(&["pcap", capf, capf]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the same file"));
+    let copy = dir.join("copy.pcap");
+    std::fs::copy(&cap, &copy).unwrap();
+    let out = netblame(&["pcap", capf, copy.to_str().unwrap(), "--json"]);
     assert!(
         out.status.success(),
         "{}",

@@ -93,8 +93,19 @@ pub struct Handshake {
     pub rtt_us: Option<u64>,
     pub client_options: Option<TcpOptions>,
     pub server_options: Option<TcpOptions>,
-    /// True when both SYNs carried the window scale option, so windows after the SYNs are scaled.
+    /// True when window scaling was negotiated: both SYNs carried the option, or a SYN-ACK
+    /// carried it (a server only sends it in answer to a SYN that did, RFC 7323).
     pub window_scaling: bool,
+    /// First SYN to the client's ACK of the SYN-ACK (the handshake's completion, retransmitted
+    /// SYNs included).
+    pub first_syn_to_ack_us: Option<u64>,
+    /// The SYN-ACK was captured before its SYN (capture-point reordering).
+    pub synack_before_syn: bool,
+    /// SYNs the client sent after a SYN-ACK had already passed the capture point (that SYN-ACK
+    /// did not reach the client).
+    pub syns_after_synack: u32,
+    /// ECN negotiated (RFC 3168: SYN with ECE and CWR, SYN-ACK with ECE).
+    pub ecn_negotiated: bool,
 }
 
 /// Summary of RTT samples (Karn-safe: no sample from a retransmitted segment).
@@ -104,15 +115,32 @@ pub struct RttStats {
     pub min_us: Option<u64>,
     pub mean_us: Option<u64>,
     pub max_us: Option<u64>,
+    /// Median and 95th percentile (from a histogram with buckets about 6% wide).
+    pub p50_us: Option<u64>,
+    pub p95_us: Option<u64>,
+    /// This side's data in flight when the segment behind the smallest / largest sample was sent.
+    pub in_flight_at_min_bytes: u64,
+    pub in_flight_at_max_bytes: u64,
 }
 
 impl RttStats {
     /// Adds one sample.
     pub fn add(&mut self, rtt_us: u64, sum: &mut u128) {
+        self.add_in_flight(rtt_us, 0, sum);
+    }
+
+    /// Adds one sample taken with `in_flight` bytes outstanding when its segment was sent.
+    pub fn add_in_flight(&mut self, rtt_us: u64, in_flight: u64, sum: &mut u128) {
         self.samples += 1;
         *sum += rtt_us as u128;
-        self.min_us = Some(self.min_us.map_or(rtt_us, |m| m.min(rtt_us)));
-        self.max_us = Some(self.max_us.map_or(rtt_us, |m| m.max(rtt_us)));
+        if self.min_us.is_none_or(|m| rtt_us < m) {
+            self.min_us = Some(rtt_us);
+            self.in_flight_at_min_bytes = in_flight;
+        }
+        if self.max_us.is_none_or(|m| rtt_us > m) {
+            self.max_us = Some(rtt_us);
+            self.in_flight_at_max_bytes = in_flight;
+        }
         self.mean_us = Some((*sum / self.samples as u128) as u64);
     }
 }
@@ -174,6 +202,24 @@ pub struct DirectionStats {
     pub fin_at_us: Option<u64>,
     pub rst_at_us: Option<u64>,
     pub rst_count: u64,
+    /// Frames of this side captured more than once (same IP ID, TCP checksum, sequence, ACK and
+    /// timestamp within 10 ms: a mirror port or two capture interfaces), counted once.
+    pub duplicate_frames: u64,
+    /// Retransmissions the peer reported as received twice (D-SACK, RFC 2883) that the
+    /// capture had not already flagged spurious: resends of data that was not lost.
+    pub dsack_spurious_retransmissions: u64,
+    /// Segments sent with ECT(0) or ECT(1), and those arriving at the capture point marked
+    /// Congestion Experienced (a queue on the path toward the peer signalled congestion).
+    pub ecn_ect_packets: u64,
+    pub ecn_ce_packets: u64,
+    /// Segments with ECN-Echo (this side echoing CE marks it received) and with CWR (this side
+    /// reducing its window in answer to an echo).
+    pub ece_segments: u64,
+    pub cwr_segments: u64,
+    /// Retransmissions this side sent after the peer's last packet (nothing came back).
+    pub unanswered_retransmissions: u64,
+    /// Time from the peer's last packet to this side's last packet.
+    pub peer_silent_us: u64,
 }
 
 impl DirectionStats {
@@ -185,6 +231,14 @@ impl DirectionStats {
         }
     }
 
+    /// Retransmissions that were not proven unnecessary (spurious ones, by ACK or D-SACK,
+    /// left out): the ones that may stand for lost packets.
+    pub fn needed_retransmissions(&self) -> u64 {
+        self.retransmissions
+            .saturating_sub(self.spurious_retransmissions)
+            .saturating_sub(self.dsack_spurious_retransmissions)
+    }
+
     /// Share of the sending time pinned at the receiver's window, `0.0..=1.0`.
     pub fn window_limited_share(&self) -> f64 {
         let s = self.sending_us();
@@ -192,6 +246,49 @@ impl DirectionStats {
             0.0
         } else {
             (self.window_limited_us as f64 / s as f64).min(1.0)
+        }
+    }
+}
+
+/// Where the capture was taken, from the two halves of the RTT (the handshake's, or the data's
+/// when the handshake was not captured).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapturePoint {
+    /// Not enough to tell.
+    #[default]
+    Unknown,
+    /// Within a fifth of the RTT of the client: the client's sending is seen as it leaves.
+    NearClient,
+    /// Within a fifth of the RTT of the server.
+    NearServer,
+    /// Somewhere along the path.
+    Middle,
+}
+
+impl CapturePoint {
+    /// From the capture point's RTT to the client and to the server.
+    pub fn from_halves(to_client_us: u64, to_server_us: u64) -> CapturePoint {
+        let total = to_client_us + to_server_us;
+        if total == 0 {
+            return CapturePoint::Unknown;
+        }
+        let c = to_client_us as f64 / total as f64;
+        if c < 0.2 {
+            CapturePoint::NearClient
+        } else if c > 0.8 {
+            CapturePoint::NearServer
+        } else {
+            CapturePoint::Middle
+        }
+    }
+
+    /// The side the capture point is near, if any.
+    pub fn near(self) -> Option<Side> {
+        match self {
+            CapturePoint::NearClient => Some(Side::Client),
+            CapturePoint::NearServer => Some(Side::Server),
+            _ => None,
         }
     }
 }
@@ -298,6 +395,11 @@ pub struct FlowObservation {
     pub client_isn: Option<u32>,
     pub server_isn: Option<u32>,
     pub handshake: Handshake,
+    /// Where the capture was taken along the path.
+    pub capture_point: CapturePoint,
+    /// RTT from the capture point to the client and back, and to the server and back.
+    pub rtt_to_client_us: Option<u64>,
+    pub rtt_to_server_us: Option<u64>,
     /// Zeek conn.log `conn_state` (S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH).
     pub conn_state: String,
     /// Zeek conn.log `history` (upper case: client; lower case: server).

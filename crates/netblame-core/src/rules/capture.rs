@@ -406,6 +406,9 @@ mod tests {
                 rtt_us: Some(137_000),
                 ..Default::default()
             },
+            capture_point: Default::default(),
+            rtt_to_client_us: None,
+            rtt_to_server_us: None,
             conn_state: "RSTO".into(),
             history: "ShADadFR".into(),
             from_client: DirectionStats::default(),
@@ -445,6 +448,7 @@ mod tests {
                 min_us: Some(136_000),
                 mean_us: Some(137_500),
                 max_us: Some(140_000),
+                ..Default::default()
             },
             ..Default::default()
         };

@@ -1,5 +1,5 @@
-//! `netblame pcap`: explain every TCP connection in a capture; match one stream across two
-//! captures (both sides of a NAT).
+//! `netblame pcap`: explain every TCP connection in a capture (a file, standard input, or a
+//! live capture on an interface); match one stream across two captures (both sides of a NAT).
 
 use crate::render;
 use netblame_core::observe::flow::{DirectionStats, Endpoint, FlowObservation, Side};
@@ -39,10 +39,19 @@ fn emit_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A pcap or pcapng capture (gzip accepted). With a second file: match the same TCP streams
-    /// in both (e.g. the client side and the server side of a NAT).
-    #[arg(required = true, num_args = 1..=2, value_name = "FILE")]
+    /// A pcap or pcapng capture (gzip accepted); `-` reads standard input
+    /// (`tcpdump -w - | netblame pcap -`). With a second file: match the same TCP streams in
+    /// both (e.g. the client side and the server side of a NAT). With --live: a capture filter
+    /// in tcpdump's syntax (e.g. `tcp port 443`).
+    #[arg(num_args = 0.., value_name = "FILE|FILTER", required_unless_present = "live")]
     files: Vec<PathBuf>,
+    /// Capture on this interface (e.g. lo, eth0, any) instead of reading a file, analysing as
+    /// frames arrive (needs root or CAP_NET_RAW).
+    #[arg(long, value_name = "IFACE")]
+    live: Option<String>,
+    /// How long --live captures.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", requires = "live")]
+    duration: Duration,
     /// Details and a time series for one connection (the ID column of the table).
     #[arg(long)]
     conn: Option<u32>,
@@ -77,8 +86,20 @@ fn details_wanted(args: &Args) -> bool {
     args.conn.is_some() || args.port.is_some() || args.host.is_some()
 }
 
+/// True for `-` (standard input).
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 /// Reads one capture with a progress bar on a terminal for large files.
 fn read(path: &Path, cfg: Config) -> anyhow::Result<Analysis> {
+    if is_stdin(path) {
+        if std::io::stdin().is_terminal() {
+            anyhow::bail!("`netblame pcap -` reads a capture from standard input: pipe one in (tcpdump -w - | netblame pcap -)");
+        }
+        let capture = Capture::from_stream("standard input", std::io::stdin())?;
+        return Ok(netblame_pcap::analyze(capture, cfg));
+    }
     let capture = Capture::open(path)?;
     let size = capture.file_size.unwrap_or(0);
     let show = std::io::stderr().is_terminal() && size > 32 << 20;
@@ -114,6 +135,9 @@ fn read(path: &Path, cfg: Config) -> anyhow::Result<Analysis> {
 }
 
 fn warn_damage(a: &Analysis) -> anyhow::Result<()> {
+    for w in &a.warnings {
+        eprintln!("netblame: warning: {w}");
+    }
     if let Some(d) = &a.damage {
         if a.frames == 0 {
             anyhow::bail!("{d}");
@@ -123,13 +147,90 @@ fn warn_damage(a: &Analysis) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a reader of the results must know about the capture as a whole: frames counted once,
+/// frames not decoded, no TCP at all.
+fn capture_notes(a: &Analysis) -> Vec<String> {
+    let mut notes = Vec::new();
+    let dups = a.duplicate_frames();
+    if dups > 0 {
+        notes.push(format!(
+            "{} frames were captured twice (same IP ID, checksum and timestamps within 10 ms: a mirror port or two capture interfaces) and are counted once",
+            group_thousands(dups)
+        ));
+    }
+    let skipped = a.skipped_frames();
+    if skipped > 0 {
+        let why: Vec<String> = a
+            .skipped
+            .iter()
+            .take(4)
+            .map(|(w, n)| format!("{} {w}", group_thousands(*n)))
+            .collect();
+        notes.push(format!(
+            "{} frames were skipped, not decoded down to TCP ({})",
+            group_thousands(skipped),
+            why.join(", ")
+        ));
+    }
+    if a.frames > 0 && a.tcp_segments == 0 {
+        notes.push(format!(
+            "no TCP in this capture: {} frames, {} of them decoded and not TCP",
+            group_thousands(a.frames),
+            group_thousands(a.not_tcp_frames)
+        ));
+    }
+    notes
+}
+
+/// Captures on `iface` (the positional arguments are the filter).
+#[cfg(feature = "live")]
+fn read_live(args: &Args, iface: &str, cfg: Config) -> anyhow::Result<Analysis> {
+    use netblame_pcap::live::{capture, LiveOptions};
+    let words: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
+    let opts = LiveOptions {
+        interface: iface.to_string(),
+        filter: (!words.is_empty()).then(|| words.join(" ")),
+        duration: args.duration,
+        snaplen: 256,
+    };
+    eprintln!(
+        "netblame: capturing on {iface} for {}{} ...",
+        format_duration(args.duration),
+        opts.filter
+            .as_deref()
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default()
+    );
+    let stop = AtomicBool::new(false);
+    Ok(capture(&opts, cfg, &stop)?)
+}
+
+#[cfg(not(feature = "live"))]
+fn read_live(_: &Args, _: &str, _: Config) -> anyhow::Result<Analysis> {
+    anyhow::bail!(
+        "this netblame was built without live capture (cargo feature `live` of netblame-pcap)"
+    )
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.interval.is_zero() {
         anyhow::bail!("--interval must be more than zero");
     }
-    if args.files.len() == 2 {
-        return two_captures(&args);
+    if args.live.is_none() {
+        match args.files.len() {
+            0 => anyhow::bail!("give a capture file, `-` for standard input, or --live IFACE"),
+            1 => {}
+            2 => return two_captures(&args),
+            n => anyhow::bail!("{n} files given: one capture, or two to match streams across"),
+        }
     }
+    // A stream (standard input, a live capture) can be read once only.
+    let once = args.live.is_some() || is_stdin(&args.files[0]);
+    let source = match &args.live {
+        Some(iface) => format!("live capture on {iface}"),
+        None if once => "standard input".to_string(),
+        None => args.files[0].display().to_string(),
+    };
     let details = details_wanted(&args);
     let mut cfg = Config::default();
     if details {
@@ -138,6 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // A connection's id is not known when it opens: with --conn, a first pass without
         // series finds its endpoints, so the second keeps a series for that tuple only.
         let tuple = match args.conn {
+            Some(_) if once => None,
             Some(id) => {
                 let first = read(&args.files[0], Config::default())?;
                 let f = first.flows.iter().find(|f| f.id == id).ok_or_else(|| {
@@ -157,8 +259,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 && host.is_none_or(|h| c.ip == h || s.ip == h)
         }));
     }
-    let analysis = read(&args.files[0], cfg)?;
+    let analysis = match &args.live {
+        Some(iface) => read_live(&args, iface, cfg)?,
+        None => read(&args.files[0], cfg)?,
+    };
     warn_damage(&analysis)?;
+    let notes = capture_notes(&analysis);
     let mut flows: Vec<(FlowObservation, Vec<Finding>)> = analysis
         .flows
         .iter()
@@ -172,8 +278,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     if details && flows.is_empty() {
         anyhow::bail!(
-            "no connection in {} matches the selection ({} connections in all)",
-            args.files[0].display(),
+            "no connection in {source} matches the selection ({} connections in all)",
             analysis.flows.len()
         );
     }
@@ -193,16 +298,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             frames: u64,
             tcp_segments: u64,
             damage: Option<&'a str>,
+            warnings: &'a [String],
+            notes: &'a [String],
+            not_tcp_frames: u64,
+            skipped_frames: u64,
+            skipped: &'a [(String, u64)],
+            duplicate_frames: u64,
             connections_total: usize,
             connections: Vec<Conn<'a>>,
         }
         emit_json(&Out {
-            file: args.files[0].display().to_string(),
+            file: source.clone(),
             format: analysis.format,
             gzip: analysis.gzip,
             frames: analysis.frames,
             tcp_segments: analysis.tcp_segments,
             damage: analysis.damage.as_deref(),
+            warnings: &analysis.warnings,
+            notes: &notes,
+            not_tcp_frames: analysis.not_tcp_frames,
+            skipped_frames: analysis.skipped_frames(),
+            skipped: &analysis.skipped,
+            duplicate_frames: analysis.duplicate_frames(),
             connections_total: analysis.flows.len(),
             connections: flows
                 .iter()
@@ -216,16 +333,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut o = String::new();
+    let n = analysis.flows.len();
     outln!(
         o,
-        "{}: {}{}, {} frames, {} TCP segments, {} connections",
-        args.files[0].display(),
-        analysis.format,
+        "{source}: {}{}, {} frames, {} TCP segments, {n} connection{}",
+        if args.live.is_some() {
+            format_duration(args.duration)
+        } else {
+            analysis.format.to_string()
+        },
         if analysis.gzip { " (gzip)" } else { "" },
         group_thousands(analysis.frames),
         group_thousands(analysis.tcp_segments),
-        analysis.flows.len()
+        if n == 1 { "" } else { "s" }
     );
+    for note in &notes {
+        outln!(o, "note: {note}");
+    }
     if details {
         for (f, fi) in &flows {
             o.push('\n');
@@ -560,7 +684,26 @@ fn delay(d: &Option<DelayStats>) -> String {
     }
 }
 
+/// True when both paths name the same file (a link, a relative and an absolute path...).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn two_captures(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.files.iter().any(|f| is_stdin(f)) {
+        anyhow::bail!("standard input (-) cannot be one of two captures: give two files");
+    }
+    if same_file(&args.files[0], &args.files[1]) {
+        anyhow::bail!(
+            "{} and {} are the same file: give the captures of two capture points (e.g. both sides of a NAT)",
+            args.files[0].display(),
+            args.files[1].display()
+        );
+    }
     let a = read(&args.files[0], Config::default())?;
     warn_damage(&a)?;
     let b = read(&args.files[1], Config::default())?;
