@@ -1,7 +1,8 @@
 //! The `netblame` binary: argument parsing, rendering and glue. Decisions live in
 //! `netblame-core`; observations come from the source crates.
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cmd;
@@ -10,14 +11,17 @@ mod render;
 /// Tells you what to blame when TCP is slow or spiky — the network, the kernel, the host or the
 /// application — with the evidence and the fix.
 #[derive(Parser)]
-#[command(name = "netblame", version, about, long_about = None, propagate_version = true,
-          args_conflicts_with_subcommands = true)]
+#[command(name = "netblame", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Without a subcommand, netblame runs `doctor` with these options.
     #[command(flatten)]
     doctor: cmd::doctor::Args,
+    /// When to colour the output: `auto` colours a terminal unless NO_COLOR is set (non-empty);
+    /// CLICOLOR_FORCE forces it.
+    #[arg(long, value_name = "WHEN", default_value = "auto", global = true)]
+    color: clap::ColorChoice,
 }
 
 #[derive(Subcommand)]
@@ -49,6 +53,31 @@ enum Command {
     /// side by side: loss, percentiles, histograms, spikes, SYN-retransmit signatures;
     /// `probe serve` answers them.
     Probe(cmd::probe::Args),
+    /// A shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(cmd::completions::Args),
+    /// Manual pages: the main page (or one subcommand's) on stdout, or all of them with --out DIR.
+    Man(cmd::man::Args),
+}
+
+/// Parses the command line. Doctor's options given before a subcommand are refused (what
+/// `args_conflicts_with_subcommands` did, which would also refuse the global `--color` there).
+fn parse() -> Cli {
+    let mut cmd = Cli::command();
+    let matches = cmd.get_matches_mut();
+    if let Some(sub) = matches.subcommand_name() {
+        let stray = cmd.get_arguments().find(|a| {
+            !a.is_global_set()
+                && matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine)
+        });
+        if let Some(arg) = stray {
+            cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("the subcommand '{sub}' cannot be used with '{arg}' (an option of doctor)"),
+            )
+            .exit();
+        }
+    }
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
 }
 
 fn main() -> ExitCode {
@@ -57,7 +86,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = parse();
+    render::set_colour(cli.color);
     let result = match cli.command {
         None => cmd::doctor::run(cli.doctor),
         Some(Command::Doctor(args)) => cmd::doctor::run(args),
@@ -69,6 +99,8 @@ fn main() -> ExitCode {
         Some(Command::Sockets(args)) => cmd::sockets::run(args),
         Some(Command::Pcap(args)) => cmd::pcap::run(args),
         Some(Command::Probe(args)) => cmd::probe::run(args),
+        Some(Command::Completions(args)) => cmd::completions::run(args, Cli::command()),
+        Some(Command::Man(args)) => cmd::man::run(args, Cli::command()),
     };
     match result {
         Ok(code) => code,

@@ -142,9 +142,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let first = read(&args.files[0], Config::default())?;
                 let f = first.flows.iter().find(|f| f.id == id).ok_or_else(|| {
                     anyhow::anyhow!(
-                        "no connection #{id} in {} ({} connections in all)",
+                        "no connection #{id} in {} ({} in all)",
                         args.files[0].display(),
-                        first.flows.len()
+                        render::plural(first.flows.len(), "connection")
                     )
                 })?;
                 Some((f.client, f.server))
@@ -172,9 +172,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     if details && flows.is_empty() {
         anyhow::bail!(
-            "no connection in {} matches the selection ({} connections in all)",
+            "no connection in {} matches the selection ({} in all)",
             args.files[0].display(),
-            analysis.flows.len()
+            render::plural(analysis.flows.len(), "connection")
         );
     }
     if args.json {
@@ -218,13 +218,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut o = String::new();
     outln!(
         o,
-        "{}: {}{}, {} frames, {} TCP segments, {} connections",
+        "{}: {}{}, {} {}, {} TCP {}, {}",
         args.files[0].display(),
         analysis.format,
         if analysis.gzip { " (gzip)" } else { "" },
         group_thousands(analysis.frames),
+        render::noun(analysis.frames, "frame"),
         group_thousands(analysis.tcp_segments),
-        analysis.flows.len()
+        render::noun(analysis.tcp_segments, "segment"),
+        render::plural(analysis.flows.len(), "connection")
     );
     if details {
         for (f, fi) in &flows {
@@ -292,8 +294,8 @@ fn table(flows: &[(FlowObservation, Vec<Finding>)], limit: usize) -> String {
     if shown < flows.len() {
         outln!(
             o,
-            "({} more connections: --limit 0 shows all)",
-            flows.len() - shown
+            "({} more: --limit 0 shows all)",
+            render::plural(flows.len() - shown, "connection")
         );
     }
     let mut notable: Vec<&Finding> = flows
@@ -347,8 +349,8 @@ fn side_rows(f: &FlowObservation) -> Vec<Vec<String>> {
     row("out of order", &|d| d.out_of_order.to_string());
     row("not captured", &|d| {
         format!(
-            "{} segments, {} B",
-            d.lost_segments,
+            "{}, {} B",
+            render::plural(d.lost_segments, "segment"),
             group_thousands(d.lost_bytes)
         )
     });
@@ -367,11 +369,11 @@ fn side_rows(f: &FlowObservation) -> Vec<Vec<String>> {
     row("rtt of its data", &|d| match d.rtt.samples {
         0 => "-".into(),
         n => format!(
-            "{} / {} / {} ({} samples)",
+            "{} / {} / {} ({})",
             opt_us(d.rtt.min_us),
             opt_us(d.rtt.mean_us),
             opt_us(d.rtt.max_us),
-            n
+            render::plural(n, "sample")
         ),
     });
     row("max in flight", &|d| {
@@ -438,7 +440,7 @@ fn detail(f: &FlowObservation, findings: &[Finding]) -> String {
     let c = &f.close;
     if let (Some(closer), Some(at)) = (c.closer, c.at_us) {
         out += &format!(
-            "  close: {} sent the first {} at {}, {} after the last data it received; the {} had {} B unacknowledged then, sent {} B in {} segments after, answered by {} RSTs\n",
+            "  close: {} sent the first {} at {}, {} after the last data it received; the {} had {} B unacknowledged then, sent {} B in {} after, answered by {}\n",
             closer,
             match c.kind {
                 Some(netblame_core::observe::flow::CloseKind::Rst) => "RST",
@@ -449,8 +451,8 @@ fn detail(f: &FlowObservation, findings: &[Finding]) -> String {
             closer.other(),
             group_thousands(c.peer_unacked_at_close_bytes),
             group_thousands(c.peer_data_after_close_bytes),
-            c.peer_segments_after_close,
-            c.closer_rsts_after_close
+            render::plural(c.peer_segments_after_close, "segment"),
+            render::plural(c.closer_rsts_after_close, "RST")
         );
     } else {
         out += "  close: not seen (still open at the end of the capture)\n";
@@ -470,12 +472,12 @@ fn detail(f: &FlowObservation, findings: &[Finding]) -> String {
         out += &format!("\n  zero-window episodes ({}):\n", f.zero_windows.len());
         for e in f.zero_windows.iter().take(20) {
             out += &format!(
-                "    {} at {} for {}{}, {} probes\n",
+                "    {} at {} for {}{}, {}\n",
                 e.side,
                 us(e.start_us),
                 us(e.duration_us),
                 if e.reopened { "" } else { " (never reopened)" },
-                e.probes
+                render::plural(e.probes, "probe")
             );
         }
         if f.zero_windows.len() > 20 {
@@ -553,8 +555,11 @@ fn detail(f: &FlowObservation, findings: &[Finding]) -> String {
 fn delay(d: &Option<DelayStats>) -> String {
     match d {
         Some(d) => format!(
-            "min {} us, median {} us, max {} us ({} segments)",
-            d.min_us, d.median_us, d.max_us, d.samples
+            "min {} us, median {} us, max {} us ({})",
+            d.min_us,
+            d.median_us,
+            d.max_us,
+            render::plural(d.samples, "segment")
         ),
         None => "-".into(),
     }
@@ -599,12 +604,12 @@ fn two_captures(args: &Args) -> anyhow::Result<ExitCode> {
     let mut o = String::new();
     outln!(
         o,
-        "A = {} ({} connections), B = {} ({} connections): {} streams in both",
+        "A = {} ({}), B = {} ({}): {} in both",
         args.files[0].display(),
-        a.flows.len(),
+        render::plural(a.flows.len(), "connection"),
         args.files[1].display(),
-        b.flows.len(),
-        corr.matches.len()
+        render::plural(b.flows.len(), "connection"),
+        render::plural(corr.matches.len(), "stream")
     );
     for m in &corr.matches {
         outln!(
