@@ -1,7 +1,8 @@
 //! The `netblame` binary: argument parsing, rendering and glue. Decisions live in
 //! `netblame-core`; observations come from the source crates.
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 mod args;
@@ -11,14 +12,17 @@ mod render;
 /// Tells you what to blame when TCP is slow or spiky — the network, the kernel, the host or the
 /// application — with the evidence and the fix.
 #[derive(Parser)]
-#[command(name = "netblame", version, about, long_about = None, propagate_version = true,
-          args_conflicts_with_subcommands = true)]
+#[command(name = "netblame", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Without a subcommand, netblame runs `doctor` with these options.
     #[command(flatten)]
     doctor: cmd::doctor::Args,
+    /// When to colour the output: `auto` colours a terminal unless NO_COLOR is set (non-empty);
+    /// CLICOLOR_FORCE forces it.
+    #[arg(long, value_name = "WHEN", default_value = "auto", global = true)]
+    color: clap::ColorChoice,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +59,30 @@ enum Command {
     /// reason, retransmits and resets per connection, state changes, receive-buffer growth;
     /// exits 4 when tracing is unavailable here.
     Trace(cmd::trace::Args),
+    /// A shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(cmd::completions::Args),
+    /// Manual pages: the main page (or one subcommand's) on stdout, or all of them with --out DIR.
+    Man(cmd::man::Args),
+}
+
+/// Parses the command line. Doctor's options given before a subcommand are refused (what
+/// `args_conflicts_with_subcommands` did, which would also refuse the global `--color` there).
+fn parse() -> Result<Cli, clap::Error> {
+    let mut cmd = Cli::command();
+    let matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    if let Some(sub) = matches.subcommand_name() {
+        let stray = cmd.get_arguments().find(|a| {
+            !a.is_global_set()
+                && matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine)
+        });
+        if let Some(arg) = stray {
+            return Err(cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("the subcommand '{sub}' cannot be used with '{arg}' (an option of doctor)"),
+            ));
+        }
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
 }
 
 fn main() -> ExitCode {
@@ -63,7 +91,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help, --version.
@@ -78,6 +106,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    render::set_colour(cli.color);
     let result = match cli.command {
         None => cmd::doctor::run(cli.doctor),
         Some(Command::Doctor(args)) => cmd::doctor::run(args),
@@ -90,6 +119,8 @@ fn main() -> ExitCode {
         Some(Command::Pcap(args)) => cmd::pcap::run(args),
         Some(Command::Probe(args)) => cmd::probe::run(args),
         Some(Command::Trace(args)) => cmd::trace::run(args),
+        Some(Command::Completions(args)) => cmd::completions::run(args, Cli::command()),
+        Some(Command::Man(args)) => cmd::man::run(args, Cli::command()),
     };
     match result {
         Ok(code) => code,

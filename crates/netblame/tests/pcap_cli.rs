@@ -232,6 +232,22 @@ fn pcap_table_details_json_and_errors() {
     assert!(text.contains("VERDICT"), "{text}");
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(text.contains("SF"), "{text}");
+    assert!(text.contains("1 connection\n"), "singular: {text}");
+
+    // Narrow terminal: the table fits (cut or wrapped cells), the words of the verdict remain.
+    let narrow = Command::new(env!("CARGO_BIN_EXE_netblame"))
+        .args(["pcap", capf])
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    let narrow = String::from_utf8_lossy(&narrow.stdout);
+    let table = narrow.lines().skip_while(|l| !l.starts_with("ID"));
+    for line in table.take_while(|l| !l.is_empty()) {
+        assert!(
+            line.chars().count() <= 100,
+            "wider than 100: {line:?}\n{narrow}"
+        );
+    }
 
     let out = netblame(&["pcap", capf, "--json"]);
     assert!(out.status.success());

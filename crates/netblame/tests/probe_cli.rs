@@ -429,3 +429,38 @@ fn bench_server_answers_rr_and_udp_probes_and_still_serves_iperf3() {
         );
     }
 }
+
+#[test]
+fn a_target_with_no_replies_shows_no_latency_figures() {
+    // A port nothing listens on: every probe is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let live = Server::start(&[], "127.0.0.1:0");
+    let (_, out, err) = netblame(&[
+        "probe",
+        "--count",
+        "3",
+        "--interval",
+        "20ms",
+        "--timeout",
+        "200ms",
+        &addr,
+        &live.addr,
+    ]);
+    let row = |target: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.starts_with(target))
+            .unwrap_or_else(|| panic!("no row for {target}: {out} {err}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let dead = row(&addr);
+    assert_eq!(&dead[1..4], ["3", "0", "100.0%"], "{out}");
+    // min, avg, max, mdev and the four percentiles: dashes, not zeros that read as latency.
+    assert_eq!(&dead[4..], ["-"; 8], "{out}");
+    let ok = row(&live.addr);
+    assert!(!ok[4..].iter().any(|c| c == "-"), "{out}");
+    assert!(out.contains("3 probes per target"), "{out}");
+}

@@ -246,12 +246,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     println!("{headline}");
     println!(
-        "({} window; {} connections sampled, {} judged over the window, {} with problems; kernel {})\n",
+        "({} window; {} sampled, {} judged over the window, {} with problems; kernel {})\n",
         format_duration(Duration::from_micros(snap.window_us)),
-        counts.sampled,
+        render::plural(counts.sampled, "connection"),
         counts.judged_over_window,
         counts.with_problems,
-        snap.kernel.as_ref().map(|k| k.to_string()).unwrap_or_else(|| "unknown".into())
+        snap.kernel
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| "unknown".into())
     );
     // Layers in the order of their worst finding.
     let mut layers: Vec<(Layer, Severity)> = Vec::new();

@@ -225,9 +225,10 @@ pub(crate) fn host_text(s: &HostSnapshot, verbose: bool) -> String {
     let squeeze: u64 = d.softnet.iter().map(|r| r.time_squeeze).sum();
     let dropped: u64 = d.softnet.iter().map(|r| r.dropped).sum();
     out += &format!(
-        "softnet: {} CPUs, {} packets ({:.0}/s), time_squeeze +{squeeze}, dropped +{dropped}\n",
-        d.softnet.len(),
+        "softnet: {}, {} {} ({:.0}/s), time_squeeze +{squeeze}, dropped +{dropped}\n",
+        render::plural(d.softnet.len(), "CPU"),
         group_thousands(processed),
+        render::noun(processed, "packet"),
         processed as f64 / secs
     );
     let dev_rows: Vec<Vec<String>> = d

@@ -2,9 +2,11 @@
 
 pub mod bench;
 pub mod calc;
+pub mod completions;
 pub mod doctor;
 pub mod host;
 pub mod lab;
+pub mod man;
 pub mod pcap;
 pub mod probe;
 pub mod sockets;

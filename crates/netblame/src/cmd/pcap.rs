@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long, value_name = "IFACE")]
     live: Option<String>,
     /// How long --live captures.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", requires = "live")]
+    #[arg(long, value_parser = crate::args::duration, default_value = "30s", requires = "live")]
     duration: Duration,
     /// Details and a time series for one connection (the ID column of the table).
     #[arg(long)]
@@ -244,9 +244,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let first = read(&args.files[0], Config::default())?;
                 let f = first.flows.iter().find(|f| f.id == id).ok_or_else(|| {
                     anyhow::anyhow!(
-                        "no connection #{id} in {} ({} connections in all)",
+                        "no connection #{id} in {} ({} in all)",
                         args.files[0].display(),
-                        first.flows.len()
+                        render::plural(first.flows.len(), "connection")
                     )
                 })?;
                 Some((f.client, f.server))
@@ -278,8 +278,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     if details && flows.is_empty() {
         anyhow::bail!(
-            "no connection in {source} matches the selection ({} connections in all)",
-            analysis.flows.len()
+            "no connection in {source} matches the selection ({} in all)",
+            render::plural(analysis.flows.len(), "connection")
         );
     }
     if args.json {
@@ -336,7 +336,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let n = analysis.flows.len();
     outln!(
         o,
-        "{source}: {}{}, {} frames, {} TCP segments, {n} connection{}",
+        "{source}: {}{}, {} {}, {} TCP {}, {}",
         if args.live.is_some() {
             format_duration(args.duration)
         } else {
@@ -344,8 +344,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         if analysis.gzip { " (gzip)" } else { "" },
         group_thousands(analysis.frames),
+        render::noun(analysis.frames, "frame"),
         group_thousands(analysis.tcp_segments),
-        if n == 1 { "" } else { "s" }
+        render::noun(analysis.tcp_segments, "segment"),
+        render::plural(n, "connection")
     );
     for note in &notes {
         outln!(o, "note: {note}");
@@ -416,8 +418,8 @@ fn table(flows: &[(FlowObservation, Vec<Finding>)], limit: usize) -> String {
     if shown < flows.len() {
         outln!(
             o,
-            "({} more connections: --limit 0 shows all)",
-            flows.len() - shown
+            "({} more: --limit 0 shows all)",
+            render::plural(flows.len() - shown, "connection")
         );
     }
     let mut notable: Vec<&Finding> = flows
@@ -471,8 +473,8 @@ fn side_rows(f: &FlowObservation) -> Vec<Vec<String>> {
     row("out of order", &|d| d.out_of_order.to_string());
     row("not captured", &|d| {
         format!(
-            "{} segments, {} B",
-            d.lost_segments,
+            "{}, {} B",
+            render::plural(d.lost_segments, "segment"),
             group_thousands(d.lost_bytes)
         )
     });
@@ -491,11 +493,11 @@ fn side_rows(f: &FlowObservation) -> Vec<Vec<String>> {
     row("rtt of its data", &|d| match d.rtt.samples {
         0 => "-".into(),
         n => format!(
-            "{} / {} / {} ({} samples)",
+            "{} / {} / {} ({})",
             opt_us(d.rtt.min_us),
             opt_us(d.rtt.mean_us),
             opt_us(d.rtt.max_us),
-            n
+            render::plural(n, "sample")
         ),
     });
     row("max in flight", &|d| {
@@ -562,7 +564,7 @@ fn detail(f: &FlowObservation, findings: &[Finding]) -> String {
     let c = &f.close;
     if let (Some(closer), Some(at)) = (c.closer, c.at_us) {
         out += &format!(
-            "  close: {} sent the first {} at {}, {} after the last data it received; the {} had {} B unacknowledged then, sent {} B in {} segments after, answered by {} RSTs\n",
+            "  close: {} sent the first {} at {}, {} after the last data it received; the {} had {} B unacknowledged then, sent {} B in {} after, answered by {}\n",
             closer,
             match c.kind {
                 Some(netblame_core::observe::flow::CloseKind::Rst) => "RST",
@@ -573,8 +575,8 @@ fn detail(f: &FlowObservation, findings: &[Finding]) -> String {
             closer.other(),
             group_thousands(c.peer_unacked_at_close_bytes),
             group_thousands(c.peer_data_after_close_bytes),
-            c.peer_segments_after_close,
-            c.closer_rsts_after_close
+            render::plural(c.peer_segments_after_close, "segment"),
+            render::plural(c.closer_rsts_after_close, "RST")
         );
     } else {
         out += "  close: not seen (still open at the end of the capture)\n";
@@ -594,12 +596,12 @@ fn detail(f: &FlowObservation, findings: &[Finding]) -> String {
         out += &format!("\n  zero-window episodes ({}):\n", f.zero_windows.len());
         for e in f.zero_windows.iter().take(20) {
             out += &format!(
-                "    {} at {} for {}{}, {} probes\n",
+                "    {} at {} for {}{}, {}\n",
                 e.side,
                 us(e.start_us),
                 us(e.duration_us),
                 if e.reopened { "" } else { " (never reopened)" },
-                e.probes
+                render::plural(e.probes, "probe")
             );
         }
         if f.zero_windows.len() > 20 {
@@ -677,8 +679,11 @@ fn detail(f: &FlowObservation, findings: &[Finding]) -> String {
 fn delay(d: &Option<DelayStats>) -> String {
     match d {
         Some(d) => format!(
-            "min {} us, median {} us, max {} us ({} segments)",
-            d.min_us, d.median_us, d.max_us, d.samples
+            "min {} us, median {} us, max {} us ({})",
+            d.min_us,
+            d.median_us,
+            d.max_us,
+            render::plural(d.samples, "segment")
         ),
         None => "-".into(),
     }
@@ -742,12 +747,12 @@ fn two_captures(args: &Args) -> anyhow::Result<ExitCode> {
     let mut o = String::new();
     outln!(
         o,
-        "A = {} ({} connections), B = {} ({} connections): {} streams in both",
+        "A = {} ({}), B = {} ({}): {} in both",
         args.files[0].display(),
-        a.flows.len(),
+        render::plural(a.flows.len(), "connection"),
         args.files[1].display(),
-        b.flows.len(),
-        corr.matches.len()
+        render::plural(b.flows.len(), "connection"),
+        render::plural(corr.matches.len(), "stream")
     );
     for m in &corr.matches {
         outln!(

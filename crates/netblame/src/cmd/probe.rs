@@ -258,6 +258,15 @@ fn us(v: f64) -> String {
     format_duration(Duration::from_nanos((v * 1000.0).round() as u64))
 }
 
+/// A latency cell: `-` when no reply came back (a zero would read as a latency).
+fn latency_cell(received: u64, v: f64) -> String {
+    if received == 0 {
+        "-".into()
+    } else {
+        us(v)
+    }
+}
+
 /// `HH:MM:SS.mmm` UTC of a Unix time in milliseconds.
 fn clock(unix_ms: u64) -> String {
     let s = unix_ms / 1000;
@@ -275,20 +284,17 @@ fn summary_rows(targets: &[&TargetLatency]) -> String {
         .iter()
         .map(|t| {
             let s = &t.summary;
-            vec![
+            let mut row = vec![
                 t.target.clone(),
                 s.sent.to_string(),
                 s.received.to_string(),
                 format!("{:.1}%", s.loss_percent),
-                us(s.min_us),
-                us(s.avg_us),
-                us(s.max_us),
-                us(s.mdev_us),
-                us(s.p50_us),
-                us(s.p90_us),
-                us(s.p99_us),
-                us(s.p999_us),
-            ]
+            ];
+            let latencies = [
+                s.min_us, s.avg_us, s.max_us, s.mdev_us, s.p50_us, s.p90_us, s.p99_us, s.p999_us,
+            ];
+            row.extend(latencies.map(|v| latency_cell(s.received, v)));
+            row
         })
         .collect();
     render::table(
@@ -325,9 +331,9 @@ fn text(args: &Args, runs: &[TargetRun], loaded: &[TargetLatency], findings: &[F
             Measures::RoundTrip => "round trip",
         };
         out += &format!(
-            "netblame probe --kind {}: {} probes per target every {} (timeout {}); {} measured from each probe's scheduled departure\n\n",
+            "netblame probe --kind {}: {} per target every {} (timeout {}); {} measured from each probe's scheduled departure\n\n",
             args.kind,
-            first.latency.summary.sent,
+            render::plural(first.latency.summary.sent, "probe"),
             format_duration(args.interval),
             format_duration(args.timeout),
             what
@@ -384,9 +390,9 @@ fn text(args: &Args, runs: &[TargetRun], loaded: &[TargetLatency], findings: &[F
         }
         if l.summary.late > 0 {
             out += &format!(
-                "{}: {} replies came after the {} timeout (counted as lost)\n",
+                "{}: {} after the {} timeout (counted as lost)\n",
                 l.target,
-                l.summary.late,
+                render::plural_as(l.summary.late, "reply came", "replies came"),
                 format_duration(args.timeout)
             );
         }
@@ -408,9 +414,9 @@ fn text(args: &Args, runs: &[TargetRun], loaded: &[TargetLatency], findings: &[F
                     w.sent.to_string(),
                     w.lost.to_string(),
                     format!("{:.1}%", w.loss_percent),
-                    us(w.p50_us),
-                    us(w.p99_us),
-                    us(w.max_us),
+                    latency_cell(w.received, w.p50_us),
+                    latency_cell(w.received, w.p99_us),
+                    latency_cell(w.received, w.max_us),
                 ]
             })
             .collect();

@@ -386,14 +386,14 @@ fn explain(c: &Connection) -> String {
     if let Some(sh) = &c.verdict.shares {
         let pct = |us: u64| us as f64 * 100.0 / sh.interval_us.max(1) as f64;
         out += &format!(
-            "    shares:   over {}: busy {:.0}% (rwnd {:.0}%, sndbuf {:.0}%, cwnd/network {:.0}%), idle {:.0}%, {} segments retransmitted\n",
+            "    shares:   over {}: busy {:.0}% (rwnd {:.0}%, sndbuf {:.0}%, cwnd/network {:.0}%), idle {:.0}%, {} retransmitted\n",
             format_duration(Duration::from_micros(sh.interval_us)),
             pct(sh.busy_us),
             pct(sh.rwnd_limited_us),
             pct(sh.sndbuf_limited_us),
             pct(sh.cwnd_limited_us),
             pct(sh.idle_us),
-            sh.retransmitted_segments
+            render::plural(sh.retransmitted_segments, "segment")
         );
     }
     if let Some(l) = c.verdict.limit {
@@ -414,15 +414,15 @@ fn print_text(conns: &[Connection], a: &Args, limitations: &[String], interval: 
     match interval {
         Some(i) => {
             out += &format!(
-                "{} connections, verdicts over {}\n\n",
-                conns.len(),
+                "{}, verdicts over {}\n\n",
+                render::plural(conns.len(), "connection"),
                 format_duration(i)
             )
         }
         None => {
             out += &format!(
-                "{} connections, one instant (--once: no sender shares)\n\n",
-                conns.len()
+                "{}, one instant (--once: no sender shares)\n\n",
+                render::plural(conns.len(), "connection")
             )
         }
     }
@@ -440,12 +440,15 @@ fn print_text(conns: &[Connection], a: &Args, limitations: &[String], interval: 
         }
     } else if !with_findings.is_empty() {
         out += &format!(
-            "\n{} finding(s) on {} connection(s); --explain for evidence and fixes\n",
-            with_findings.len(),
-            conns
-                .iter()
-                .filter(|c| !c.verdict.findings.is_empty())
-                .count()
+            "\n{} on {}; --explain for evidence and fixes\n",
+            render::plural(with_findings.len(), "finding"),
+            render::plural(
+                conns
+                    .iter()
+                    .filter(|c| !c.verdict.findings.is_empty())
+                    .count(),
+                "connection"
+            )
         );
     }
     let mut stdout = std::io::stdout().lock();

@@ -103,8 +103,8 @@ fn rollback(a: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "restored {} sysctl(s) from {}:",
-        backup.values.len(),
+        "restored {} from {}:",
+        render::plural(backup.values.len(), "sysctl"),
         a.backup.display()
     );
     for (name, value) in &backup.values {
