@@ -99,10 +99,15 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // A usage error: one line (clap's first), exit 2.
+            // A usage error: one line, exit 2. Clap's paragraph before its usage hint ("error: ...",
+            // then e.g. "[possible values: ...]") joined into that line.
             let text = e.to_string();
-            let line = text.lines().next().unwrap_or("bad arguments");
-            eprintln!("netblame: {line}");
+            let line: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{}", line.join(" "));
             return ExitCode::from(2);
         }
     };

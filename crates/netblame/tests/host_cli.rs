@@ -134,8 +134,9 @@ fn bad_input_is_a_clear_error() {
         let (code, _, err) = netblame(args);
         assert_eq!(code, 2, "{args:?}: {err}");
     }
+    // A zero RTT is a usage error too (exit 2).
     let (code, _, err) = netblame(&["host", "--rate", "1g", "--rtt", "0ms"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]

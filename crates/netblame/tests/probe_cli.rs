@@ -180,7 +180,7 @@ fn bad_input_gets_clear_errors() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown probe kind"), "{err}");
     let (code, _, err) = netblame(&["probe"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("at least one target"), "{err}");
     let (code, _, err) = netblame(&["probe", "--kind", "rr", "127.0.0.1"]);
     assert_eq!(code, 1);

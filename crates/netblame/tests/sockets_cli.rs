@@ -250,7 +250,7 @@ fn bad_input_is_a_usage_error() {
         assert!(!out.stderr.is_empty());
     }
     let out = netblame(&["sockets", "--interval", "0s"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--interval"));
 }
 
