@@ -188,8 +188,8 @@ fn bad_input_gets_clear_errors() {
     let (code, _, err) = netblame(&["probe", "--interval", "30", "127.0.0.1:1"]);
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = netblame(&["probe", "--count", "0", "127.0.0.1:1"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("nothing to send"), "{err}");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("more than zero"), "{err}");
     let (code, _, err) = netblame(&["probe", "--kind", "rr", "--size", "4", "127.0.0.1:1"]);
     assert_eq!(code, 1);
     assert!(err.contains("--size"), "{err}");
