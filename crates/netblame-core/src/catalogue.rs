@@ -1,30 +1,32 @@
-//! Every finding id netblame can report. `docs/findings.md` documents each one; the test below
-//! fails when the two disagree. Ids are an API (JSON, metrics): never rename one silently.
+//! Every finding id netblame can report, gathered from the rule modules' `FINDINGS` (each
+//! spec is a `pub const` its rules use directly). `docs/findings.md` documents each one; the
+//! tests below fail when the two disagree. Ids are an API (JSON, metrics): never rename one
+//! silently.
 
 use crate::finding::FindingSpec;
-use crate::{known_issues, rules};
+use crate::known_issues;
+use crate::rules::{
+    buffers, host, kernel, kernel_events, latency, loss, receiver, sender, setup, timeout,
+};
 
-/// Every catalogued finding, grouped by the module that produces it.
+/// Every catalogued finding.
 pub fn all() -> impl Iterator<Item = &'static FindingSpec> {
-    let groups: [&'static [FindingSpec]; 7] = [
-        rules::shared::FINDINGS,
-        rules::host::FINDINGS,
-        rules::connection::FINDINGS,
-        rules::window::FINDINGS,
-        rules::probe::FINDINGS,
-        rules::transfer::FINDINGS,
-        rules::kernel_events::FINDINGS,
+    let groups: [&'static [&'static FindingSpec]; 10] = [
+        sender::FINDINGS,
+        receiver::FINDINGS,
+        loss::FINDINGS,
+        setup::FINDINGS,
+        buffers::FINDINGS,
+        host::FINDINGS,
+        kernel::FINDINGS,
+        kernel_events::FINDINGS,
+        latency::FINDINGS,
+        timeout::FINDINGS,
     ];
-    known_issues::findings().chain(groups.into_iter().flatten())
+    known_issues::findings().chain(groups.into_iter().flatten().copied())
 }
 
-/// The catalogued spec of `id`, for rules building findings. Ids are literals in the rule
-/// modules and every rule is exercised by its tests, so an unknown id is a programming error.
-pub fn spec(id: &str) -> &'static FindingSpec {
-    lookup(id).unwrap_or_else(|| panic!("finding id {id} is not in the catalogue"))
-}
-
-/// Looks a finding up by id.
+/// Looks a finding up by id (for tools that read ids back, e.g. a saved report).
 pub fn lookup(id: &str) -> Option<&'static FindingSpec> {
     all().find(|s| s.id == id)
 }
@@ -34,9 +36,10 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
+    const DOC: &str = include_str!("../../../docs/findings.md");
+
     fn documented_ids() -> BTreeSet<String> {
-        let doc = include_str!("../../../docs/findings.md");
-        doc.lines()
+        DOC.lines()
             .filter_map(|l| l.strip_prefix("### `"))
             .filter_map(|l| l.split('`').next())
             .map(str::to_string)
@@ -64,13 +67,16 @@ mod tests {
         let docs = documented_ids();
         let undocumented: Vec<_> = code.difference(&docs).collect();
         let stale: Vec<_> = docs.difference(&code).collect();
+        assert!(undocumented.is_empty(), "ids missing from docs/findings.md: {undocumented:?}");
+        assert!(stale.is_empty(), "docs/findings.md documents ids the code lacks: {stale:?}");
+    }
+
+    #[test]
+    fn the_thresholds_table_is_the_constants() {
+        let table = crate::rules::thresholds_table();
         assert!(
-            undocumented.is_empty(),
-            "ids missing from docs/findings.md: {undocumented:?}"
-        );
-        assert!(
-            stale.is_empty(),
-            "docs/findings.md documents ids the code lacks: {stale:?}"
+            DOC.contains(&table),
+            "docs/findings.md must carry this thresholds table (generated from the constants):\n{table}"
         );
     }
 }

@@ -219,7 +219,7 @@ pub struct Finding {
 
 impl Finding {
     /// Starts a finding of a catalogued kind; the layer comes from the catalogue.
-    pub fn new(spec: &FindingSpec, severity: Severity, summary: impl Into<String>) -> Self {
+    pub fn new(spec: &'static FindingSpec, severity: Severity, summary: impl Into<String>) -> Self {
         Finding {
             id: spec.id,
             layer: spec.layer,
@@ -275,16 +275,6 @@ impl Finding {
     }
 }
 
-/// Sorts findings most severe first, then by layer and id: the order every report uses.
-pub fn rank(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.layer.cmp(&b.layer))
-            .then(a.id.cmp(b.id))
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +318,7 @@ mod tests {
 
     #[test]
     fn ranking_puts_critical_first() {
+        use crate::diagnose::rank;
         let mut v = vec![
             Finding::new(&SPEC, Severity::Info, "a"),
             Finding::new(&SPEC, Severity::Critical, "b"),

@@ -3,7 +3,8 @@
 //! compromise, never disabling autotuning). Pure: the source crate reads and writes the values.
 
 use crate::kernel::KernelVersion;
-use crate::rules::host::COLLAPSE_COMPROMISE_BYTES;
+pub use crate::units::rate_arg;
+use crate::window::COLLAPSE_COMPROMISE_BYTES;
 use crate::units::{format_duration, BitRate, Bytes};
 use crate::window::{bdp_bytes, buffers_for_window};
 use serde::{Deserialize, Serialize};
@@ -107,18 +108,6 @@ impl KernelBufferDefaults {
             core_max: r.rmem_max,
         }
     }
-}
-
-/// A rate as a short command-line argument that parses back exactly: `10g`, `100m`, `1500k`,
-/// else bits per second.
-pub fn rate_arg(bps: f64) -> String {
-    for (mult, suffix) in [(1e12, "t"), (1e9, "g"), (1e6, "m"), (1e3, "k")] {
-        let v = bps / mult;
-        if v >= 1.0 && v.fract() == 0.0 {
-            return format!("{v}{suffix}");
-        }
-    }
-    BitRate(bps).to_exact_string()
 }
 
 /// The largest window TCP can advertise: 65535 << 14.

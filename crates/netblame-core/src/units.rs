@@ -347,6 +347,18 @@ pub fn group_thousands(n: u64) -> String {
     out
 }
 
+/// A rate as a short command-line argument that parses back exactly: `10g`, `100m`, `1500k`,
+/// else bits per second.
+pub fn rate_arg(bps: f64) -> String {
+    for (mult, suffix) in [(1e12, "t"), (1e9, "g"), (1e6, "m"), (1e3, "k")] {
+        let v = bps / mult;
+        if v >= 1.0 && v.fract() == 0.0 {
+            return format!("{v}{suffix}");
+        }
+    }
+    BitRate(bps).to_exact_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

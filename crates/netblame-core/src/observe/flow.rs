@@ -6,6 +6,8 @@
 //! packet. "Client" is the side that sent the first SYN (or, for a connection caught
 //! midstream, the side with the higher port).
 
+use super::transfer::{PathFacts, ReceiverFacts, Retransmissions, SenderFacts, Transfer};
+use std::time::Duration;
 use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;
@@ -452,5 +454,93 @@ impl FlowObservation {
     /// `client -> server` for humans.
     pub fn label(&self) -> String {
         format!("{} -> {}", self.client, self.server)
+    }
+
+    /// The RTT for window arithmetic: the larger of the handshake RTT and the mean RTT of the
+    /// sender's data. Samples taken near the receiver only see its ACK delay; the handshake RTT
+    /// covers the whole path from any capture point, and samples near the sender add queueing.
+    pub fn path_rtt_us(&self, sender: Side) -> Option<u64> {
+        let a = self.handshake.rtt_us;
+        let b = self.sent_by(sender).rtt.mean_us;
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+        .filter(|r| *r > 0)
+    }
+
+    /// Both ends on one host: the same address, or loopback addresses.
+    pub fn is_loopback(&self) -> bool {
+        self.client.ip == self.server.ip
+            || (self.client.ip.is_loopback() && self.server.ip.is_loopback())
+    }
+
+    /// What `sender` sent to the other side, as the rules judge a transfer of any source.
+    pub fn transfer(&self, sender: Side) -> Transfer {
+        let s = self.sent_by(sender);
+        let r = self.sent_by(sender.other());
+        let receiver = sender.other();
+        let episodes: Vec<&ZeroWindowEpisode> =
+            self.zero_windows.iter().filter(|e| e.side == receiver).collect();
+        let zero_us: u64 = episodes.iter().map(|e| e.duration_us).sum();
+        let near_sender = self.capture_point.near() == Some(sender);
+        let us = Duration::from_micros;
+        Transfer {
+            subject: format!("#{} {}", self.id, self.label()),
+            sender: SenderFacts {
+                shares: None,
+                at_window_share: (s.unique_bytes > 0).then(|| s.window_limited_share()),
+                observed: true,
+                expected_busy: false,
+                bytes: s.unique_bytes,
+                rate_bps: s.sending_rate_bits_per_second,
+                streams: 1,
+                peer_window_bytes: r.window_mean_bytes,
+                window_scaling: (!self.midstream
+                    && (self.handshake.syn_count > 0 || self.handshake.synack_count > 0))
+                    .then_some(self.handshake.window_scaling),
+                sndbuf_full_below_cwnd: false,
+                sndbuf_bytes: None,
+                retrans: Retransmissions {
+                    segments: s.retransmissions,
+                    data_segments: s.data_packets,
+                    bytes: Some(s.retransmitted_bytes),
+                    unique_bytes: Some(s.unique_bytes),
+                    spurious: s.spurious_retransmissions + s.dsack_spurious_retransmissions,
+                    timeouts: s.timeout_retransmissions,
+                    fast: s.fast_retransmissions,
+                    loss_probes: None,
+                    not_captured: Some(s.lost_segments),
+                    dup_acks: Some(r.dup_acks),
+                    unanswered: s.unanswered_retransmissions,
+                    peer_silent_us: s.peer_silent_us,
+                    in_recovery: false,
+                    backoff: None,
+                },
+            },
+            receiver: ReceiverFacts {
+                zero_windows: r.zero_window_adverts,
+                window_probes: episodes.iter().map(|e| e.probes).sum(),
+                zero_window_us: (!episodes.is_empty()).then_some(zero_us),
+                zero_window_longest_us: episodes.iter().map(|e| e.duration_us).max(),
+                zero_window_episodes: (!episodes.is_empty()).then_some(episodes.len() as u64),
+                zero_window_share: (!episodes.is_empty() && self.duration_us > 0)
+                    .then(|| zero_us as f64 / self.duration_us as f64),
+                ..Default::default()
+            },
+            path: PathFacts {
+                rtt: self.path_rtt_us(sender).map(us),
+                loopback: self.is_loopback(),
+                options_preserved: self.is_loopback(),
+                ecn_ect: (s.ecn_ect_packets > 0).then_some(s.ecn_ect_packets),
+                ecn_ce: (s.ecn_ce_packets > 0).then_some(s.ecn_ce_packets),
+                rtt_min: s.rtt.min_us.filter(|_| near_sender).map(us),
+                rtt_high: s.rtt.p95_us.filter(|_| near_sender).map(us),
+                in_flight_at_min_bytes: near_sender.then_some(s.rtt.in_flight_at_min_bytes),
+                in_flight_at_max_bytes: near_sender.then_some(s.rtt.in_flight_at_max_bytes),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
     }
 }

@@ -211,6 +211,11 @@ impl HostSnapshot {
         Some(b.saturating_sub(a).max(0) as u64)
     }
 
+    /// Growth of a counter a rule reads over the window (0 when unread or reset).
+    pub fn delta(&self, c: Counter) -> u64 {
+        self.proto_delta(c.name()).unwrap_or(0)
+    }
+
     /// Every protocol counter that moved, with its delta and rate per second.
     pub fn proto_deltas(&self) -> Vec<CounterDelta> {
         self.after
@@ -364,6 +369,70 @@ pub struct CounterDelta {
     pub name: String,
     pub delta: u64,
     pub per_second: f64,
+}
+
+/// Every protocol counter (`/proc/net/snmp` and `netstat`) a rule reads. Rules read counters
+/// only through [`HostSnapshot::delta`], so this list is the whole set by construction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::enum_variant_names)]
+pub enum Counter {
+    OutSegs,
+    RetransSegs,
+    BeyondWindow,
+    ListenDrops,
+    ListenOverflows,
+    OfoPruned,
+    PruneCalled,
+    RcvPruned,
+    TCPAbortOnTimeout,
+    TCPBacklogDrop,
+    TCPDSACKRecv,
+    TCPLossProbes,
+    TCPLostRetransmit,
+    TCPMemoryPressures,
+    TCPMemoryPressuresChrono,
+    TCPOFODrop,
+    TCPRcvCollapsed,
+    TCPRcvQDrop,
+    TCPSpuriousRTOs,
+    TCPSynRetrans,
+    TCPTimeouts,
+    TCPToZeroWindowAdv,
+    TCPZeroWindowDrop,
+}
+
+impl Counter {
+    /// Every counter, in name order.
+    pub const ALL: [Counter; 23] = [Counter::OutSegs, Counter::RetransSegs, Counter::BeyondWindow, Counter::ListenDrops, Counter::ListenOverflows, Counter::OfoPruned, Counter::PruneCalled, Counter::RcvPruned, Counter::TCPAbortOnTimeout, Counter::TCPBacklogDrop, Counter::TCPDSACKRecv, Counter::TCPLossProbes, Counter::TCPLostRetransmit, Counter::TCPMemoryPressures, Counter::TCPMemoryPressuresChrono, Counter::TCPOFODrop, Counter::TCPRcvCollapsed, Counter::TCPRcvQDrop, Counter::TCPSpuriousRTOs, Counter::TCPSynRetrans, Counter::TCPTimeouts, Counter::TCPToZeroWindowAdv, Counter::TCPZeroWindowDrop];
+
+    /// `Group.Name` as `/proc/net/snmp` and `netstat` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::OutSegs => "Tcp.OutSegs",
+            Counter::RetransSegs => "Tcp.RetransSegs",
+            Counter::BeyondWindow => "TcpExt.BeyondWindow",
+            Counter::ListenDrops => "TcpExt.ListenDrops",
+            Counter::ListenOverflows => "TcpExt.ListenOverflows",
+            Counter::OfoPruned => "TcpExt.OfoPruned",
+            Counter::PruneCalled => "TcpExt.PruneCalled",
+            Counter::RcvPruned => "TcpExt.RcvPruned",
+            Counter::TCPAbortOnTimeout => "TcpExt.TCPAbortOnTimeout",
+            Counter::TCPBacklogDrop => "TcpExt.TCPBacklogDrop",
+            Counter::TCPDSACKRecv => "TcpExt.TCPDSACKRecv",
+            Counter::TCPLossProbes => "TcpExt.TCPLossProbes",
+            Counter::TCPLostRetransmit => "TcpExt.TCPLostRetransmit",
+            Counter::TCPMemoryPressures => "TcpExt.TCPMemoryPressures",
+            Counter::TCPMemoryPressuresChrono => "TcpExt.TCPMemoryPressuresChrono",
+            Counter::TCPOFODrop => "TcpExt.TCPOFODrop",
+            Counter::TCPRcvCollapsed => "TcpExt.TCPRcvCollapsed",
+            Counter::TCPRcvQDrop => "TcpExt.TCPRcvQDrop",
+            Counter::TCPSpuriousRTOs => "TcpExt.TCPSpuriousRTOs",
+            Counter::TCPSynRetrans => "TcpExt.TCPSynRetrans",
+            Counter::TCPTimeouts => "TcpExt.TCPTimeouts",
+            Counter::TCPToZeroWindowAdv => "TcpExt.TCPToZeroWindowAdv",
+            Counter::TCPZeroWindowDrop => "TcpExt.TCPZeroWindowDrop",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,29 @@ impl LimitShares {
         self.rwnd_limited_us as f64 / self.busy_us.max(1) as f64
     }
 
+    /// Sums stopwatch totals over streams or intervals (shares become the average).
+    pub fn sum<'a>(it: impl IntoIterator<Item = &'a LimitShares>) -> Option<LimitShares> {
+        let mut acc: Option<LimitShares> = None;
+        for s in it {
+            let a = acc.get_or_insert_with(LimitShares::default);
+            a.interval_us += s.interval_us;
+            a.busy_us += s.busy_us;
+            a.rwnd_limited_us += s.rwnd_limited_us;
+            a.sndbuf_limited_us += s.sndbuf_limited_us;
+            a.cwnd_limited_us += s.cwnd_limited_us;
+            a.loss_recovery_us += s.loss_recovery_us;
+            a.idle_us += s.idle_us;
+            a.retransmitted_segments += s.retransmitted_segments;
+            a.in_loss_recovery |= s.in_loss_recovery;
+        }
+        acc
+    }
+
+    /// Busy time over the interval, `0.0..=1.0`.
+    pub fn busy_share(&self) -> f64 {
+        self.busy_us as f64 / self.interval_us.max(1) as f64
+    }
+
     /// The limit with the largest share, and that share.
     pub fn dominant(&self) -> (Limit, f64) {
         [

@@ -7,7 +7,9 @@ pub mod limits;
 pub mod socket;
 pub mod tcp_info;
 pub mod trace;
+pub mod transfer;
 
 pub use limits::LimitShares;
 pub use socket::{SkMemInfo, SocketOwner, SocketSnapshot, TcpState};
 pub use tcp_info::TcpInfo;
+pub use transfer::Transfer;

@@ -1,8 +1,11 @@
 //! One TCP socket as a sock_diag dump sees it at one instant: addresses, state, queues,
 //! `tcp_info`, congestion control, socket memory (`SKMEMINFO`), shutdown state and the
-//! processes that hold it. Sources fill it; `rules::connection` judges two of them.
+//! processes that hold it. Sources fill it; `diagnose::connection` judges two of them.
 
 use super::tcp_info::TcpInfo;
+use super::transfer::{PathFacts, ReceiverFacts, RecvQGrowth, Retransmissions, SenderFacts, Transfer};
+use super::LimitShares;
+use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -189,6 +192,106 @@ impl SocketSnapshot {
             String::new()
         };
         Some(format!("{}[{}]{more}", o.command, o.pid))
+    }
+
+    /// Both ends on this host.
+    pub fn is_loopback(&self) -> bool {
+        self.local.ip() == self.peer.ip() || self.peer.ip().is_loopback()
+    }
+
+    /// What this socket sent since `prev` (the same socket `interval` earlier): the kernel's
+    /// stopwatches, the peer's window, retransmissions. Without `prev`, only the instant facts.
+    pub fn outbound(&self, prev: Option<&SocketSnapshot>, interval: Duration) -> Transfer {
+        let info = self.tcp_info.clone().unwrap_or_default();
+        let pi = prev.and_then(|p| p.tcp_info.as_ref());
+        let interval_us = interval.as_micros().max(1) as u64;
+        let delta = |f: fn(&TcpInfo) -> Option<u64>| Some(f(&info)?.saturating_sub(f(pi?)?));
+        let full = |s: &SocketSnapshot| {
+            s.skmem
+                .is_some_and(|m| m.sndbuf_bytes > 0 && m.wmem_queued_bytes >= m.sndbuf_bytes)
+        };
+        let below_cwnd = |t: &TcpInfo| t.unacked < t.snd_cwnd;
+        let shares = pi.and_then(|p| LimitShares::between(p, &info, interval_us));
+        // A full send buffer at both samples (or at one, with the stopwatch confirming) while
+        // fewer packets were in flight than cwnd allows.
+        let sndbuf_full = match (prev, pi) {
+            (Some(p), Some(pi)) => {
+                let occupied = match (full(p), full(self)) {
+                    (true, true) => true,
+                    (true, false) | (false, true) => shares.is_some_and(|s| s.sndbuf_limited_us > 0),
+                    (false, false) => false,
+                };
+                occupied && below_cwnd(pi) && below_cwnd(&info)
+            }
+            _ => false,
+        };
+        let acked = delta(|t| t.bytes_acked).unwrap_or(0);
+        Transfer {
+            subject: self.label(),
+            sender: SenderFacts {
+                shares,
+                observed: shares.is_some(),
+                rate_bps: acked as f64 * 8.0 / interval.as_secs_f64().max(1e-6),
+                streams: 1,
+                peer_window_bytes: info.snd_wnd.map(u64::from),
+                window_scaling: Some(info.has_wscale()),
+                sndbuf_full_below_cwnd: sndbuf_full,
+                sndbuf_bytes: self.skmem.map(|m| m.sndbuf_bytes as u64),
+                retrans: Retransmissions {
+                    segments: pi.map_or(0, |p| info.total_retrans.saturating_sub(p.total_retrans) as u64),
+                    data_segments: delta(|t| t.data_segs_out.map(u64::from)).unwrap_or(0),
+                    spurious: delta(|t| t.dsack_dups.map(u64::from)).unwrap_or(0),
+                    in_recovery: shares.is_some_and(|s| s.in_loss_recovery),
+                    backoff: Some(info.backoff),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            path: PathFacts {
+                rtt: self.rtt_us().map(|r| Duration::from_micros(r as u64)),
+                loopback: self.is_loopback(),
+                options_preserved: self.is_loopback(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// What this socket received: its Recv-Q (and its growth since `prev`), its buffer and the
+    /// window it advertises, and who reads it.
+    pub fn inbound(&self, prev: Option<&SocketSnapshot>, interval: Duration) -> Transfer {
+        let info = self.tcp_info.clone().unwrap_or_default();
+        Transfer {
+            subject: self.label(),
+            receiver: ReceiverFacts {
+                who: Some(self.process_label().unwrap_or_else(|| {
+                    "the receiving application (process unknown)".to_string()
+                })),
+                rcvbuf_bytes: self.skmem.map(|m| m.rcvbuf_bytes as u64),
+                rcv_wscale: info.has_wscale().then_some(info.rcv_wscale),
+                recv_q_bytes: Some(self.recv_q_bytes as u64),
+                recv_q_growth: prev.map(|p| RecvQGrowth {
+                    before_bytes: p.recv_q_bytes as u64,
+                    after_bytes: self.recv_q_bytes as u64,
+                    interval,
+                }),
+                rmem_alloc_bytes: self.skmem.map(|m| m.rmem_alloc_bytes as u64),
+                rcv_wnd_bytes: info.rcv_wnd.map(u64::from),
+                last_data_recv_ms: Some(info.last_data_recv_ms as u64),
+                ..Default::default()
+            },
+            sender: SenderFacts {
+                window_scaling: Some(info.has_wscale()),
+                ..Default::default()
+            },
+            path: PathFacts {
+                rtt: self.rtt_us().map(|r| Duration::from_micros(r as u64)),
+                loopback: self.is_loopback(),
+                options_preserved: self.is_loopback(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
     }
 
     /// Smoothed RTT in microseconds, falling back to the receiver-side estimate.

@@ -59,15 +59,15 @@ pub const TCP_COLLAPSE_STALL: FindingSpec = FindingSpec {
 };
 
 /// Every finding of this module, for the catalogue.
-pub const FINDINGS: &[FindingSpec] = &[
-    NET_RX_SOFTIRQ_STALL,
-    DROPS_NETFILTER,
-    DROPS_SOCKET_BUFFER,
-    DROPS_QUEUE_FULL,
-    DROPS_CHECKSUM,
-    RETRANSMITS_CONCENTRATED,
-    RCVBUF_GROWTH_CAPPED,
-    TCP_COLLAPSE_STALL,
+pub const FINDINGS: &[&FindingSpec] = &[
+    &NET_RX_SOFTIRQ_STALL,
+    &DROPS_NETFILTER,
+    &DROPS_SOCKET_BUFFER,
+    &DROPS_QUEUE_FULL,
+    &DROPS_CHECKSUM,
+    &RETRANSMITS_CONCENTRATED,
+    &RCVBUF_GROWTH_CAPPED,
+    &TCP_COLLAPSE_STALL,
 ];
 
 /// A NET_RX run at least this long is a stall: `net.core.netdev_budget_usecs` defaults to

@@ -5,29 +5,42 @@
 use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
 use crate::kernel::{KernelVersion, BACKPORT_CAVEAT};
 use crate::observe::latency::{Measures, ProbeOutcome, TargetLatency};
+use crate::rules::setup::{self, Lost, SynEvidence};
 use crate::units::format_duration;
 use std::time::Duration;
 
-/// Findings this module produces.
-pub const FINDINGS: &[FindingSpec] = &[
-    FindingSpec {
-        id: "timeout-and-retry",
-        layer: Layer::Application,
-        title: "probes fail or answer at one fixed delay, then succeed: something times out and retries",
-    },
-    FindingSpec {
-        id: "latency-tail-one-target",
-        layer: Layer::Network,
-        title: "one target has a latency tail (or loss) the others lack: the problem sits on its part of the path",
-    },
-    FindingSpec {
-        id: "probe-loss",
-        layer: Layer::Network,
-        title: "probes were lost: no reply within the timeout, or the probe failed",
-    },
-];
+/// Probes fail or answer at one fixed delay, then succeed.
+pub const TIMEOUT_AND_RETRY: FindingSpec = FindingSpec {
+    id: "timeout-and-retry",
+    layer: Layer::Application,
+    title: "probes fail or answer at one fixed delay, then succeed: something times out and retries",
+};
+/// One target has a tail the others lack.
+pub const LATENCY_TAIL_ONE_TARGET: FindingSpec = FindingSpec {
+    id: "latency-tail-one-target",
+    layer: Layer::Network,
+    title: "one target has a latency tail (or loss) the others lack: the problem sits on its part of the path",
+};
+/// Probes were lost.
+pub const PROBE_LOSS: FindingSpec = FindingSpec {
+    id: "probe-loss",
+    layer: Layer::Network,
+    title: "probes were lost: no reply within the timeout, or the probe failed",
+};
+/// The target does not speak the probe's protocol.
+pub const PROBE_PROTOCOL_MISMATCH: FindingSpec = FindingSpec {
+    id: "probe-protocol-mismatch",
+    layer: Layer::Application,
+    title: "the target answered, but not in the probe's protocol: its replies cannot be timed",
+};
 
-use crate::catalogue::spec;
+/// Findings this module builds (`syn-retransmit` comes from `rules::setup`).
+pub const FINDINGS: &[&FindingSpec] = &[
+    &TIMEOUT_AND_RETRY,
+    &LATENCY_TAIL_ONE_TARGET,
+    &PROBE_LOSS,
+    &PROBE_PROTOCOL_MISMATCH,
+];
 
 /// `TCP_TIMEOUT_INIT`: the initial SYN retransmission timeout.
 const SYN_RTO_INIT: Duration = Duration::from_secs(1);
@@ -185,8 +198,6 @@ fn syn_retransmit(t: &TargetLatency, ctx: &ProbeContext) -> Option<Finding> {
         .enumerate()
         .map(|(k, &c)| c * (k as u64 + 1))
         .sum();
-    let share = clustered as f64 * 100.0 / connects.max(1) as f64;
-    let (checked, confirmed) = rto_confirmation(t, &windows);
     let mut parts = Vec::new();
     for (k, &c) in per_retry.iter().enumerate() {
         if c > 0 {
@@ -197,36 +208,16 @@ fn syn_retransmit(t: &TargetLatency, ctx: &ProbeContext) -> Option<Finding> {
             ));
         }
     }
-    let severity = if share >= 1.0 {
-        Severity::Critical
-    } else {
-        Severity::Warning
-    };
-    let mut f = Finding::new(
-        spec("syn-retransmit"),
-        severity,
-        format!(
-            "{clustered} of {connects} connects to {} waited for a SYN retransmission ({})",
-            t.target,
-            parts.join(", ")
-        ),
-    )
-    .subject(t.target.clone())
-    .evidence("syn_retransmit_connects", clustered as f64, Unit::Count)
-    .evidence("connects", connects as f64, Unit::Count)
-    .evidence("share", share, Unit::Percent)
-    .evidence("retransmitted_syns", retransmitted_syns as f64, Unit::Count)
-    .evidence("connect_p50", base as f64, Unit::Microseconds);
-    for (k, &c) in per_retry.iter().enumerate() {
-        if c > 0 {
-            f = f.evidence(&format!("after_retry_{}", k + 1), c as f64, Unit::Count);
-        }
-    }
+    let (checked, confirmed) = rto_confirmation(t, &windows);
+    let mut extra: Vec<(String, f64, Unit)> = per_retry
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(k, &c)| (format!("after_retry_{}", k + 1), c as f64, Unit::Count))
+        .collect();
     let confirmation = if checked > 0 {
-        f = f.evidence("confirmed_by_total_rto", confirmed as f64, Unit::Count);
-        format!(
-            "; tcpi_total_rto read after connect was >= 1 for {confirmed} of them: the handshake itself timed out"
-        )
+        extra.push(("confirmed_by_total_rto".into(), confirmed as f64, Unit::Count));
+        format!("; tcpi_total_rto read after connect was >= 1 for {confirmed} of them: the handshake itself timed out")
     } else {
         "; tcpi_total_rto was not available to confirm it (needs Linux 6.7+)".to_string()
     };
@@ -234,18 +225,26 @@ fn syn_retransmit(t: &TargetLatency, ctx: &ProbeContext) -> Option<Finding> {
         Some(k) => format!("client kernel {k}: "),
         None => String::new(),
     };
-    Some(f.explain(format!(
-        "normal connect {}; {kernel}SYN retransmissions leave at {} after the first SYN, and the slow connects sit at those instants{confirmation}. {}",
-        format_duration(Duration::from_micros(base)),
-        ctx.syn.describe(6),
-        BACKPORT_CAVEAT
-    ))
-    .fix(
-        "the SYN or SYN-ACK was dropped, or the server's accept queue was full (the client sees the same): \
-         check the server's ListenOverflows/ListenDrops (nstat -az TcpExtListenOverflows) and raise the listen \
-         backlog and net.core.somaxconn if they grow; otherwise look for drops on the path (netblame host on both \
-         ends, NIC and qdisc drop counters, firewall/conntrack limits)",
-    ))
+    Some(setup::syn_retransmit(&SynEvidence {
+        subject: Some(t.target.clone()),
+        slow_connects: clustered,
+        connects,
+        retransmitted_syns,
+        connect_p50: Some(Duration::from_micros(base)),
+        slowest: None,
+        lost: Lost::Unknown,
+        loopback: false,
+        timing: format!(
+            "normal connect {}; {kernel}SYN retransmissions leave at {} after the first SYN, and the slow connects \
+             to {} sit at those instants ({}){confirmation}. {}",
+            format_duration(Duration::from_micros(base)),
+            ctx.syn.describe(6),
+            t.target,
+            parts.join(", "),
+            BACKPORT_CAVEAT
+        ),
+        extra,
+    }))
 }
 
 fn rto_confirmation(t: &TargetLatency, windows: &[(u64, u64)]) -> (u64, u64) {
@@ -316,32 +315,24 @@ fn timeout_and_retry(t: &TargetLatency, ctx: &ProbeContext) -> Option<Finding> {
                 .filter(|s| s.seq > first_fail && s.latency_us().is_some())
                 .count() as u64;
             if n >= 2 && n * 2 >= sorted.len() as u64 && later_ok > 0 {
-                return Some(
-                    Finding::new(
-                        spec("timeout-and-retry"),
-                        Severity::Warning,
-                        format!(
-                            "{n} probes to {} failed after ~{}, and {later_ok} later probes succeeded",
-                            t.target,
-                            format_duration(Duration::from_micros(center))
-                        ),
-                    )
-                    .subject(t.target.clone())
-                    .evidence("failures_at_delay", n as f64, Unit::Count)
-                    .evidence("delay", center as f64, Unit::Microseconds)
-                    .evidence("later_successes", later_ok as f64, Unit::Count)
-                    .explain(format!(
+                return Some(retry_finding(
+                    t,
+                    format!(
+                        "{n} probes to {} failed after ~{}, and {later_ok} later probes succeeded",
+                        t.target,
+                        format_duration(Duration::from_micros(center))
+                    ),
+                    ("failures_at_delay", n),
+                    center,
+                    format!(
                         "{n} of {} slow failures ended within 20% of {}: a fixed delay is a timer (a proxy or \
-                         client timeout), not congestion, which smears; success afterwards means the retry worked",
+                         client timeout), not congestion, which smears; success afterwards means the retry \
+                         worked ({later_ok} later probes succeeded)",
                         sorted.len(),
                         format_duration(Duration::from_micros(center))
-                    ))
-                    .fix(
-                        "find the component whose timeout equals that delay (proxy, load balancer, client library) \
-                         and why it waits: requests sent to terminating instances (drain them before shutdown, \
-                         e.g. a preStop hook), or a backend that does not answer",
                     ),
-                );
+                )
+                .evidence("later_successes", later_ok as f64, Unit::Count));
             }
         }
     }
@@ -378,33 +369,47 @@ fn timeout_and_retry(t: &TargetLatency, ctx: &ProbeContext) -> Option<Finding> {
     }
     let extra = center.saturating_sub(p50);
     Some(
-        Finding::new(
-            spec("timeout-and-retry"),
-            Severity::Warning,
+        retry_finding(
+            t,
             format!(
                 "{n} replies from {} came ~{} late, all at the same delay",
                 t.target,
                 format_duration(Duration::from_micros(extra))
             ),
+            ("replies_at_delay", n),
+            extra,
+            format!(
+                "{n} of {} slow replies sit within 20% of {} (normal {} + {} extra): a fixed extra delay is a \
+                 timer firing and a retry (a client or proxy timeout; on one kept TCP connection, a retransmission \
+                 timeout, at least 200 ms), not queueing, which smears",
+                tail.len(),
+                format_duration(Duration::from_micros(center)),
+                format_duration(Duration::from_micros(p50)),
+                format_duration(Duration::from_micros(extra))
+            ),
         )
-        .subject(t.target.clone())
-        .evidence("replies_at_delay", n as f64, Unit::Count)
-        .evidence("delay", extra as f64, Unit::Microseconds)
-        .evidence("latency_p50", p50 as f64, Unit::Microseconds)
-        .explain(format!(
-            "{n} of {} slow replies sit within 20% of {} (normal {} + {} extra): a fixed extra delay is a \
-             timer firing and a retry (a client or proxy timeout; on one kept TCP connection, a retransmission \
-             timeout, at least 200 ms), not queueing, which smears",
-            tail.len(),
-            format_duration(Duration::from_micros(center)),
-            format_duration(Duration::from_micros(p50)),
-            format_duration(Duration::from_micros(extra))
-        ))
-        .fix(
-            "look for a timeout equal to the extra delay on the path (proxy, client library, retry policy) and \
-             for what makes the first attempt fail (a terminating backend, drops: TCP retransmits in netblame host)",
-        ),
+        .evidence("latency_p50", p50 as f64, Unit::Microseconds),
     )
+}
+
+/// `timeout-and-retry`: `count` probes failed or answered at one fixed `delay_us`.
+fn retry_finding(
+    t: &TargetLatency,
+    summary: String,
+    count: (&str, u64),
+    delay_us: u64,
+    why: String,
+) -> Finding {
+    Finding::new(&TIMEOUT_AND_RETRY, Severity::Warning, summary)
+        .subject(t.target.clone())
+        .evidence(count.0, count.1 as f64, Unit::Count)
+        .evidence("delay", delay_us as f64, Unit::Microseconds)
+        .explain(why)
+        .fix(
+            "find the component whose timeout equals that delay (proxy, load balancer, client library, retry \
+             policy) and why the first attempt fails: requests sent to terminating instances (drain them before \
+             shutdown, e.g. a preStop hook), a backend that does not answer, or drops (TCP retransmits in netblame host)",
+        )
 }
 
 /// Loss of one target, with the worst window.
@@ -419,7 +424,7 @@ fn loss(t: &TargetLatency) -> Option<Finding> {
         Severity::Info
     };
     let mut f = Finding::new(
-        spec("probe-loss"),
+        &PROBE_LOSS,
         severity,
         format!(
             "{} of {} probes to {} lost ({:.2}%)",
@@ -503,7 +508,7 @@ fn tail_one_target(targets: &[TargetLatency]) -> Option<Finding> {
     let us = |v: f64| format_duration(Duration::from_micros(v.max(0.0) as u64));
     Some(
         Finding::new(
-            spec("latency-tail-one-target"),
+            &LATENCY_TAIL_ONE_TARGET,
             Severity::Warning,
             format!(
                 "the {what} is on {} only: p99 {} / max {} / loss {:.2}%, against p99 {} / loss {:.2}% on {}",
