@@ -5,7 +5,7 @@ use crate::proto::{self, state, ProtoError, COOKIE_SIZE, MAX_RESULTS_JSON};
 use crate::running::{self, CpuClock, CpuUsage, EndCause};
 use crate::sample::{IntervalSample, Sampler};
 use crate::stream::{self, BufferSizes, DataStream, SendBudget, StopFlags};
-use netblame_core::rules::transfer::ReceiverHost;
+use netblame_core::observe::transfer::ReceiverHost;
 use netblame_core::window::RcvSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

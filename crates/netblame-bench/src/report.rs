@@ -4,10 +4,77 @@
 
 use crate::client::ClientOutcome;
 use crate::sample::{IntervalSample, StreamSample};
-use netblame_core::rules::transfer::{BufferRequest, SenderStream, TransferObservation};
+use netblame_core::observe::transfer::{
+    AppDeadline, BufferRequest, PathFacts, ReceiverFacts, Retransmissions, SenderFacts, Transfer,
+};
+use netblame_core::observe::LimitShares;
 use netblame_core::Finding;
 use serde_json::{json, Value};
 use std::time::Duration;
+
+/// One stream's counted (not omitted) samples, summed: what the sender saw of its limits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SenderStream {
+    pub id: i64,
+    pub shares: Option<LimitShares>,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub mean_rtt_us: f64,
+    /// The receiver's window as the sender saw it (mean, weighted to rwnd-limited time when any).
+    pub mean_snd_wnd_bytes: Option<f64>,
+    pub retransmits: u64,
+    pub data_segments: u64,
+    pub dsack_dups: u64,
+    pub window_scaling: Option<bool>,
+}
+
+/// What the senders of one direction saw, summed over streams: the facts the core judges.
+pub fn sender_facts(senders: &[SenderStream]) -> SenderFacts {
+    let streams = senders.len().max(1);
+    let bytes: u64 = senders.iter().map(|s| s.bytes).sum();
+    let seconds = senders.iter().map(|s| s.seconds).fold(0.0, f64::max);
+    let shares = LimitShares::sum(senders.iter().filter_map(|s| s.shares.as_ref()));
+    SenderFacts {
+        observed: shares.is_some(),
+        shares,
+        expected_busy: true,
+        bytes,
+        rate_bps: if seconds > 0.0 {
+            bytes as f64 * 8.0 / seconds / streams as f64
+        } else {
+            0.0
+        },
+        streams,
+        peer_window_bytes: senders
+            .iter()
+            .filter_map(|s| s.mean_snd_wnd_bytes)
+            .fold(None, |a: Option<f64>, w| Some(a.map_or(w, |a| a.min(w))))
+            .map(|w| w.round() as u64),
+        window_scaling: if senders.iter().any(|s| s.window_scaling == Some(false)) {
+            Some(false)
+        } else {
+            senders.iter().find_map(|s| s.window_scaling)
+        },
+        retrans: Retransmissions {
+            segments: senders.iter().map(|s| s.retransmits).sum(),
+            data_segments: senders.iter().map(|s| s.data_segments).sum(),
+            spurious: senders.iter().map(|s| s.dsack_dups).sum(),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The mean RTT over streams, when any stream measured one.
+pub fn mean_rtt(senders: &[SenderStream]) -> Option<Duration> {
+    let rtts: Vec<f64> = senders
+        .iter()
+        .map(|s| s.mean_rtt_us)
+        .filter(|r| *r > 0.0)
+        .collect();
+    (!rtts.is_empty())
+        .then(|| Duration::from_secs_f64(rtts.iter().sum::<f64>() / rtts.len() as f64 / 1e6))
+}
 
 /// Sums one stream's counted (not omitted) samples into the verdict's sender view.
 pub fn sender_stream(id: i64, samples: &[&StreamSample]) -> SenderStream {
@@ -18,7 +85,7 @@ pub fn sender_stream(id: i64, samples: &[&StreamSample]) -> SenderStream {
     } else {
         counted.into_iter().copied().collect()
     };
-    let shares = netblame_core::rules::transfer::sum_shares(
+    let shares = LimitShares::sum(
         set.iter()
             .filter_map(|s| s.shares())
             .collect::<Vec<_>>()
@@ -64,6 +131,8 @@ pub fn sender_stream(id: i64, samples: &[&StreamSample]) -> SenderStream {
         },
         mean_snd_wnd_bytes: wnd,
         retransmits: set.iter().map(|s| s.retransmits).sum(),
+        data_segments: set.iter().map(|s| s.data_segments).sum(),
+        dsack_dups: set.iter().map(|s| s.dsack_dups).sum(),
         window_scaling: set.iter().rev().find_map(|s| s.window_scaling),
     }
 }
@@ -108,7 +177,7 @@ fn mean_recv_q(intervals: &[IntervalSample], ids: &[i64], sender: bool) -> Optio
 }
 
 /// The verdict inputs of a client run: one observation per direction that carried data.
-pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<TransferObservation> {
+pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<Transfer> {
     let p = &o.params;
     let server_iv: &[IntervalSample] = o
         .server
@@ -164,6 +233,7 @@ pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<Tra
                         side: side.into(),
                         requested_bytes: r,
                         actual_bytes: b.actual_rcvbuf_bytes,
+                        applied: true,
                     });
                 }
                 if let Some(r) = b.requested_sndbuf_bytes {
@@ -172,6 +242,7 @@ pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<Tra
                         side: side.into(),
                         requested_bytes: r,
                         actual_bytes: b.actual_sndbuf_bytes,
+                        applied: true,
                     });
                 }
                 if !sends && s.client_sends == client_sends {
@@ -188,25 +259,64 @@ pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<Tra
         } else {
             (receiver_iv, false)
         };
-        out.push(TransferObservation {
-            direction: if client_sends {
+        // A plain iperf3 server never applies a client's receive-only or send-only request.
+        if o.server.is_none() {
+            for (opt, asked) in [("SO_RCVBUF", p.rcvbuf), ("SO_SNDBUF", p.sndbuf)] {
+                if let Some(r) = asked {
+                    let server_should = (opt == "SO_RCVBUF") == client_sends;
+                    if server_should {
+                        buffers.push(BufferRequest {
+                            option: opt,
+                            side: "server".into(),
+                            requested_bytes: r,
+                            actual_bytes: 0,
+                            applied: false,
+                        });
+                    }
+                }
+            }
+        }
+        let (receiver_host, receiver_cpu) = if receiver_is_client {
+            (o.local_host.receiver_host(), o.cpu_local.total)
+        } else {
+            (
+                o.server.as_ref().and_then(|s| s.host.receiver_host()),
+                o.cpu_remote.total,
+            )
+        };
+        let ip = |a: &str| a.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+        let loopback = match (ip(&o.control_local), ip(&o.control_remote)) {
+            (Some(l), Some(r)) => r.is_loopback() || l == r,
+            _ => false,
+        };
+        out.push(Transfer {
+            subject: if client_sends {
                 "client -> server".into()
             } else {
                 "server -> client".into()
             },
-            senders,
-            receiver_rcvbuf_bytes: receiver_rcvbuf,
-            receiver_mean_recv_q_bytes: mean_recv_q(receiver_iv, &ids, false),
-            receiver_actual_rcvbuf_bytes: receiver_actual,
-            buffers,
-            app_timeout,
-            bytes_needed: (p.bytes > 0).then_some(p.bytes),
-            timeline: timeline(tl_iv, &ids, tl_sender),
-            receiver_host: if receiver_is_client {
-                o.local_host.receiver_host()
-            } else {
-                o.server.as_ref().and_then(|s| s.host.receiver_host())
+            sender: sender_facts(&senders),
+            receiver: ReceiverFacts {
+                so_rcvbuf: receiver_rcvbuf,
+                rcvbuf_bytes: receiver_actual,
+                recv_q_mean_bytes: mean_recv_q(receiver_iv, &ids, false),
+                host: receiver_host,
+                // iperf3's cpu_util_total: percent of one CPU over the test (the process).
+                cpu_share: (receiver_cpu > 0.0).then_some(receiver_cpu / 100.0),
+                ..Default::default()
             },
+            path: PathFacts {
+                rtt: mean_rtt(&senders),
+                loopback,
+                options_preserved: loopback,
+                ..Default::default()
+            },
+            buffers,
+            deadline: app_timeout.map(|timeout| AppDeadline {
+                timeout,
+                bytes_needed: (p.bytes > 0).then_some(p.bytes),
+                timeline: timeline(tl_iv, &ids, tl_sender),
+            }),
         });
     }
     // Capped-buffer findings once per test, not per direction.

@@ -21,6 +21,12 @@ pub struct StreamSample {
     pub omitted: bool,
     /// Segments retransmitted in the interval.
     pub retransmits: u64,
+    /// Data segments sent in the interval (tcpi_data_segs_out delta).
+    #[serde(default)]
+    pub data_segments: u64,
+    /// Retransmissions the peer reported as spurious with a D-SACK (tcpi_dsack_dups delta).
+    #[serde(default)]
+    pub dsack_dups: u64,
     pub snd_cwnd_bytes: u64,
     /// The peer's advertised window as this end sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +161,11 @@ impl Sampler {
                 sample.delivery_rate_bits_per_second = cur.delivery_rate.map(|r| r as f64 * 8.0);
                 if let Some(p) = &prev.info {
                     sample.retransmits = cur.total_retrans.saturating_sub(p.total_retrans) as u64;
+                    let d32 = |a: Option<u32>, b: Option<u32>| {
+                        b.zip(a).map_or(0, |(b, a)| b.saturating_sub(a) as u64)
+                    };
+                    sample.data_segments = d32(p.data_segs_out, cur.data_segs_out);
+                    sample.dsack_dups = d32(p.dsack_dups, cur.dsack_dups);
                     let d = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
                     sample.busy_us = d(p.busy_time_us, cur.busy_time_us);
                     sample.rwnd_limited_us = d(p.rwnd_limited_us, cur.rwnd_limited_us);

@@ -67,8 +67,14 @@ mod tests {
         let docs = documented_ids();
         let undocumented: Vec<_> = code.difference(&docs).collect();
         let stale: Vec<_> = docs.difference(&code).collect();
-        assert!(undocumented.is_empty(), "ids missing from docs/findings.md: {undocumented:?}");
-        assert!(stale.is_empty(), "docs/findings.md documents ids the code lacks: {stale:?}");
+        assert!(
+            undocumented.is_empty(),
+            "ids missing from docs/findings.md: {undocumented:?}"
+        );
+        assert!(
+            stale.is_empty(),
+            "docs/findings.md documents ids the code lacks: {stale:?}"
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use crate::observe::trace::TraceSummary;
 use crate::observe::transfer::{ConnectObservation, ReceiverHost, Transfer};
 use crate::observe::LimitShares;
 use crate::rules::latency::ProbeContext;
-use crate::rules::{buffers, host, kernel, kernel_events, latency, loss, receiver, sender, setup, timeout};
+use crate::rules::{
+    buffers, host, kernel, kernel_events, latency, loss, receiver, sender, setup, timeout,
+};
 use crate::window::RcvSettings;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -41,6 +43,14 @@ impl HostContext {
             kernel: Some(kernel),
             settings: Some(settings),
         }
+    }
+
+    /// The rcv_wscale autotuned sockets negotiate on this host.
+    pub fn autotuned_wscale(&self) -> Option<u8> {
+        Some(crate::window::autotuned_wscale(
+            self.kernel.as_ref()?,
+            self.settings.as_ref()?,
+        ))
     }
 
     fn receiver_host(&self) -> Option<ReceiverHost> {
@@ -192,7 +202,6 @@ pub fn diagnose(obs: &Observations) -> Diagnosis {
     for c in &connections {
         all.extend(c.findings.iter().cloned());
     }
-    // A kernel issue for fixed buffers comes with each socket that has one: report it once.
     for t in &obs.transfers {
         all.extend(transfer(t));
     }
@@ -253,7 +262,9 @@ pub fn connection(
     inb.receiver.host = ctx.receiver_host();
     if let (Some(h), Some(m)) = (&inb.receiver.host, cur.skmem) {
         let rb = m.rcvbuf_bytes as u64;
-        if info.has_wscale() && buffers::rcvbuf_inferred(&h.kernel, &h.settings, info.rcv_wscale, rb) {
+        if info.has_wscale()
+            && buffers::rcvbuf_inferred(&h.kernel, &h.settings, info.rcv_wscale, rb)
+        {
             inb.receiver.so_rcvbuf = Some(rb / 2);
             inb.receiver.so_rcvbuf_inferred = true;
         }
@@ -295,7 +306,11 @@ pub fn capture(flow: &FlowObservation) -> Vec<Finding> {
         }
         out.extend(sender::judge(&flow.transfer(side)));
     }
-    let rtt = flow.handshake.rtt_us.map(Duration::from_micros).unwrap_or_default();
+    let rtt = flow
+        .handshake
+        .rtt_us
+        .map(Duration::from_micros)
+        .unwrap_or_default();
     if let Some(sig) = timeout::close_signature(flow, rtt) {
         out.push(timeout::from_close(&sig));
     }
@@ -353,7 +368,10 @@ fn merge(all: &[Finding]) -> Vec<Ranked> {
                 }
             });
     }
-    let mut out: Vec<Ranked> = order.into_iter().filter_map(|id| by_id.remove(id)).collect();
+    let mut out: Vec<Ranked> = order
+        .into_iter()
+        .filter_map(|id| by_id.remove(id))
+        .collect();
     out.sort_by(|a, b| {
         b.finding
             .severity
@@ -382,8 +400,18 @@ pub fn verdict(findings: &[Finding]) -> Verdict {
             },
         };
     };
-    let layers = [Layer::Network, Layer::Kernel, Layer::Host, Layer::Application];
-    let count = |l: Layer| findings.iter().filter(|f| f.severity == top && f.layer == l).count();
+    let layers = [
+        Layer::Network,
+        Layer::Kernel,
+        Layer::Host,
+        Layer::Application,
+    ];
+    let count = |l: Layer| {
+        findings
+            .iter()
+            .filter(|f| f.severity == top && f.layer == l)
+            .count()
+    };
     let layer = layers
         .into_iter()
         .max_by_key(|l| (count(*l), std::cmp::Reverse(*l as u8)))
@@ -393,7 +421,12 @@ pub fn verdict(findings: &[Finding]) -> Verdict {
         .find(|f| f.severity == top && f.layer == layer)
         .map(|f| f.summary.clone())
         .unwrap_or_default();
-    let more = match findings.iter().filter(|f| f.severity >= Severity::Warning).count() - 1 {
+    let more = match findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warning)
+        .count()
+        - 1
+    {
         0 => String::new(),
         1 => " (and 1 more problem)".to_string(),
         n => format!(" (and {n} more problems)"),
@@ -420,7 +453,9 @@ impl Expected {
         match self.finding {
             None => findings.iter().all(|f| f.severity <= Severity::Info),
             Some(id) => findings.iter().any(|f| {
-                f.id == id && f.severity >= Severity::Warning && self.layer.is_none_or(|l| l == f.layer)
+                f.id == id
+                    && f.severity >= Severity::Warning
+                    && self.layer.is_none_or(|l| l == f.layer)
             }),
         }
     }

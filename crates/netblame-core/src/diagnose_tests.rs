@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::finding::Finding;
-use crate::observe::host::{HostSnapshot, QueueDir};
 use crate::observe::host::{CgroupCpu, NicStats, QueueStats, SoftnetRow};
+use crate::observe::host::{HostSnapshot, QueueDir};
 
 fn base() -> HostSnapshot {
     let mut s = HostSnapshot {
@@ -237,11 +237,17 @@ fn known_issue_kernel_is_named() {
     s.kernel = Some("6.6.10-amd64".parse().unwrap());
     let f = judge(&s, None);
     // Issues of sockets with a fixed SO_RCVBUF are not the host's: they come with such a socket.
-    assert!(!ids(&f).contains(&"kernel-scaling-ratio-6.6"), "{:?}", ids(&f));
-    let k = f.iter().find(|f| f.id == "kernel-rcvq-space-stale").unwrap();
+    assert!(
+        !ids(&f).contains(&"kernel-scaling-ratio-6.6"),
+        "{:?}",
+        ids(&f)
+    );
+    let k = f
+        .iter()
+        .find(|f| f.id == "kernel-rcvq-space-stale")
+        .unwrap();
     assert!(k.explanation.contains("backports"));
 }
-
 
 // ---- live connections ----
 
@@ -309,7 +315,8 @@ fn rwnd_limited_socket_gets_the_ceiling_arithmetic() {
     let f = &v.findings[0];
     assert_eq!(f.id, "receiver-window-limited");
     assert!(
-        f.explanation.contains("64 KiB / RTT 137 ms = 3.83 Mbit/s ceiling"),
+        f.explanation
+            .contains("64 KiB / RTT 137 ms = 3.83 Mbit/s ceiling"),
         "{}",
         f.explanation
     );
@@ -345,7 +352,11 @@ fn fixed_rcvbuf_shows_the_wscale_gap_and_its_kernel_issues() {
     let ids: Vec<_> = v.findings.iter().map(|f| f.id).collect();
     assert!(ids.contains(&"rcvbuf-fixed-small"), "{ids:?}");
     assert!(ids.contains(&"kernel-scaling-ratio-6.6"), "{ids:?}");
-    let f = v.findings.iter().find(|f| f.id == "rcvbuf-fixed-small").unwrap();
+    let f = v
+        .findings
+        .iter()
+        .find(|f| f.id == "rcvbuf-fixed-small")
+        .unwrap();
     assert!(f.summary.contains("rcv_wscale 1"), "{}", f.summary);
 }
 
@@ -389,20 +400,37 @@ fn duplicates_merge_into_their_most_severe_instance() {
     c.cookie = 11;
     let d = diagnose(&Observations {
         sockets: vec![
-            SocketPair { prev: None, cur: &a },
-            SocketPair { prev: None, cur: &b },
-            SocketPair { prev: None, cur: &c },
+            SocketPair {
+                prev: None,
+                cur: &a,
+            },
+            SocketPair {
+                prev: None,
+                cur: &b,
+            },
+            SocketPair {
+                prev: None,
+                cur: &c,
+            },
         ],
         socket_host: ctx(),
         socket_interval: SEC,
         ..Default::default()
     });
     assert_eq!(d.connections.len(), 3);
-    let zw: Vec<_> = d.findings.iter().filter(|r| r.finding.id == "receiver-zero-window").collect();
+    let zw: Vec<_> = d
+        .findings
+        .iter()
+        .filter(|r| r.finding.id == "receiver-zero-window")
+        .collect();
     assert_eq!(zw.len(), 1);
     assert_eq!(zw[0].seen, 2);
     assert_eq!(d.verdict().blame, Some(Layer::Application));
-    assert!(d.verdict().headline.starts_with("Blame the application"), "{}", d.verdict().headline);
+    assert!(
+        d.verdict().headline.starts_with("Blame the application"),
+        "{}",
+        d.verdict().headline
+    );
 }
 
 #[test]

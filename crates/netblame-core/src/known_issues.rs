@@ -130,7 +130,12 @@ pub fn findings() -> impl Iterator<Item = &'static FindingSpec> {
 impl KnownIssue {
     /// The finding for `kernel`: the effect, the commits and the backport caveat as the
     /// explanation; `scope` says which sockets it affects.
-    pub fn finding(&'static self, kernel: &KernelVersion, severity: Severity, scope: &str) -> Finding {
+    pub fn finding(
+        &'static self,
+        kernel: &KernelVersion,
+        severity: Severity,
+        scope: &str,
+    ) -> Finding {
         let fix = if self.fixed_in.is_empty() {
             "stop setting SO_RCVBUF (no upstream kernel fix yet)".to_string()
         } else {

@@ -4,8 +4,8 @@
 
 use crate::kernel::KernelVersion;
 pub use crate::units::rate_arg;
-use crate::window::COLLAPSE_COMPROMISE_BYTES;
 use crate::units::{format_duration, BitRate, Bytes};
+use crate::window::COLLAPSE_COMPROMISE_BYTES;
 use crate::window::{bdp_bytes, buffers_for_window};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

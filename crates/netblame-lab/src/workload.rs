@@ -4,8 +4,12 @@
 
 use crate::lab::{Lab, Side};
 use crate::netns;
+use netblame_core::observe::transfer::{
+    AppDeadline, ConnectObservation, PathFacts, ReceiverFacts, ReceiverHost, Retransmissions,
+    SenderFacts, Transfer,
+};
+use netblame_core::observe::LimitShares;
 use netblame_core::observe::TcpInfo;
-use netblame_core::rules::lab::{ConnectObservation, TransferObservation};
 use netblame_linux::host::procfs::{parse_proto_counters, read_proc_net};
 use netblame_linux::sockopt;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -147,15 +151,29 @@ impl TransferSpec {
 
 struct ReceiverResult {
     bytes: u64,
-    completed: bool,
     recvq_max: u64,
-    info: TcpInfo,
     rcvbuf: u64,
     elapsed: Duration,
+    /// CPU time the reading thread used.
+    cpu: Duration,
+}
+
+/// CPU time the calling thread has used (CLOCK_THREAD_CPUTIME_ID).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Runs one transfer and returns what both ends saw (the rules judge it).
-pub fn transfer(lab: &Lab, spec: &TransferSpec) -> io::Result<TransferObservation> {
+pub fn transfer(lab: &Lab, spec: &TransferSpec) -> io::Result<Transfer> {
     let receiver_side = spec.sender.peer();
     let (client_rcvbuf, server_rcvbuf) = match receiver_side {
         Side::Client => (spec.receiver_rcvbuf, None),
@@ -212,16 +230,17 @@ pub fn transfer(lab: &Lab, spec: &TransferSpec) -> io::Result<TransferObservatio
         let mut buf = vec![0u8; chunk];
         let mut bytes = 0u64;
         let mut recvq_max = 0u64;
+        let cpu0 = thread_cpu();
         if let Some(t) = timeout {
             r.set_read_timeout(Some(t))?;
         }
-        let completed = loop {
+        loop {
             if timeout.is_some_and(|t| start.elapsed() >= t) {
-                break false;
+                break;
             }
             recvq_max = recvq_max.max(sockopt::recv_queue(&r).unwrap_or(0));
             match r.read(&mut buf) {
-                Ok(0) => break true,
+                Ok(0) => break,
                 Ok(n) => bytes += n as u64,
                 Err(e)
                     if matches!(
@@ -229,7 +248,7 @@ pub fn transfer(lab: &Lab, spec: &TransferSpec) -> io::Result<TransferObservatio
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    break false
+                    break
                 }
                 Err(e) => return Err(e),
             }
@@ -238,19 +257,18 @@ pub fn transfer(lab: &Lab, spec: &TransferSpec) -> io::Result<TransferObservatio
             if let Some(p) = pause.filter(|_| size.is_some() || start.elapsed() < duration) {
                 std::thread::sleep(p);
             }
-        };
+        }
         let elapsed = start.elapsed();
-        let info = sockopt::tcp_info(&r)?;
+        let cpu = thread_cpu().saturating_sub(cpu0);
         let rcvbuf = sockopt::rcvbuf(&r)?;
         // The application gives up: close (the sender's writes then fail).
         let _ = r.shutdown(Shutdown::Both);
         Ok(ReceiverResult {
             bytes,
-            completed,
             recvq_max,
-            info,
             rcvbuf,
             elapsed,
+            cpu,
         })
     });
     let rr = receiver
@@ -266,32 +284,73 @@ pub fn transfer(lab: &Lab, spec: &TransferSpec) -> io::Result<TransferObservatio
     let settings = netns::run_in(&rns, move || Ok(netblame_linux::sysctl::rcv_settings(&k2)))?;
     let stats = lab.counters();
     let path_drops = stats.uplink.dropped_total() + stats.downlink.dropped_total();
-    Ok(TransferObservation {
-        bytes: rr.bytes,
-        elapsed: rr.elapsed,
-        completed: rr.completed,
-        timeout: spec.timeout,
-        planned_bytes: spec.size,
-        path_rtt: lab.config.rtt(),
-        link_bps: match spec.sender {
-            Side::Client => lab.config.uplink.rate_bps,
-            Side::Server => lab.config.downlink.rate_bps,
-        },
-        sender_first,
-        sender_last,
-        receiver_last: rr.info,
-        receiver_so_rcvbuf: spec.receiver_rcvbuf,
-        receiver_recvq_max: rr.recvq_max,
-        receiver_rcvbuf: rr.rcvbuf,
-        receiver_zero_windows: delta(
-            &receiver_before,
-            &receiver_after,
-            "TcpExt.TCPToZeroWindowAdv",
+    let elapsed_us = rr.elapsed.as_micros() as u64;
+    let shares = LimitShares::between(&sender_first, &sender_last, elapsed_us);
+    let d32 = |f: fn(&TcpInfo) -> Option<u32>| {
+        f(&sender_last)
+            .zip(f(&sender_first))
+            .map_or(0, |(b, a)| b.saturating_sub(a) as u64)
+    };
+    let goodput = rr.bytes as f64 * 8.0 / rr.elapsed.as_secs_f64().max(1e-6);
+    Ok(Transfer {
+        subject: format!(
+            "{} in {}",
+            netblame_core::Bytes(rr.bytes),
+            netblame_core::units::format_duration(rr.elapsed)
         ),
-        sender_window_probes: delta(&sender_before, &sender_after, "TcpExt.TCPWinProbe"),
-        receiver_kernel: kernel,
-        receiver_settings: settings,
-        path_drops: Some(path_drops),
+        sender: SenderFacts {
+            shares,
+            observed: shares.is_some(),
+            expected_busy: true,
+            bytes: rr.bytes,
+            rate_bps: goodput,
+            streams: 1,
+            peer_window_bytes: sender_last.snd_wnd.map(u64::from),
+            reordering: Some(d32(|t| t.reord_seen)),
+            window_scaling: Some(sender_last.has_wscale()),
+            retrans: Retransmissions {
+                segments: sender_last
+                    .total_retrans
+                    .saturating_sub(sender_first.total_retrans) as u64,
+                data_segments: d32(|t| t.data_segs_out),
+                spurious: d32(|t| t.dsack_dups),
+                in_recovery: shares.is_some_and(|s| s.in_loss_recovery),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        receiver: ReceiverFacts {
+            who: Some("the lab's reader".into()),
+            so_rcvbuf: spec.receiver_rcvbuf,
+            rcvbuf_bytes: Some(rr.rcvbuf),
+            recv_q_max_bytes: Some(rr.recvq_max),
+            zero_windows: delta(
+                &receiver_before,
+                &receiver_after,
+                "TcpExt.TCPToZeroWindowAdv",
+            ),
+            window_probes: delta(&sender_before, &sender_after, "TcpExt.TCPWinProbe"),
+            host: Some(ReceiverHost { kernel, settings }),
+            cpu_share: Some(rr.cpu.as_secs_f64() / rr.elapsed.as_secs_f64().max(1e-6)),
+            ..Default::default()
+        },
+        path: PathFacts {
+            rtt: Some(lab.config.rtt()),
+            link_bps: match spec.sender {
+                Side::Client => lab.config.uplink.rate_bps,
+                Side::Server => lab.config.downlink.rate_bps,
+            },
+            drops: Some(path_drops),
+            // The emulator never rewrites TCP options.
+            options_preserved: true,
+            ..Default::default()
+        },
+        buffers: Vec::new(),
+        deadline: spec.timeout.map(|timeout| AppDeadline {
+            timeout,
+            bytes_needed: spec.size,
+            timeline: vec![(rr.elapsed.as_secs_f64(), rr.bytes)],
+        }),
     })
 }
 

@@ -77,10 +77,11 @@ fn rate_limit_holds() {
         &TransferSpec::timed(Side::Client, Duration::from_secs(2)),
     )
     .unwrap();
-    let goodput = obs.goodput_bps();
+    let goodput = obs.sender.rate_bps;
+    let elapsed_s = obs.sender.bytes as f64 * 8.0 / goodput;
     let c = lab.counters();
     // Wire rate of what crossed the link (IP headers included) over the transfer.
-    let wire = c.uplink.bytes_out as f64 * 8.0 / obs.elapsed.as_secs_f64();
+    let wire = c.uplink.bytes_out as f64 * 8.0 / elapsed_s;
     eprintln!(
         "20 Mbit/s lab: goodput {:.2} Mbit/s, wire {:.2} Mbit/s, queue drops {}",
         goodput / 1e6,
@@ -278,7 +279,7 @@ fn jitter_spreads_round_trips_and_keeps_order() {
     )
     .unwrap();
     assert_eq!(
-        obs.sender_last.reord_seen.unwrap_or(0),
+        obs.sender.reordering.unwrap_or(0),
         0,
         "the emulator reordered packets"
     );

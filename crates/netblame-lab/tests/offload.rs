@@ -234,7 +234,7 @@ fn rate_limited_offloaded_link_stays_within_5_percent_of_the_rate() {
         .unwrap();
         eprintln!(
             "300 Mbit/s: goodput {:.1} Mbit/s over the whole transfer",
-            obs.goodput_bps() / 1e6
+            obs.sender.rate_bps / 1e6
         );
         sampler.join().unwrap()
     });

@@ -1,7 +1,7 @@
 //! CPU throttling of a socket owner: a busy process in a cgroup with a small CPU quota is found
 //! throttled (v1 `cpu` hierarchy on hybrid hosts, else cgroup v2 with the cpu controller).
 
-use netblame_core::rules::host::judge;
+use netblame_core::diagnose::judge_host as judge;
 use netblame_linux::host::{self, cgroup};
 use std::path::PathBuf;
 use std::process::{Child, Command};

@@ -5,8 +5,8 @@
 mod host_common;
 
 use host_common::{run, Netns};
+use netblame_core::diagnose::{judge_host as judge, PathSpec};
 use netblame_core::observe::host::HostSnapshot;
-use netblame_core::rules::host::{judge, PathSpec};
 use netblame_core::{Finding, Severity};
 use netblame_linux::host;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};

@@ -1,8 +1,8 @@
 //! sock_diag dumps of real loopback connections, judged by netblame-core's connection rules.
 //! Each test uses its own ephemeral listener port and filters the dump to it.
 
+use netblame_core::diagnose::{connection as judge, ConnectionVerdict, HostContext};
 use netblame_core::observe::{SocketSnapshot, TcpState};
-use netblame_core::rules::connection::{judge, ConnectionVerdict, HostContext};
 use netblame_core::Limit;
 use netblame_linux::diag::{dump_filtered, DumpRequest};
 use netblame_linux::sockopt;

@@ -13,8 +13,8 @@
 mod common;
 
 use common::{netblame_counts, tshark_counts, Pair};
+use netblame_core::diagnose::capture as judge;
 use netblame_core::observe::flow::FlowObservation;
-use netblame_core::rules::capture::judge;
 use netblame_pcap::{analyze_path, Config};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{tshark_count, wait_child, Netns, Tcpdump, TempDir};
-use netblame_core::rules::capture::judge;
+use netblame_core::diagnose::capture as judge;
 use netblame_pcap::correlate::correlate;
 use netblame_pcap::{analyze_path, Config};
 use std::time::Duration;

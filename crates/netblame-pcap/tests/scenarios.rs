@@ -4,8 +4,8 @@
 mod common;
 
 use common::{tshark_count, Tcpdump, TempDir};
+use netblame_core::diagnose::capture as judge;
 use netblame_core::observe::flow::{CloseKind, FlowObservation, Side};
-use netblame_core::rules::capture::judge;
 use netblame_pcap::{analyze_path, Config};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

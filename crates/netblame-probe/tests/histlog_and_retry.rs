@@ -5,7 +5,7 @@
 mod common;
 
 use common::{config, probe};
-use netblame_core::rules::probe::{judge, ProbeContext, SynSchedule};
+use netblame_core::rules::latency::{judge, ProbeContext, SynSchedule};
 use netblame_probe::histlog;
 use netblame_probe::responder::Responder;
 use netblame_probe::ProbeKind;

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{config, probe, Netns};
-use netblame_core::rules::probe::{judge, ProbeContext, SynSchedule};
+use netblame_core::rules::latency::{judge, ProbeContext, SynSchedule};
 use netblame_probe::responder::Responder;
 use netblame_probe::ProbeKind;
 use std::time::Duration;

@@ -1,16 +1,16 @@
 //! One TCP connection as reconstructed from a packet capture: both directions' counters, the
 //! handshake, zero-window episodes, RTT samples, how it closed, and a per-interval time series.
 //!
-//! `netblame-pcap` produces these; `rules::capture` judges them. Times are microseconds;
+//! `netblame-pcap` produces these; `diagnose::capture` judges them. Times are microseconds;
 //! offsets (`*_us` fields named `at_us`, `start_us`, ...) count from the connection's first
 //! packet. "Client" is the side that sent the first SYN (or, for a connection caught
 //! midstream, the side with the higher port).
 
 use super::transfer::{PathFacts, ReceiverFacts, Retransmissions, SenderFacts, Transfer};
-use std::time::Duration;
 use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// An address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -480,8 +480,11 @@ impl FlowObservation {
         let s = self.sent_by(sender);
         let r = self.sent_by(sender.other());
         let receiver = sender.other();
-        let episodes: Vec<&ZeroWindowEpisode> =
-            self.zero_windows.iter().filter(|e| e.side == receiver).collect();
+        let episodes: Vec<&ZeroWindowEpisode> = self
+            .zero_windows
+            .iter()
+            .filter(|e| e.side == receiver)
+            .collect();
         let zero_us: u64 = episodes.iter().map(|e| e.duration_us).sum();
         let near_sender = self.capture_point.near() == Some(sender);
         let us = Duration::from_micros;
@@ -501,6 +504,7 @@ impl FlowObservation {
                     .then_some(self.handshake.window_scaling),
                 sndbuf_full_below_cwnd: false,
                 sndbuf_bytes: None,
+                reordering: Some(s.out_of_order),
                 retrans: Retransmissions {
                     segments: s.retransmissions,
                     data_segments: s.data_packets,

@@ -403,7 +403,31 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in name order.
-    pub const ALL: [Counter; 23] = [Counter::OutSegs, Counter::RetransSegs, Counter::BeyondWindow, Counter::ListenDrops, Counter::ListenOverflows, Counter::OfoPruned, Counter::PruneCalled, Counter::RcvPruned, Counter::TCPAbortOnTimeout, Counter::TCPBacklogDrop, Counter::TCPDSACKRecv, Counter::TCPLossProbes, Counter::TCPLostRetransmit, Counter::TCPMemoryPressures, Counter::TCPMemoryPressuresChrono, Counter::TCPOFODrop, Counter::TCPRcvCollapsed, Counter::TCPRcvQDrop, Counter::TCPSpuriousRTOs, Counter::TCPSynRetrans, Counter::TCPTimeouts, Counter::TCPToZeroWindowAdv, Counter::TCPZeroWindowDrop];
+    pub const ALL: [Counter; 23] = [
+        Counter::OutSegs,
+        Counter::RetransSegs,
+        Counter::BeyondWindow,
+        Counter::ListenDrops,
+        Counter::ListenOverflows,
+        Counter::OfoPruned,
+        Counter::PruneCalled,
+        Counter::RcvPruned,
+        Counter::TCPAbortOnTimeout,
+        Counter::TCPBacklogDrop,
+        Counter::TCPDSACKRecv,
+        Counter::TCPLossProbes,
+        Counter::TCPLostRetransmit,
+        Counter::TCPMemoryPressures,
+        Counter::TCPMemoryPressuresChrono,
+        Counter::TCPOFODrop,
+        Counter::TCPRcvCollapsed,
+        Counter::TCPRcvQDrop,
+        Counter::TCPSpuriousRTOs,
+        Counter::TCPSynRetrans,
+        Counter::TCPTimeouts,
+        Counter::TCPToZeroWindowAdv,
+        Counter::TCPZeroWindowDrop,
+    ];
 
     /// `Group.Name` as `/proc/net/snmp` and `netstat` spell it.
     pub fn name(self) -> &'static str {

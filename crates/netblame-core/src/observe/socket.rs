@@ -3,12 +3,14 @@
 //! processes that hold it. Sources fill it; `diagnose::connection` judges two of them.
 
 use super::tcp_info::TcpInfo;
-use super::transfer::{PathFacts, ReceiverFacts, RecvQGrowth, Retransmissions, SenderFacts, Transfer};
+use super::transfer::{
+    PathFacts, ReceiverFacts, RecvQGrowth, Retransmissions, SenderFacts, Transfer,
+};
 use super::LimitShares;
-use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -218,7 +220,9 @@ impl SocketSnapshot {
             (Some(p), Some(pi)) => {
                 let occupied = match (full(p), full(self)) {
                     (true, true) => true,
-                    (true, false) | (false, true) => shares.is_some_and(|s| s.sndbuf_limited_us > 0),
+                    (true, false) | (false, true) => {
+                        shares.is_some_and(|s| s.sndbuf_limited_us > 0)
+                    }
                     (false, false) => false,
                 };
                 occupied && below_cwnd(pi) && below_cwnd(&info)
@@ -238,7 +242,9 @@ impl SocketSnapshot {
                 sndbuf_full_below_cwnd: sndbuf_full,
                 sndbuf_bytes: self.skmem.map(|m| m.sndbuf_bytes as u64),
                 retrans: Retransmissions {
-                    segments: pi.map_or(0, |p| info.total_retrans.saturating_sub(p.total_retrans) as u64),
+                    segments: pi.map_or(0, |p| {
+                        info.total_retrans.saturating_sub(p.total_retrans) as u64
+                    }),
                     data_segments: delta(|t| t.data_segs_out.map(u64::from)).unwrap_or(0),
                     spurious: delta(|t| t.dsack_dups.map(u64::from)).unwrap_or(0),
                     in_recovery: shares.is_some_and(|s| s.in_loss_recovery),
@@ -264,9 +270,11 @@ impl SocketSnapshot {
         Transfer {
             subject: self.label(),
             receiver: ReceiverFacts {
-                who: Some(self.process_label().unwrap_or_else(|| {
-                    "the receiving application (process unknown)".to_string()
-                })),
+                who: Some(
+                    self.process_label().unwrap_or_else(|| {
+                        "the receiving application (process unknown)".to_string()
+                    }),
+                ),
                 rcvbuf_bytes: self.skmem.map(|m| m.rcvbuf_bytes as u64),
                 rcv_wscale: info.has_wscale().then_some(info.rcv_wscale),
                 recv_q_bytes: Some(self.recv_q_bytes as u64),

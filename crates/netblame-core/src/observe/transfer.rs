@@ -65,6 +65,8 @@ pub struct SenderFacts {
     /// The send buffer's size, bytes, when known.
     pub sndbuf_bytes: Option<u64>,
     pub retrans: Retransmissions,
+    /// Reorderings the sender detected (tcpi_reord_seen over the transfer), when known.
+    pub reordering: Option<u64>,
 }
 
 /// Retransmissions of one sender, and what says whether they were needed.

@@ -104,9 +104,10 @@ pub fn window_scaling_absent(t: &Transfer) -> Finding {
     )
     .subject(t.subject.clone())
     .evidence("window_cap", cap as f64, Unit::Bytes);
-    let mut why = "the SYNs carried no window-scale option, so the 16-bit window field caps the window at \
+    let mut why =
+        "the SYNs carried no window-scale option, so the 16-bit window field caps the window at \
                    65535 B"
-        .to_string();
+            .to_string();
     if let Some(rtt) = t.path.rtt.filter(|r| !r.is_zero()) {
         let c = ceiling_bps(cap, rtt);
         f.summary = format!(
@@ -117,7 +118,11 @@ pub fn window_scaling_absent(t: &Transfer) -> Finding {
         f = f
             .evidence("rtt", rtt.as_secs_f64() * 1e6, Unit::Microseconds)
             .evidence("ceiling", c, Unit::BitsPerSecond);
-        why += &format!("; 65535 B / {} RTT = {} ceiling", format_duration(rtt), BitRate(c));
+        why += &format!(
+            "; 65535 B / {} RTT = {} ceiling",
+            format_duration(rtt),
+            BitRate(c)
+        );
     }
     if t.sender.rate_bps > 0.0 {
         f = f.evidence("goodput", t.sender.rate_bps, Unit::BitsPerSecond);
@@ -170,7 +175,12 @@ pub fn rcvbuf_fixed_small(t: &Transfer) -> Vec<Finding> {
     for f in &mut out {
         f.subject = Some(t.subject.clone());
         if f.id == RCVBUF_FIXED_SMALL.id {
-            let owner = t.receiver.who.as_ref().map(|w| format!(" by {w}")).unwrap_or_default();
+            let owner = t
+                .receiver
+                .who
+                .as_ref()
+                .map(|w| format!(" by {w}"))
+                .unwrap_or_default();
             if t.sender.rate_bps > 0.0 {
                 f.evidence.push(crate::finding::Evidence {
                     name: "goodput".into(),
@@ -198,13 +208,19 @@ fn fixed_without_model(t: &Transfer, so: u64) -> Finding {
     let f = Finding::new(
         &RCVBUF_FIXED_SMALL,
         Severity::Warning,
-        format!("the receiver set SO_RCVBUF={}: autotuning is off and the window is capped", Bytes(so)),
+        format!(
+            "the receiver set SO_RCVBUF={}: autotuning is off and the window is capped",
+            Bytes(so)
+        ),
     )
     .subject(t.subject.clone())
     .evidence("so_rcvbuf", so as f64, Unit::Bytes);
     let (f, why) = sender::window_arithmetic(t, f);
-    f.explain(format!("sk_rcvbuf = 2 x SO_RCVBUF = {} B, fixed: {why}", 2 * so))
-        .fix(rcvbuf_fix())
+    f.explain(format!(
+        "sk_rcvbuf = 2 x SO_RCVBUF = {} B, fixed: {why}",
+        2 * so
+    ))
+    .fix(rcvbuf_fix())
 }
 
 fn rcvbuf_fix() -> &'static str {
@@ -252,7 +268,11 @@ pub fn judge_model(kernel: &KernelVersion, m: &WindowModel, w: &Workload) -> Vec
         }
         out.push(f.explain(explanation));
         for issue in known_issues::affecting(kernel).filter(|i| i.trigger == Trigger::FixedRcvbuf) {
-            out.push(issue.finding(kernel, Severity::Warning, "sockets that set SO_RCVBUF, like this one"));
+            out.push(issue.finding(
+                kernel,
+                Severity::Warning,
+                "sockets that set SO_RCVBUF, like this one",
+            ));
         }
     }
     out.extend(timeout::misses_timeout(m, w));
@@ -293,7 +313,11 @@ pub fn autotuning_ceiling(t: &Transfer) -> Option<Finding> {
         sysctl: "net.ipv4.tcp_rmem[2]".into(),
         buffer_max: host.settings.tcp_rmem[2],
         window: clamp,
-        window_rule: format!("{} of tcp_rmem[2] {}", rule_text(&auto), Bytes(host.settings.tcp_rmem[2])),
+        window_rule: format!(
+            "{} of tcp_rmem[2] {}",
+            rule_text(&auto),
+            Bytes(host.settings.tcp_rmem[2])
+        ),
         rtt,
         path_bps: t.path.link_bps,
         measured: Some((t.sender.rate_bps, t.window_share().unwrap_or(0.0))),
@@ -367,9 +391,11 @@ pub fn buffer_max_below_bdp(s: &Shortfall) -> Finding {
         BitRate(c)
     );
     if let Some((rate, share)) = s.measured {
-        f = f
-            .evidence("goodput", rate, Unit::BitsPerSecond)
-            .evidence("rwnd_limited", share * 100.0, Unit::Percent);
+        f = f.evidence("goodput", rate, Unit::BitsPerSecond).evidence(
+            "rwnd_limited",
+            share * 100.0,
+            Unit::Percent,
+        );
         why += &format!(
             "; measured {}; the sender was at the receiver's window {:.0}% of its busy time",
             BitRate(rate),
@@ -384,9 +410,11 @@ pub fn buffer_max_below_bdp(s: &Shortfall) -> Finding {
     );
     if let (Some(b), Some(plan), Some(rate)) = (bdp, plan, s.path_bps) {
         let need = (b as f64 / plan.window_fraction).ceil() as u64;
-        f = f
-            .evidence("bdp", b as f64, Unit::Bytes)
-            .evidence("buffer_needed", need as f64, Unit::Bytes);
+        f = f.evidence("bdp", b as f64, Unit::Bytes).evidence(
+            "buffer_needed",
+            need as f64,
+            Unit::Bytes,
+        );
         why += &format!(
             "; BDP = {} x {} / 8 = {} B; the window is the buffer x {:.2} on {}, so the buffer must be {} B",
             BitRate(rate),
@@ -553,14 +581,23 @@ pub fn judge_host(snap: &HostSnapshot, path: Option<(f64, Duration)>) -> Vec<Fin
 pub fn rule_text(model: &WindowModel) -> String {
     use crate::window::WinFromSpace;
     match model.rule {
-        WinFromSpace::ScalingRatio { ratio } if model.clamp_fixed_at_initial || model.rcvbuf_locked => {
+        WinFromSpace::ScalingRatio { ratio }
+            if model.clamp_fixed_at_initial || model.rcvbuf_locked =>
+        {
             format!("{} x {}/256 (scaling_ratio)", model.sk_rcvbuf_bytes, ratio)
         }
         WinFromSpace::ScalingRatio { ratio } => format!("buffer x {ratio}/256 (scaling_ratio)"),
-        WinFromSpace::AdvWinScale { tcp_adv_win_scale: a } if a <= 0 => {
-            format!("{} >> {} (tcp_adv_win_scale={a})", model.sk_rcvbuf_bytes, -a)
+        WinFromSpace::AdvWinScale {
+            tcp_adv_win_scale: a,
+        } if a <= 0 => {
+            format!(
+                "{} >> {} (tcp_adv_win_scale={a})",
+                model.sk_rcvbuf_bytes, -a
+            )
         }
-        WinFromSpace::AdvWinScale { tcp_adv_win_scale: a } => format!(
+        WinFromSpace::AdvWinScale {
+            tcp_adv_win_scale: a,
+        } => format!(
             "{} - ({} >> {a}) (tcp_adv_win_scale={a})",
             model.sk_rcvbuf_bytes, model.sk_rcvbuf_bytes
         ),
@@ -619,8 +656,15 @@ mod tests {
         assert!(ids.contains(&"kernel-clamp-initial-ratio"));
         assert!(ids.contains(&"transfer-misses-timeout"));
         let fixed = f.iter().find(|f| f.id == "rcvbuf-fixed-small").unwrap();
-        assert!(fixed.explanation.contains("131072 x 65/256"), "{}", fixed.explanation);
-        let known = f.iter().find(|f| f.id == "kernel-scaling-ratio-6.6").unwrap();
+        assert!(
+            fixed.explanation.contains("131072 x 65/256"),
+            "{}",
+            fixed.explanation
+        );
+        let known = f
+            .iter()
+            .find(|f| f.id == "kernel-scaling-ratio-6.6")
+            .unwrap();
         assert!(known.explanation.contains("backports"));
     }
 

@@ -17,23 +17,59 @@ const fn spec(id: &'static str, layer: Layer, title: &'static str) -> FindingSpe
 }
 
 /// Receive queues hit their limit: collapse and prune ran.
-pub const RMEM_COLLAPSE_SPIKES: FindingSpec = spec("rmem-collapse-spikes", Layer::Host, "receive queues hit their limit: tcp_collapse/prune ran (latency spikes with large tcp_rmem)");
+pub const RMEM_COLLAPSE_SPIKES: FindingSpec = spec(
+    "rmem-collapse-spikes",
+    Layer::Host,
+    "receive queues hit their limit: tcp_collapse/prune ran (latency spikes with large tcp_rmem)",
+);
 /// NET_RX softirq ran out of budget.
-pub const SOFTNET_SQUEEZE: FindingSpec = spec("softnet-squeeze", Layer::Host, "softirq packet processing ran out of budget with work left (time_squeeze rising)");
+pub const SOFTNET_SQUEEZE: FindingSpec = spec(
+    "softnet-squeeze",
+    Layer::Host,
+    "softirq packet processing ran out of budget with work left (time_squeeze rising)",
+);
 /// The per-CPU backlog was full.
-pub const SOFTNET_DROPS: FindingSpec = spec("softnet-drops", Layer::Host, "packets dropped because the per-CPU backlog (netdev_max_backlog) was full");
+pub const SOFTNET_DROPS: FindingSpec = spec(
+    "softnet-drops",
+    Layer::Host,
+    "packets dropped because the per-CPU backlog (netdev_max_backlog) was full",
+);
 /// Socket backlogs overflowed while applications held their sockets.
-pub const SOCKET_BACKLOG_DROPS: FindingSpec = spec("socket-backlog-drops", Layer::Application, "segments dropped because a socket's backlog was full while the application held it");
+pub const SOCKET_BACKLOG_DROPS: FindingSpec = spec(
+    "socket-backlog-drops",
+    Layer::Application,
+    "segments dropped because a socket's backlog was full while the application held it",
+);
 /// TCP memory pressure.
-pub const TCP_MEMORY_PRESSURE: FindingSpec = spec("tcp-memory-pressure", Layer::Host, "TCP memory is under pressure (tcp_mem): buffers shrink and data is dropped");
+pub const TCP_MEMORY_PRESSURE: FindingSpec = spec(
+    "tcp-memory-pressure",
+    Layer::Host,
+    "TCP memory is under pressure (tcp_mem): buffers shrink and data is dropped",
+);
 /// The NIC dropped packets over the instance's allowance.
-pub const NIC_ALLOWANCE_EXCEEDED: FindingSpec = spec("nic-allowance-exceeded", Layer::Network, "the NIC reports packets dropped for exceeding the instance's bandwidth/PPS allowance");
+pub const NIC_ALLOWANCE_EXCEEDED: FindingSpec = spec(
+    "nic-allowance-exceeded",
+    Layer::Network,
+    "the NIC reports packets dropped for exceeding the instance's bandwidth/PPS allowance",
+);
 /// A qdisc dropped packets.
-pub const QDISC_DROPS: FindingSpec = spec("qdisc-drops", Layer::Host, "a queueing discipline dropped packets");
+pub const QDISC_DROPS: FindingSpec = spec(
+    "qdisc-drops",
+    Layer::Host,
+    "a queueing discipline dropped packets",
+);
 /// One TX queue carries nearly everything.
-pub const TX_QUEUE_SKEW: FindingSpec = spec("tx-queue-skew", Layer::Host, "one TX queue carries nearly all packets of a multi-queue device");
+pub const TX_QUEUE_SKEW: FindingSpec = spec(
+    "tx-queue-skew",
+    Layer::Host,
+    "one TX queue carries nearly all packets of a multi-queue device",
+);
 /// A cgroup owning TCP sockets was CPU-throttled.
-pub const CPU_THROTTLED: FindingSpec = spec("cpu-throttled", Layer::Host, "a cgroup that owns TCP sockets was CPU-throttled");
+pub const CPU_THROTTLED: FindingSpec = spec(
+    "cpu-throttled",
+    Layer::Host,
+    "a cgroup that owns TCP sockets was CPU-throttled",
+);
 
 /// Findings this module builds.
 pub const FINDINGS: &[&FindingSpec] = &[
@@ -505,4 +541,3 @@ fn throttle_rule(snap: &HostSnapshot, out: &mut Vec<Finding>) {
         );
     }
 }
-

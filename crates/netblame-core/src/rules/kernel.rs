@@ -26,7 +26,10 @@ pub fn judge_host(snap: &HostSnapshot) -> Vec<Finding> {
         return out;
     };
     if kernel.at_least(6, 6, 0) {
-        if let Some(a) = snap.sysctl_int("net.ipv4.tcp_adv_win_scale").filter(|a| *a != 1) {
+        if let Some(a) = snap
+            .sysctl_int("net.ipv4.tcp_adv_win_scale")
+            .filter(|a| *a != 1)
+        {
             out.push(
                 Finding::new(
                     &ADV_WIN_SCALE_IGNORED,

@@ -13,7 +13,8 @@ use std::time::Duration;
 pub const TIMEOUT_AND_RETRY: FindingSpec = FindingSpec {
     id: "timeout-and-retry",
     layer: Layer::Application,
-    title: "probes fail or answer at one fixed delay, then succeed: something times out and retries",
+    title:
+        "probes fail or answer at one fixed delay, then succeed: something times out and retries",
 };
 /// One target has a tail the others lack.
 pub const LATENCY_TAIL_ONE_TARGET: FindingSpec = FindingSpec {
@@ -216,7 +217,11 @@ fn syn_retransmit(t: &TargetLatency, ctx: &ProbeContext) -> Option<Finding> {
         .map(|(k, &c)| (format!("after_retry_{}", k + 1), c as f64, Unit::Count))
         .collect();
     let confirmation = if checked > 0 {
-        extra.push(("confirmed_by_total_rto".into(), confirmed as f64, Unit::Count));
+        extra.push((
+            "confirmed_by_total_rto".into(),
+            confirmed as f64,
+            Unit::Count,
+        ));
         format!("; tcpi_total_rto read after connect was >= 1 for {confirmed} of them: the handshake itself timed out")
     } else {
         "; tcpi_total_rto was not available to confirm it (needs Linux 6.7+)".to_string()

@@ -128,7 +128,10 @@ pub fn judge(t: &Transfer) -> Vec<Finding> {
 pub fn network_loss(t: &Transfer, share: f64, recovery: f64) -> Finding {
     let r = &t.sender.retrans;
     let needed = r.needed().saturating_sub(r.unanswered);
-    let severity = if share >= LOSS_WARN_SHARE || recovery >= BLAME_SHARE || (r.timeouts > 0 && share >= LOSS_NOTE_SHARE) {
+    let severity = if share >= LOSS_WARN_SHARE
+        || recovery >= BLAME_SHARE
+        || (r.timeouts > 0 && share >= LOSS_NOTE_SHARE)
+    {
         Severity::Warning
     } else {
         Severity::Info
@@ -145,7 +148,10 @@ pub fn network_loss(t: &Transfer, share: f64, recovery: f64) -> Finding {
                 String::new()
             },
             if recovery > 0.0 {
-                format!("; in loss recovery {:.0}% of the busy time", recovery * 100.0)
+                format!(
+                    "; in loss recovery {:.0}% of the busy time",
+                    recovery * 100.0
+                )
             } else {
                 String::new()
             }
@@ -160,7 +166,11 @@ pub fn network_loss(t: &Transfer, share: f64, recovery: f64) -> Finding {
     let mut why = match (r.bytes, r.unique_bytes) {
         (Some(b), Some(u)) => format!(
             "{} retransmitted of {} unique bytes; {} of {} retransmissions needed = {:.2}%",
-            b, u, needed, r.segments, share * 100.0
+            b,
+            u,
+            needed,
+            r.segments,
+            share * 100.0
         ),
         _ => format!(
             "{needed} of {} data segments retransmitted = {:.2}%",
@@ -174,7 +184,10 @@ pub fn network_loss(t: &Transfer, share: f64, recovery: f64) -> Finding {
     );
     if recovery > 0.0 {
         f = f.evidence("loss_recovery", recovery * 100.0, Unit::Percent);
-        why += &format!("; the sender was in loss recovery {:.0}% of its busy time", recovery * 100.0);
+        why += &format!(
+            "; the sender was in loss recovery {:.0}% of its busy time",
+            recovery * 100.0
+        );
     }
     if let Some(d) = r.dup_acks {
         f = f.evidence("dup_acks_received", d as f64, Unit::Count);
@@ -300,7 +313,10 @@ fn ecn(t: &Transfer) -> Option<Finding> {
 /// `bufferbloat`: RTT far above its minimum when more data was in flight.
 fn bufferbloat(t: &Transfer) -> Option<Finding> {
     let (min, high) = (t.path.rtt_min?, t.path.rtt_high?);
-    let (at_min, at_max) = (t.path.in_flight_at_min_bytes?, t.path.in_flight_at_max_bytes?);
+    let (at_min, at_max) = (
+        t.path.in_flight_at_min_bytes?,
+        t.path.in_flight_at_max_bytes?,
+    );
     if min.is_zero()
         || high.as_secs_f64() < BLOAT_RTT_RATIO * min.as_secs_f64()
         || high < min + BLOAT_MIN_DELAY

@@ -30,7 +30,11 @@ pub const RECEIVER_CPU_BOUND: FindingSpec = FindingSpec {
 };
 
 /// Findings this module builds.
-pub const FINDINGS: &[&FindingSpec] = &[&RECEIVER_ZERO_WINDOW, &RECEIVER_APP_SLOW, &RECEIVER_CPU_BOUND];
+pub const FINDINGS: &[&FindingSpec] = &[
+    &RECEIVER_ZERO_WINDOW,
+    &RECEIVER_APP_SLOW,
+    &RECEIVER_CPU_BOUND,
+];
 
 /// A receive queue at least this share of its buffer is a backlog: the application leaves
 /// data unread (half: the kernel advertises at most about half of sk_rcvbuf as window).
@@ -141,9 +145,9 @@ pub fn receiver_zero_window(t: &Transfer) -> Finding {
     let r = &t.receiver;
     let now = at_zero_window_now(t);
     let longest = r.zero_window_longest_us.unwrap_or(0);
-    let stalled = r.zero_window_us.is_some_and(|z| {
-        z >= STALL_TOTAL_US && r.zero_window_share.unwrap_or(0.0) >= STALL_SHARE
-    });
+    let stalled = r
+        .zero_window_us
+        .is_some_and(|z| z >= STALL_TOTAL_US && r.zero_window_share.unwrap_or(0.0) >= STALL_SHARE);
     let severity = if now || longest >= STALL_US || (r.zero_windows > 0 && backlogged(t)) {
         Severity::Critical
     } else if r.zero_window_us.is_none() || stalled || sender::window_bound(t) {
@@ -158,7 +162,10 @@ pub fn receiver_zero_window(t: &Transfer) -> Finding {
             Bytes(r.recv_q_bytes.unwrap_or(0))
         )
     } else {
-        let mut s = format!("{reader} let its receive window close: {} zero windows advertised", r.zero_windows);
+        let mut s = format!(
+            "{reader} let its receive window close: {} zero windows advertised",
+            r.zero_windows
+        );
         if let Some(z) = r.zero_window_us {
             s += &format!(
                 " ({} in all, longest {})",
@@ -209,15 +216,24 @@ pub fn receiver_zero_window(t: &Transfer) -> Finding {
         }
     }
     if r.window_probes > 0 {
-        why.push(format!("the sender probed the closed window {} times", r.window_probes));
+        why.push(format!(
+            "the sender probed the closed window {} times",
+            r.window_probes
+        ));
     }
     if let Some(share) = t.window_share().filter(|_| t.sender.observed) {
         f = f.evidence("rwnd_limited", share * 100.0, Unit::Percent);
-        why.push(format!("the sender waited on the window {:.0}% of its busy time", share * 100.0));
+        why.push(format!(
+            "the sender waited on the window {:.0}% of its busy time",
+            share * 100.0
+        ));
     }
     if t.sender.rate_bps > 0.0 {
         f = f.evidence("goodput", t.sender.rate_bps, Unit::BitsPerSecond);
-        why.push(format!("goodput {} is the application's read rate, not the path's", BitRate(t.sender.rate_bps)));
+        why.push(format!(
+            "goodput {} is the application's read rate, not the path's",
+            BitRate(t.sender.rate_bps)
+        ));
     }
     f.explain(format!(
         "a zero window means the receive buffer was full because {reader} did not read: {}",
@@ -408,7 +424,9 @@ mod tests {
         Transfer {
             subject: "t".into(),
             sender: SenderFacts {
-                shares: Some(LimitShares::from_deltas(1_000_000, 900_000, 0, 1_000_000, 0, false)),
+                shares: Some(LimitShares::from_deltas(
+                    1_000_000, 900_000, 0, 1_000_000, 0, false,
+                )),
                 observed: true,
                 rate_bps,
                 streams: 1,
@@ -437,7 +455,11 @@ mod tests {
         let f = why_window_small(&bound(16e6));
         assert_eq!(f[0].id, "receiver-app-slow", "{f:#?}");
         assert_eq!(f[0].layer, Layer::Application);
-        assert!(f[0].explanation.contains("would change nothing"), "{}", f[0].explanation);
+        assert!(
+            f[0].explanation.contains("would change nothing"),
+            "{}",
+            f[0].explanation
+        );
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub const CONGESTION_WINDOW_LIMITED: FindingSpec = FindingSpec {
 pub const TRANSFER_SENDER_IDLE: FindingSpec = FindingSpec {
     id: "transfer-sender-idle",
     layer: Layer::Application,
-    title: "the sender often had nothing queued: the sending application (or its CPU) was the limit",
+    title:
+        "the sender often had nothing queued: the sending application (or its CPU) was the limit",
 };
 /// The sending end's stopwatches were not available.
 pub const TRANSFER_SENDER_UNOBSERVED: FindingSpec = FindingSpec {
@@ -125,12 +126,21 @@ pub fn limit(t: &Transfer) -> Option<(Limit, f64)> {
     let candidates = [
         (Limit::ReceiverWindow, s.rwnd_limited_us),
         (Limit::SendBuffer, s.sndbuf_limited_us),
-        (Limit::LossRecovery, s.loss_recovery_us.min(s.cwnd_limited_us)),
+        (
+            Limit::LossRecovery,
+            s.loss_recovery_us.min(s.cwnd_limited_us),
+        ),
         (Limit::CongestionWindow, network),
     ];
     let (l, us) = candidates
         .into_iter()
-        .fold((Limit::CongestionWindow, 0u64), |b, c| if c.1 > b.1 { c } else { b });
+        .fold((Limit::CongestionWindow, 0u64), |b, c| {
+            if c.1 > b.1 {
+                c
+            } else {
+                b
+            }
+        });
     if l == Limit::CongestionWindow && t.sender.sndbuf_full_below_cwnd {
         let us = s.sndbuf_limited_us + network;
         return Some((Limit::SendBuffer, us as f64 / busy));
@@ -178,7 +188,11 @@ pub fn judge(t: &Transfer) -> Vec<Finding> {
     out.extend(loss::judge(t));
     if let Some(s) = t.sender.shares {
         let (dominant, _) = limit(t).unwrap_or((Limit::Application, 0.0));
-        for l in [Limit::SendBuffer, Limit::CongestionWindow, Limit::Application] {
+        for l in [
+            Limit::SendBuffer,
+            Limit::CongestionWindow,
+            Limit::Application,
+        ] {
             let share = match l {
                 Limit::SendBuffer if dominant == l => limit(t).map_or(0.0, |x| x.1),
                 Limit::SendBuffer => s.sndbuf_limited_us as f64 / s.busy_us.max(1) as f64,
@@ -228,7 +242,10 @@ pub fn window_arithmetic(t: &Transfer, mut f: Finding) -> (Finding, String) {
     } else {
         "of its sending time (in flight within one segment of the advertised window)"
     };
-    let mut why = format!("the sender was at the receiver's window {} {basis}", pct(share));
+    let mut why = format!(
+        "the sender was at the receiver's window {} {basis}",
+        pct(share)
+    );
     if let Some(w) = t.sender.peer_window_bytes {
         f = f.evidence("window", w as f64, Unit::Bytes);
         if let (Some(rtt), Some(c)) = (t.path.rtt, window_ceiling(t)) {
@@ -242,7 +259,10 @@ pub fn window_arithmetic(t: &Transfer, mut f: Finding) -> (Finding, String) {
                 BitRate(c),
                 BitRate(t.sender.rate_bps)
             );
-            if t.sender.shares.is_some_and(|s| s.rwnd_limited_us < s.cwnd_limited_us) {
+            if t.sender
+                .shares
+                .is_some_and(|s| s.rwnd_limited_us < s.cwnd_limited_us)
+            {
                 why += " (cwnd grows only while it is the limit, so it sits at the receiver window and the \
                         busy time splits between the two stopwatches)";
             }
@@ -334,9 +354,10 @@ pub fn congestion_window_limited(t: &Transfer, share: f64) -> Finding {
                 .unwrap_or_default()
         ),
     );
-    let mut why = "busy and bounded by neither the receiver window nor the send buffer: the sender went \
+    let mut why =
+        "busy and bounded by neither the receiver window nor the send buffer: the sender went \
                    as fast as the path (or, on loopback, the CPU) allowed"
-        .to_string();
+            .to_string();
     if let Some(s) = t.sender.shares {
         why += &format!(". Sender time: {}", shares_text(&s));
     }
@@ -355,7 +376,8 @@ pub fn congestion_window_limited(t: &Transfer, share: f64) -> Finding {
 
 /// `transfer-sender-idle` (a note): a sender that should have been busy had nothing queued.
 pub fn sender_idle(t: &Transfer, share: f64) -> Finding {
-    let mut why = "wall time without data queued is the sending application's (or its CPU's) doing".to_string();
+    let mut why = "wall time without data queued is the sending application's (or its CPU's) doing"
+        .to_string();
     if let Some(s) = t.sender.shares {
         why += &format!(". Sender time: {}", shares_text(&s));
     }
@@ -382,7 +404,9 @@ pub fn unobserved(t: &Transfer) -> Finding {
             BitRate(t.total_rate_bps())
         ),
     )
-    .explain("the sender is not netblame (e.g. iperf3 -s in reverse mode) or its kernel predates 4.10")
+    .explain(
+        "the sender is not netblame (e.g. iperf3 -s in reverse mode) or its kernel predates 4.10",
+    )
     .fix("run `netblame bench server` on the sending side to see why the transfer was limited")
 }
 
@@ -405,7 +429,9 @@ mod tests {
         Transfer {
             subject: "s".into(),
             sender: SenderFacts {
-                shares: Some(LimitShares::from_deltas(busy, rwnd, sndbuf, 1_000_000, 0, false)),
+                shares: Some(LimitShares::from_deltas(
+                    busy, rwnd, sndbuf, 1_000_000, 0, false,
+                )),
                 observed: true,
                 rate_bps: 3e6,
                 streams: 1,
@@ -428,7 +454,8 @@ mod tests {
         let f = judge(&t);
         assert_eq!(f[0].id, "receiver-window-limited");
         assert!(
-            f[0].explanation.contains("64 KiB / RTT 137 ms = 3.83 Mbit/s ceiling"),
+            f[0].explanation
+                .contains("64 KiB / RTT 137 ms = 3.83 Mbit/s ceiling"),
             "{}",
             f[0].explanation
         );
@@ -442,7 +469,10 @@ mod tests {
         assert_eq!(judge(&t)[0].id, "send-buffer-limited");
         t.sender.sndbuf_full_below_cwnd = false;
         assert_eq!(limit(&t).unwrap().0, Limit::CongestionWindow);
-        assert!(judge(&t).is_empty(), "a live connection at cwnd is no one's fault");
+        assert!(
+            judge(&t).is_empty(),
+            "a live connection at cwnd is no one's fault"
+        );
     }
 
     #[test]

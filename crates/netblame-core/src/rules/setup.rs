@@ -103,10 +103,18 @@ pub fn syn_retransmit(e: &SynEvidence) -> Finding {
         summary += &format!("; the handshake took {}", format_duration(d));
     }
     let mut f = Finding::new(&SYN_RETRANSMIT, severity, summary)
-        .evidence("syn_retransmit_connects", e.slow_connects as f64, Unit::Count)
+        .evidence(
+            "syn_retransmit_connects",
+            e.slow_connects as f64,
+            Unit::Count,
+        )
         .evidence("connects", e.connects as f64, Unit::Count)
         .evidence("share", share * 100.0, Unit::Percent)
-        .evidence("retransmitted_syns", e.retransmitted_syns as f64, Unit::Count);
+        .evidence(
+            "retransmitted_syns",
+            e.retransmitted_syns as f64,
+            Unit::Count,
+        );
     if let Some(s) = &e.subject {
         f = f.subject(s.clone());
     }
@@ -114,7 +122,11 @@ pub fn syn_retransmit(e: &SynEvidence) -> Finding {
         f = f.evidence("connect_p50", p.as_secs_f64() * 1e6, Unit::Microseconds);
     }
     if let Some(d) = e.slowest {
-        f = f.evidence("first_syn_to_established", d.as_secs_f64() * 1e6, Unit::Microseconds);
+        f = f.evidence(
+            "first_syn_to_established",
+            d.as_secs_f64() * 1e6,
+            Unit::Microseconds,
+        );
     }
     for (name, value, unit) in &e.extra {
         f = f.evidence(name, *value, *unit);
@@ -208,7 +220,10 @@ pub fn judge_flow(flow: &FlowObservation, loopback: bool) -> Vec<Finding> {
     } else {
         Lost::Syn
     };
-    let done = h.first_syn_to_ack_us.or(h.syn_to_synack_us).map(Duration::from_micros);
+    let done = h
+        .first_syn_to_ack_us
+        .or(h.syn_to_synack_us)
+        .map(Duration::from_micros);
     let timing = match (lost, done) {
         (Lost::SynAck, _) if h.syns_after_synack > 0 => format!(
             "the client sent {} SYN{} after the server's SYN-ACK had passed the capture point, so that SYN-ACK never \
@@ -227,20 +242,18 @@ pub fn judge_flow(flow: &FlowObservation, loopback: bool) -> Vec<Finding> {
         ),
         (_, None) => format!("{} SYNs sent, conn_state {}", h.syn_count, flow.conn_state),
     };
-    out.push(
-        syn_retransmit(&SynEvidence {
-            subject: Some(subject),
-            slow_connects: 1,
-            connects: 1,
-            retransmitted_syns: retrans.max(u64::from(server_resent)),
-            connect_p50: None,
-            slowest: done,
-            lost,
-            loopback,
-            timing,
-            extra: vec![("syn_count".into(), h.syn_count as f64, Unit::Count)],
-        }),
-    );
+    out.push(syn_retransmit(&SynEvidence {
+        subject: Some(subject),
+        slow_connects: 1,
+        connects: 1,
+        retransmitted_syns: retrans.max(u64::from(server_resent)),
+        connect_p50: None,
+        slowest: done,
+        lost,
+        loopback,
+        timing,
+        extra: vec![("syn_count".into(), h.syn_count as f64, Unit::Count)],
+    }));
     out
 }
 

@@ -7,7 +7,7 @@ use crate::observe::flow::{CloseKind, FlowObservation};
 use crate::observe::transfer::AppDeadline;
 use crate::rules::buffers::Workload;
 use crate::units::{format_duration, BitRate, Bytes};
-use crate::window::{transfer_time, TransferInput, WindowModel};
+use crate::window::{transfer_time, TransferEstimate, TransferInput, WindowModel};
 use std::time::Duration;
 
 /// An application with a fixed timeout gave up (or would have) while data was still flowing.
@@ -91,10 +91,16 @@ pub fn close_signature(flow: &FlowObservation, rtt: Duration) -> Option<CloseSig
         .since_last_data_received_us
         .map(Duration::from_micros)
         .and_then(|d| Some((d, common_timeout(d, rtt)?)));
-    let from_start = common_timeout(Duration::from_micros(at), rtt).map(|s| (Duration::from_micros(at), s));
+    let from_start =
+        common_timeout(Duration::from_micros(at), rtt).map(|s| (Duration::from_micros(at), s));
     let (measured, timeout_s, from, confidence) = match (from_last, from_start) {
         (Some((d, s)), _) => (d, s, "the last data it received", Confidence::ReadTimeout),
-        (None, Some((d, s))) => (d, s, "the connection start (first SYN)", Confidence::Deadline),
+        (None, Some((d, s))) => (
+            d,
+            s,
+            "the connection start (first SYN)",
+            Confidence::Deadline,
+        ),
         (None, None) => return None,
     };
     Some(CloseSignature {
@@ -193,7 +199,11 @@ pub fn from_deadline(subject: &str, d: &AppDeadline) -> Finding {
         }
         prev = (end, bytes);
     }
-    let rate = if elapsed > 0.0 { total as f64 / elapsed } else { 0.0 };
+    let rate = if elapsed > 0.0 {
+        total as f64 / elapsed
+    } else {
+        0.0
+    };
     let (hit, summary, why) = if longest_stall >= t {
         (
             true,
@@ -206,7 +216,11 @@ pub fn from_deadline(subject: &str, d: &AppDeadline) -> Finding {
         )
     } else if let Some(need) = d.bytes_needed {
         let have = received_by(t);
-        let done_at = if rate > 0.0 { need as f64 / rate } else { f64::INFINITY };
+        let done_at = if rate > 0.0 {
+            need as f64 / rate
+        } else {
+            f64::INFINITY
+        };
         if elapsed > t && have < need {
             (
                 true,
@@ -221,8 +235,16 @@ pub fn from_deadline(subject: &str, d: &AppDeadline) -> Finding {
         } else if elapsed <= t && total >= need {
             (
                 false,
-                format!("{} arrived in {elapsed:.1} s, within the {} timeout", Bytes(need), format_duration(timeout)),
-                format!("{} / {} = {done_at:.1} s < {t:.1} s", Bytes(need), BitRate(rate * 8.0)),
+                format!(
+                    "{} arrived in {elapsed:.1} s, within the {} timeout",
+                    Bytes(need),
+                    format_duration(timeout)
+                ),
+                format!(
+                    "{} / {} = {done_at:.1} s < {t:.1} s",
+                    Bytes(need),
+                    BitRate(rate * 8.0)
+                ),
             )
         } else {
             (
@@ -250,7 +272,11 @@ pub fn from_deadline(subject: &str, d: &AppDeadline) -> Finding {
     };
     Finding::new(
         &APPLICATION_TIMEOUT,
-        if hit { Severity::Critical } else { Severity::Info },
+        if hit {
+            Severity::Critical
+        } else {
+            Severity::Info
+        },
         summary,
     )
     .subject(subject.to_string())
@@ -265,16 +291,21 @@ pub fn from_deadline(subject: &str, d: &AppDeadline) -> Finding {
     })
 }
 
+/// The transfer estimate for a window model under a workload, when RTT and size are known.
+pub fn estimate(model: &WindowModel, w: &Workload) -> Option<TransferEstimate> {
+    Some(transfer_time(&TransferInput {
+        bytes: w.size?,
+        window_bytes: model.window_clamp_bytes,
+        rtt: w.rtt?,
+        link_bps: w.link_bps,
+        mss: w.mss.max(1),
+    }))
+}
+
 /// `transfer-misses-timeout`: the modelled transfer takes longer than the timeout.
 pub fn misses_timeout(model: &WindowModel, w: &Workload) -> Option<Finding> {
     let (size, rtt, timeout) = (w.size?, w.rtt?, w.timeout?);
-    let est = transfer_time(&TransferInput {
-        bytes: size,
-        window_bytes: model.window_clamp_bytes,
-        rtt,
-        link_bps: w.link_bps,
-        mss: w.mss.max(1),
-    });
+    let est = estimate(model, w)?;
     if est.total <= timeout {
         return None;
     }

@@ -8,9 +8,9 @@ pub mod crosscheck;
 use crate::emulator::LossModel;
 use crate::lab::{Lab, LabConfig, LabCounters, LabError, Side};
 use crate::workload::{self, TransferSpec};
+use netblame_core::diagnose::{self, Expected};
 use netblame_core::observe::host::{HostCounters, HostSnapshot};
-use netblame_core::rules::lab::{judge_connects, judge_transfer, verdict_matches, Expected};
-use netblame_core::{rank, Finding, Layer};
+use netblame_core::{Finding, Layer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -194,21 +194,28 @@ fn part(
         Work::Connects(n) => Some(Cross::Probe(*n)),
         _ => None,
     };
-    let mut findings = match work {
-        Work::Transfer(spec) => judge_transfer(&workload::transfer(&lab, &spec)?),
-        Work::Connects(n) => judge_connects(&workload::connects(&lab, n)?),
+    let mut transfers = Vec::new();
+    let mut connects = Vec::new();
+    let mut snap = None;
+    match work {
+        Work::Transfer(spec) => transfers.push(workload::transfer(&lab, &spec)?),
+        Work::Connects(n) => connects.push(workload::connects(&lab, n)?),
         Work::TransferWithHost(spec) => {
             let rns = lab.netns(spec.sender.peer());
             let before = workload::counters(&rns)?;
             let t0 = Instant::now();
-            let obs = workload::transfer(&lab, &spec)?;
+            transfers.push(workload::transfer(&lab, &spec)?);
             let after = workload::counters(&rns)?;
-            let snap = host_snapshot(&rns, before, after, t0.elapsed())?;
-            let mut f = judge_transfer(&obs);
-            f.extend(netblame_core::rules::host::judge(&snap, None));
-            f
+            snap = Some(host_snapshot(&rns, before, after, t0.elapsed())?);
         }
-    };
+    }
+    let findings = diagnose::diagnose(&diagnose::Observations {
+        host: snap.as_ref(),
+        transfers,
+        connects,
+        ..Default::default()
+    })
+    .all;
     let counters = lab.counters();
     let crosscheck = match (&opts.netblame, cross) {
         (Some(bin), Some(Cross::Bench(spec))) => Some(crosscheck::bench(bin, &lab, &spec)),
@@ -216,11 +223,10 @@ fn part(
         _ => None,
     };
     lab.down()?;
-    rank(&mut findings);
     Ok(PartReport {
         label: label.to_string(),
         path,
-        matched: verdict_matches(&expected, &findings),
+        matched: expected.matches(&findings),
         expected,
         findings,
         counters,

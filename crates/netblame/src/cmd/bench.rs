@@ -7,9 +7,10 @@ use netblame_bench::config::{ClientConfig, TestParams, DEFAULT_LEN};
 use netblame_bench::report;
 use netblame_bench::sample::IntervalSample;
 use netblame_bench::server::{ServerConfig, ServerEvent, SessionReport};
-use netblame_core::rules::transfer::{self, TransferObservation};
+use netblame_core::diagnose::{diagnose, Observations};
+use netblame_core::observe::transfer::{PathFacts, Transfer};
 use netblame_core::units::format_duration;
-use netblame_core::{rank, BitRate, Bytes, Finding};
+use netblame_core::{BitRate, Bytes, Finding};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -212,11 +213,11 @@ fn client(a: ClientArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let outcome = netblame_bench::run_client(&cfg, &mut live)?;
-    let mut findings: Vec<Finding> = report::observations(&outcome, a.app_timeout)
-        .iter()
-        .flat_map(transfer::judge)
-        .collect();
-    rank(&mut findings);
+    let findings: Vec<Finding> = diagnose(&Observations {
+        transfers: report::observations(&outcome, a.app_timeout),
+        ..Default::default()
+    })
+    .all;
     if json {
         render::print_json(&report::iperf3_json(&outcome, &findings))?;
     } else {
@@ -403,15 +404,24 @@ fn server_findings(r: &SessionReport) -> Vec<Finding> {
     if by_id.is_empty() {
         return Vec::new();
     }
-    let obs = TransferObservation {
-        direction: format!("server -> {}", r.peer),
-        senders: by_id
-            .iter()
-            .map(|(id, v)| report::sender_stream(*id, v))
-            .collect(),
-        ..TransferObservation::default()
+    let senders: Vec<_> = by_id
+        .iter()
+        .map(|(id, v)| report::sender_stream(*id, v))
+        .collect();
+    let t = Transfer {
+        subject: format!("server -> {}", r.peer),
+        sender: report::sender_facts(&senders),
+        path: PathFacts {
+            rtt: report::mean_rtt(&senders),
+            ..Default::default()
+        },
+        ..Default::default()
     };
-    transfer::judge(&obs)
+    diagnose(&Observations {
+        transfers: vec![t],
+        ..Default::default()
+    })
+    .all
 }
 
 fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -436,8 +446,7 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ServerEvent::Finished(r) => {
-            let mut f = server_findings(&r);
-            rank(&mut f);
+            let f = server_findings(&r);
             if json {
                 let v = serde_json::json!({"test": r, "findings": f});
                 println!("{v}");

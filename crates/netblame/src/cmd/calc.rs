@@ -2,10 +2,12 @@
 
 use crate::args;
 use crate::render;
-use netblame_core::rules::window::{estimate, judge, rule_text, Workload};
+use netblame_core::diagnose::rank;
+use netblame_core::rules::buffers::{judge_model as judge, rule_text, Workload};
+use netblame_core::rules::timeout::estimate;
 use netblame_core::units::{format_duration, group_thousands};
 use netblame_core::window::{self, RcvSettings, SocketRequest, WindowModel};
-use netblame_core::{rank, BitRate, Bytes, KernelVersion, BACKPORT_CAVEAT};
+use netblame_core::{BitRate, Bytes, KernelVersion, BACKPORT_CAVEAT};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -4,15 +4,13 @@
 
 use crate::cmd::host::{collect_live_with, host_text, path_spec, Progress};
 use crate::render;
+use netblame_core::diagnose::{diagnose, HostContext, Observations, Ranked, SocketPair, Verdict};
 use netblame_core::observe::{SocketSnapshot, TcpState};
-use netblame_core::rules::connection::{judge as judge_connection, HostContext};
-use netblame_core::rules::host::judge as judge_host;
-use netblame_core::rules::verdict::{verdict, Verdict};
 use netblame_core::units::format_duration;
-use netblame_core::{rank, BitRate, Finding, Layer, Severity};
+use netblame_core::{BitRate, Layer, Severity};
 use netblame_linux::diag::{dump, DumpRequest};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -42,14 +40,6 @@ pub struct Args {
     /// Exit with code 3 when a finding reaches this severity (for scripts).
     #[arg(long, value_enum)]
     fail_on: Option<FailOn>,
-}
-
-/// A finding with how many connections showed it (0 for host findings).
-#[derive(Serialize)]
-struct Ranked {
-    #[serde(flatten)]
-    finding: Finding,
-    connections: usize,
 }
 
 #[derive(Serialize)]
@@ -136,90 +126,68 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         Some(k) => HostContext::new(k.clone(), netblame_linux::sysctl::rcv_settings(k)),
         None => HostContext::default(),
     };
-    let mut conn_findings: Vec<Finding> = Vec::new();
     let mut counts = ConnectionCounts {
         sampled: 0,
         judged_over_window: 0,
         with_problems: 0,
     };
-    let mut problems: Vec<(Option<Severity>, ProblemConnection)> = Vec::new();
+    let mut current: Vec<SocketSnapshot> = Vec::new();
     match second {
-        Some(Ok(d)) => {
-            let prev: HashMap<u64, &SocketSnapshot> = first
-                .as_deref()
-                .unwrap_or(&[])
-                .iter()
-                .map(|s| (s.cookie, s))
-                .collect();
-            counts.sampled = d.sockets.len();
-            for mut s in d.sockets {
-                let p = prev.get(&s.cookie).copied();
-                if let Some(p) = p {
-                    counts.judged_over_window += 1;
-                    if s.owners.is_empty() {
-                        s.owners = p.owners.clone();
-                    }
-                }
-                let v = judge_connection(p, &s, interval, &ctx);
-                if v.is_problem() {
-                    counts.with_problems += 1;
-                    problems.push((
-                        v.severity(),
-                        ProblemConnection {
-                            connection: s.label(),
-                            process: s.process_label(),
-                            limit: v.limit.map(|l| l.to_string()),
-                            findings: v.findings.iter().map(|f| f.id).collect(),
-                        },
-                    ));
-                }
-                conn_findings.extend(v.findings);
-            }
-        }
+        Some(Ok(d)) => current = d.sockets,
         Some(Err(e)) => skipped.push(netblame_core::observe::host::Skipped {
             section: "sockets".into(),
             reason: format!("second sock_diag dump failed ({e}): no per-connection verdicts"),
         }),
         None => {}
     }
-    problems.sort_by_key(|p| std::cmp::Reverse(p.0));
-
-    // One entry per connection finding id (its most severe instance), counted.
-    rank(&mut conn_findings);
-    let mut by_id: BTreeMap<&'static str, Ranked> = BTreeMap::new();
-    for f in conn_findings {
-        by_id
-            .entry(f.id)
-            .and_modify(|r| r.connections += 1)
-            .or_insert(Ranked {
-                finding: f,
-                connections: 1,
-            });
-    }
-    let mut host_findings = judge_host(&snap, path);
-    host_findings.retain(|h| {
-        by_id
-            .get(h.id)
-            .is_none_or(|c| c.finding.severity < h.severity)
-    });
-    let mut all: Vec<Ranked> = host_findings
-        .into_iter()
-        .map(|f| Ranked {
-            finding: f,
-            connections: 0,
-        })
-        .chain(by_id.into_values())
+    let prev: HashMap<u64, &SocketSnapshot> = first
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|s| (s.cookie, s))
         .collect();
-    all.sort_by(|a, b| {
-        b.finding
-            .severity
-            .cmp(&a.finding.severity)
-            .then(a.finding.layer.cmp(&b.finding.layer))
-            .then(b.connections.cmp(&a.connections))
-            .then(a.finding.id.cmp(b.finding.id))
+    for s in &mut current {
+        if let Some(p) = prev.get(&s.cookie) {
+            if s.owners.is_empty() {
+                s.owners = p.owners.clone();
+            }
+        }
+    }
+    counts.sampled = current.len();
+    let pairs: Vec<SocketPair> = current
+        .iter()
+        .map(|s| SocketPair {
+            prev: prev.get(&s.cookie).copied(),
+            cur: s,
+        })
+        .collect();
+    counts.judged_over_window = pairs.iter().filter(|p| p.prev.is_some()).count();
+    let diagnosis = diagnose(&Observations {
+        host: Some(&snap),
+        path,
+        sockets: pairs,
+        socket_host: ctx,
+        socket_interval: interval,
+        ..Default::default()
     });
-    let plain: Vec<Finding> = all.iter().map(|r| r.finding.clone()).collect();
-    let v = verdict(&plain);
+    let mut problems: Vec<(Option<Severity>, ProblemConnection)> = Vec::new();
+    for (s, v) in current.iter().zip(&diagnosis.connections) {
+        if v.is_problem() {
+            counts.with_problems += 1;
+            problems.push((
+                v.severity(),
+                ProblemConnection {
+                    connection: s.label(),
+                    process: s.process_label(),
+                    limit: v.limit.map(|l| l.to_string()),
+                    findings: v.findings.iter().map(|f| f.id).collect(),
+                },
+            ));
+        }
+    }
+    problems.sort_by_key(|p| std::cmp::Reverse(p.0));
+    let all = &diagnosis.findings;
+    let v = diagnosis.verdict().clone();
     let worst = v.worst;
     let code = match (a.fail_on, worst) {
         (Some(FailOn::Warning), Some(s)) if s >= Severity::Warning => ExitCode::from(FAIL_ON_EXIT),
@@ -233,7 +201,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             kernel: snap.kernel.as_ref().map(|k| k.to_string()),
             window_us: snap.window_us,
             connections: counts,
-            findings: all,
+            findings: all.clone(),
             problem_connections: problems.into_iter().take(MAX_LISTED).map(|p| p.1).collect(),
             skipped,
             host_deltas: crate::cmd::host::deltas(&snap),
@@ -258,7 +226,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     );
     // Layers in the order of their worst finding.
     let mut layers: Vec<(Layer, Severity)> = Vec::new();
-    for r in &all {
+    for r in all {
         if !layers.iter().any(|(l, _)| *l == r.finding.layer) {
             layers.push((r.finding.layer, r.finding.severity));
         }
@@ -267,10 +235,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         println!("== {layer} ==");
         for r in all.iter().filter(|r| r.finding.layer == *layer) {
             print!("{}", render::findings(std::slice::from_ref(&r.finding)));
-            if r.connections > 1 {
+            if r.seen > 1 {
                 println!(
                     "    seen on:  {} connections (the one shown is the most severe)",
-                    r.connections
+                    r.seen
                 );
             }
         }

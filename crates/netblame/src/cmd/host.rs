@@ -5,12 +5,12 @@
 
 use crate::render;
 use anyhow::Context;
+use netblame_core::diagnose::{diagnose, Observations, PathSpec};
 use netblame_core::observe::host::CounterDelta;
 use netblame_core::observe::host::{HostSnapshot, QueueDir};
 use netblame_core::observe::TcpState;
-use netblame_core::rules::host::{judge, PathSpec};
 use netblame_core::units::{format_duration, group_thousands};
-use netblame_core::{rank, BitRate, Bytes, Finding};
+use netblame_core::{BitRate, Bytes, Finding};
 use netblame_linux::diag::{dump, DumpRequest};
 use netblame_linux::host as linux_host;
 use serde::Serialize;
@@ -204,11 +204,11 @@ pub(crate) fn host_text(s: &HostSnapshot, verbose: bool) -> String {
         out += "\n";
     } else {
         // The counters the findings read, when they moved.
-        let watched = netblame_core::rules::host::COUNTERS_READ;
+        let watched = netblame_core::observe::host::Counter::ALL;
         let rows: Vec<Vec<String>> = d
             .proto
             .iter()
-            .filter(|c| watched.contains(&c.name.as_str()))
+            .filter(|c| watched.iter().any(|w| w.name() == c.name))
             .map(counter_row)
             .collect();
         out += &format!(
@@ -437,8 +437,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let text = serde_json::to_string_pretty(&snap)?;
         std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
     }
-    let mut findings = judge(&snap, path);
-    rank(&mut findings);
+    let diagnosis = diagnose(&Observations {
+        host: Some(&snap),
+        path,
+        ..Default::default()
+    });
+    let findings = diagnosis.plain();
     if a.json {
         render::print_json(&Report {
             source,

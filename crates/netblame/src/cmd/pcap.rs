@@ -2,8 +2,8 @@
 //! live capture on an interface); match one stream across two captures (both sides of a NAT).
 
 use crate::render;
+use netblame_core::diagnose::{diagnose, headline as verdict, Observations};
 use netblame_core::observe::flow::{DirectionStats, Endpoint, FlowObservation, Side};
-use netblame_core::rules::capture::{judge, verdict};
 use netblame_core::units::{format_duration, group_thousands};
 use netblame_core::{BitRate, Bytes, Finding, Severity};
 use netblame_pcap::correlate::{correlate, Correlation, DelayStats};
@@ -265,11 +265,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     warn_damage(&analysis)?;
     let notes = capture_notes(&analysis);
-    let mut flows: Vec<(FlowObservation, Vec<Finding>)> = analysis
+    let chosen: Vec<FlowObservation> = analysis
         .flows
         .iter()
         .filter(|f| !details || selected(&args, f))
-        .map(|f| (f.clone(), judge(f)))
+        .cloned()
+        .collect();
+    let diagnosis = diagnose(&Observations {
+        flows: &chosen,
+        ..Default::default()
+    });
+    let mut flows: Vec<(FlowObservation, Vec<Finding>)> = chosen
+        .iter()
+        .cloned()
+        .zip(diagnosis.flows.iter().cloned())
         .collect();
     flows.sort_by(|a, b| {
         b.0.total_bytes()
@@ -400,7 +409,7 @@ fn table(flows: &[(FlowObservation, Vec<Finding>)], limit: usize) -> String {
                 Bytes(f.from_client.payload_bytes).to_string(),
                 Bytes(f.from_server.payload_bytes).to_string(),
                 rate(f.sent_by(m)),
-                opt_us(netblame_core::rules::capture::path_rtt_us(f, m)),
+                opt_us(f.path_rtt_us(m)),
                 (f.from_client.retransmissions + f.from_server.retransmissions).to_string(),
                 (f.from_client.zero_window_adverts + f.from_server.zero_window_adverts).to_string(),
                 verdict(fi),

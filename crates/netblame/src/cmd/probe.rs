@@ -4,10 +4,11 @@
 
 use crate::render;
 use anyhow::Context;
+use netblame_core::diagnose::{diagnose, Observations};
 use netblame_core::observe::latency::{log2_buckets, Log2Bucket, Measures, TargetLatency};
-use netblame_core::rules::probe::{judge, ProbeContext, SynSchedule};
+use netblame_core::rules::latency::{ProbeContext, SynSchedule};
 use netblame_core::units::format_duration;
-use netblame_core::{rank, Finding};
+use netblame_core::Finding;
 use netblame_probe::report::TargetRun;
 use netblame_probe::responder::Responder;
 use netblame_probe::{histlog, ProbeConfig, ProbeKind, Target};
@@ -137,8 +138,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|r| r.latency.clone())
         .chain(loaded.iter().cloned())
         .collect();
-    let mut findings = judge(&all, &ctx);
-    rank(&mut findings);
+    let findings = diagnose(&Observations {
+        latency: Some((&all, &ctx)),
+        ..Default::default()
+    })
+    .all;
     if args.json {
         render::print_json(&json_doc(&args, &runs, &loaded, &findings, &ctx))?;
     } else {

@@ -3,8 +3,8 @@
 
 use crate::render;
 use anyhow::Context;
+use netblame_core::diagnose::{diagnose, ConnectionVerdict, HostContext, Observations, SocketPair};
 use netblame_core::observe::{SocketSnapshot, TcpState};
-use netblame_core::rules::connection::{judge, ConnectionVerdict, HostContext};
 use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Bytes, Finding};
 use netblame_linux::diag::{dump_filtered, DumpRequest, DumpStats};
@@ -238,11 +238,23 @@ fn build(
     let by_cookie: HashMap<u64, &SocketSnapshot> =
         prev.unwrap_or(&[]).iter().map(|s| (s.cookie, s)).collect();
     let iv = interval.unwrap_or(Duration::ZERO);
+    let diagnosis = diagnose(&Observations {
+        sockets: cur
+            .iter()
+            .map(|s| SocketPair {
+                prev: by_cookie.get(&s.cookie).copied(),
+                cur: s,
+            })
+            .collect(),
+        socket_host: host.clone(),
+        socket_interval: iv,
+        ..Default::default()
+    });
     let mut out: Vec<Connection> = cur
         .into_iter()
-        .map(|s| {
+        .zip(diagnosis.connections)
+        .map(|(s, verdict)| {
             let p = by_cookie.get(&s.cookie).copied();
-            let verdict = judge(p, &s, iv, host);
             Connection {
                 throughput_bits_per_second: interval
                     .and_then(|i| throughput(p, &s, i.as_secs_f64())),

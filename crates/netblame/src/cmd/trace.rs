@@ -7,10 +7,10 @@
 //! (not root, no BTF, programs refused).
 
 use crate::render;
+use netblame_core::diagnose::{diagnose, Observations};
 use netblame_core::observe::trace::{EventKind, Log2Histogram, TraceEvent, TraceSummary};
-use netblame_core::rules::kernel_events;
 use netblame_core::units::{format_duration, parse_duration_default_secs};
-use netblame_core::{rank, Bytes, Finding};
+use netblame_core::{Bytes, Finding};
 use netblame_trace::{Config, TraceError, Tracer};
 use serde::Serialize;
 use std::io::Write;
@@ -158,8 +158,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => netblame_trace::rmem_limits(),
     };
     let summary = finish(tracer, limits, &filter, &kept);
-    let mut findings = kernel_events::findings(&summary);
-    rank(&mut findings);
+    let findings = diagnose(&Observations {
+        trace: Some(&summary),
+        ..Default::default()
+    })
+    .all;
     if args.json {
         println!(
             "{}",
