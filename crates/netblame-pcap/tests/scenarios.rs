@@ -188,8 +188,8 @@ fn small_rcvbuf_makes_the_sender_window_limited() {
         .iter()
         .find(|x| x.id == "receiver-window-limited")
         .unwrap_or_else(|| panic!("{findings:#?}\n{s:#?}"));
-    assert!(wl.value("window_limited_share").unwrap() >= 30.0);
-    assert!(wl.value("window_mean").unwrap() <= 16.0 * 1024.0);
+    assert!(wl.value("rwnd_limited").unwrap() >= 30.0);
+    assert!(wl.value("window").unwrap() <= 16.0 * 1024.0);
     assert!(wl.explanation.contains("ceiling"), "{}", wl.explanation);
     agrees_with_tshark(&path, &f);
 }

@@ -491,6 +491,7 @@ impl FlowObservation {
         Transfer {
             subject: format!("#{} {}", self.id, self.label()),
             sender: SenderFacts {
+                who: Some(sender.to_string()),
                 shares: None,
                 at_window_share: (s.unique_bytes > 0).then(|| s.window_limited_share()),
                 observed: true,
@@ -523,6 +524,7 @@ impl FlowObservation {
                 },
             },
             receiver: ReceiverFacts {
+                who: Some(format!("the {receiver}'s application")),
                 zero_windows: r.zero_window_adverts,
                 window_probes: episodes.iter().map(|e| e.probes).sum(),
                 zero_window_us: (!episodes.is_empty()).then_some(zero_us),

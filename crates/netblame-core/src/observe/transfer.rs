@@ -37,6 +37,8 @@ pub struct AppDeadline {
 /// What bounded the sender, as far as the source could see.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SenderFacts {
+    /// Which end sends, as findings name it ("client", "server"), when the source knows.
+    pub who: Option<String>,
     /// The kernel's stopwatches over the transfer, summed over streams (`None`: the sender was
     /// not observed, or its kernel predates 4.10).
     pub shares: Option<LimitShares>,

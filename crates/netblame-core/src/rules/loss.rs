@@ -140,7 +140,8 @@ pub fn network_loss(t: &Transfer, share: f64, recovery: f64) -> Finding {
         &NETWORK_LOSS,
         severity,
         format!(
-            "{needed} segments retransmitted ({:.2}% of the data){}{}",
+            "{}{needed} segments retransmitted ({:.2}% of the data){}{}",
+            t.sender.who.as_ref().map(|w| format!("the {w}: ")).unwrap_or_default(),
             share * 100.0,
             if r.spurious > 0 {
                 format!(", besides {} spurious ones", r.spurious)
