@@ -268,9 +268,11 @@ pub fn judge_model(kernel: &KernelVersion, m: &WindowModel, w: &Workload) -> Vec
         }
         out.push(f.explain(explanation));
         for issue in known_issues::affecting(kernel).filter(|i| i.trigger == Trigger::FixedRcvbuf) {
+            // A note beside rcvbuf-fixed-small: the fix is the same (stop setting SO_RCVBUF),
+            // and the verdict belongs to the application that set it.
             out.push(issue.finding(
                 kernel,
-                Severity::Warning,
+                Severity::Info,
                 "sockets that set SO_RCVBUF, like this one",
             ));
         }

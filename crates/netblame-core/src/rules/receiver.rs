@@ -67,23 +67,26 @@ fn who(t: &Transfer) -> String {
 }
 
 /// When the receiver's window bound the sender: the receiver-side cause, most specific first
-/// (window scaling absent, a reader with a backlog, SO_RCVBUF, a CPU-bound reader, the
-/// autotuning ceiling, a reader pacing itself below what its window allows). Empty when the
+/// (window scaling absent, SO_RCVBUF, the autotuning ceiling, a reader with a backlog or zero
+/// windows, a CPU-bound reader, a reader pacing itself below what its window allows). Empty when the
 /// receiver was not observed well enough to say.
 pub fn why_window_small(t: &Transfer) -> Vec<Finding> {
     if t.sender.window_scaling == Some(false) {
         return vec![buffers::window_scaling_absent(t)];
     }
-    if let Some(f) = judge_backlog(t) {
-        return vec![f];
-    }
     if t.receiver.so_rcvbuf.is_some() {
         return buffers::rcvbuf_fixed_small(t);
     }
-    if let Some(f) = cpu_bound(t) {
+    // The ceiling before the backlog: under a tiny tcp_rmem[2] even a prompt reader leaves most
+    // of the window queued between wake-ups, while a slow reader on a host with a large ceiling
+    // fails the ceiling test anyway.
+    if let Some(f) = buffers::autotuning_ceiling(t) {
         return vec![f];
     }
-    if let Some(f) = buffers::autotuning_ceiling(t) {
+    if let Some(f) = judge_backlog(t) {
+        return vec![f];
+    }
+    if let Some(f) = cpu_bound(t) {
         return vec![f];
     }
     slow_reader(t).into_iter().collect()
