@@ -184,10 +184,12 @@ fn small_rcvbuf_makes_the_sender_window_limited() {
     );
     assert!(f.handshake.window_scaling);
     let findings = judge(&f);
+    // The receiver's SYN announced window scale 0: a buffer fixed before connect.
     let wl = findings
         .iter()
-        .find(|x| x.id == "receiver-window-limited")
+        .find(|x| x.id == "rcvbuf-fixed-small")
         .unwrap_or_else(|| panic!("{findings:#?}\n{s:#?}"));
+    assert_eq!(wl.value("rcv_wscale"), Some(0.0), "{wl:?}");
     assert!(wl.value("rwnd_limited").unwrap() >= 30.0);
     assert!(wl.value("window").unwrap() <= 16.0 * 1024.0);
     assert!(wl.explanation.contains("ceiling"), "{}", wl.explanation);

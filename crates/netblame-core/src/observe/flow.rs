@@ -525,6 +525,12 @@ impl FlowObservation {
             },
             receiver: ReceiverFacts {
                 who: Some(format!("the {receiver}'s application")),
+                rcv_wscale: match receiver {
+                    Side::Client => self.handshake.client_options.as_ref(),
+                    Side::Server => self.handshake.server_options.as_ref(),
+                }
+                .and_then(|o| o.wscale)
+                .filter(|_| self.handshake.window_scaling),
                 zero_windows: r.zero_window_adverts,
                 window_probes: episodes.iter().map(|e| e.probes).sum(),
                 zero_window_us: (!episodes.is_empty()).then_some(zero_us),

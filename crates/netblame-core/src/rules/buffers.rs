@@ -72,6 +72,11 @@ pub const FINDINGS: &[&FindingSpec] = &[
 /// A `rcv_wscale` at least this far below what autotuned sockets negotiate on the host means
 /// SO_RCVBUF was set before connect (each step halves the largest representable window).
 pub const WSCALE_GAP: u8 = 2;
+/// A Linux receiver chooses its window scale from max(tcp_rmem[2], rmem_max) capped by its
+/// window clamp, so with rmem_max at its 212992 B default an autotuned socket announces at
+/// least 2; a scale at or below this one means the clamp was at most 128 KiB: SO_RCVBUF set
+/// before connect (how a capture, which cannot see the socket, recognises a fixed buffer).
+pub const FIXED_WSCALE: u8 = 1;
 /// Without a known link rate, the autotuning ceiling held the window when its ceiling
 /// (clamp / RTT) is below this many times the measured rate (the window was at its clamp).
 pub const CLAMP_NEAR_RATE: f64 = 2.0;
@@ -145,9 +150,21 @@ pub fn window_scaling_absent(t: &Transfer) -> Finding {
     }
 }
 
+/// True when only the receiver's announced window scale is known (a capture) and it is at most
+/// [`FIXED_WSCALE`].
+pub fn fixed_by_wscale(t: &Transfer) -> bool {
+    t.receiver.so_rcvbuf.is_none()
+        && t.receiver.host.is_none()
+        && t.sender.window_scaling == Some(true)
+        && t.receiver.rcv_wscale.is_some_and(|w| w <= FIXED_WSCALE)
+}
+
 /// `rcvbuf-fixed-small` (with the kernel known issues for fixed buffers and, given a size and
 /// a timeout, `transfer-misses-timeout`) for the receiving end of `t`, which set SO_RCVBUF.
 pub fn rcvbuf_fixed_small(t: &Transfer) -> Vec<Finding> {
+    if fixed_by_wscale(t) {
+        return vec![fixed_by_handshake(t)];
+    }
     let Some(so) = t.receiver.so_rcvbuf else {
         return Vec::new();
     };
@@ -219,6 +236,32 @@ fn fixed_without_model(t: &Transfer, so: u64) -> Finding {
     f.explain(format!(
         "sk_rcvbuf = 2 x SO_RCVBUF = {} B, fixed: {why}",
         2 * so
+    ))
+    .fix(rcvbuf_fix())
+}
+
+/// `rcvbuf-fixed-small` inferred from the window scale the receiver announced in its SYN.
+fn fixed_by_handshake(t: &Transfer) -> Finding {
+    let w = t.receiver.rcv_wscale.unwrap_or(0);
+    let cap = (u64::from(u16::MAX)) << w;
+    let f = Finding::new(
+        &RCVBUF_FIXED_SMALL,
+        Severity::Warning,
+        format!(
+            "{} announced window scale {w}: its buffer was fixed small (SO_RCVBUF), the window cannot exceed {}",
+            t.receiver.who.clone().unwrap_or_else(|| "the receiver".into()),
+            Bytes(cap)
+        ),
+    )
+    .subject(t.subject.clone())
+    .evidence("rcv_wscale", w as f64, Unit::Number)
+    .evidence("max_representable_window", cap as f64, Unit::Bytes);
+    let (f, why) = sender::window_arithmetic(t, f);
+    f.explain(format!(
+        "inferred from the handshake: Linux picks the window scale from max(tcp_rmem[2], rmem_max) capped by \
+         the socket's window clamp, so an autotuned socket announces at least 2 with default sysctls; {w} means a \
+         clamp of at most 128 KiB, which SO_RCVBUF set before connect gives (or a host with rmem_max and \
+         tcp_rmem[2] below 128 KiB); {why}"
     ))
     .fix(rcvbuf_fix())
 }

@@ -133,7 +133,10 @@ pub fn judge(targets: &[TargetLatency], ctx: &ProbeContext) -> Vec<Finding> {
     for t in targets {
         out.extend(syn_retransmit(t, ctx));
         out.extend(timeout_and_retry(t, ctx));
-        out.extend(loss(t));
+        match protocol_mismatch(t) {
+            Some(f) => out.push(f),
+            None => out.extend(loss(t)),
+        }
     }
     out.extend(tail_one_target(targets));
     out
@@ -475,6 +478,48 @@ fn loss(t: &TargetLatency) -> Option<Finding> {
         "compare targets along the path (the first one that loses localizes the drop); check drop counters with \
          netblame host on both ends; raise --timeout if replies come back late"
     }))
+}
+
+/// Kinds whose requests and replies travel over an established TCP connection: the network
+/// cannot lose a reply there (TCP retransmits it), so a target that never answers does not
+/// speak the probe's protocol.
+const TCP_STREAM_KINDS: &[&str] = &["rr", "http", "https", "tcp"];
+
+/// `probe-protocol-mismatch`: a TCP request/response target that never answered, although
+/// nothing failed outright: it accepted the connection but does not speak the probe's protocol.
+fn protocol_mismatch(t: &TargetLatency) -> Option<Finding> {
+    let s = &t.summary;
+    let stream = TCP_STREAM_KINDS.contains(&t.kind.as_str()) && t.measures == Measures::RoundTrip;
+    if !stream || s.sent == 0 || s.received > 0 || s.late > 0 || s.failed == s.sent {
+        return None;
+    }
+    Some(
+        Finding::new(
+            &PROBE_PROTOCOL_MISMATCH,
+            Severity::Warning,
+            format!(
+                "{} accepted the connection but answered none of {} {} probes: it does not speak the probe's protocol",
+                t.target, s.sent, t.kind
+            ),
+        )
+        .subject(t.target.clone())
+        .evidence("sent", s.sent as f64, Unit::Count)
+        .evidence("received", 0.0, Unit::Count)
+        .evidence("timeout", t.timeout_us as f64, Unit::Microseconds)
+        .explain(format!(
+            "{} probes travel over an established TCP connection, where the network cannot lose a reply (TCP \
+             retransmits it): 0 of {} answered within {}, so the service there is not a {} responder (or never \
+             answers), not a lossy path",
+            t.kind,
+            s.sent,
+            format_duration(Duration::from_micros(t.timeout_us)),
+            t.kind
+        ))
+        .fix(
+            "probe a port where `netblame probe serve` (or `netblame bench server`) runs, or use the kind the \
+             service speaks: --kind tcp for any listener (connect time), --kind http for a web server",
+        ),
+    )
 }
 
 /// A tail or loss on one target but not on another probed in the same run.

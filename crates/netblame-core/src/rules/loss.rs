@@ -141,7 +141,11 @@ pub fn network_loss(t: &Transfer, share: f64, recovery: f64) -> Finding {
         severity,
         format!(
             "{}{needed} segments retransmitted ({:.2}% of the data){}{}",
-            t.sender.who.as_ref().map(|w| format!("the {w}: ")).unwrap_or_default(),
+            t.sender
+                .who
+                .as_ref()
+                .map(|w| format!("the {w}: "))
+                .unwrap_or_default(),
             share * 100.0,
             if r.spurious > 0 {
                 format!(", besides {} spurious ones", r.spurious)

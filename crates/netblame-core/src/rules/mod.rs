@@ -85,6 +85,7 @@ thresholds! {
     setup::SYN_CRITICAL_SHARE, Ratio;
     setup::SYN_CRITICAL_MIN_CONNECTS, Count;
     buffers::WSCALE_GAP, Number;
+    buffers::FIXED_WSCALE, Number;
     buffers::CLAMP_NEAR_RATE, Ratio;
     timeout::TOLERANCE as secs, Seconds;
     host::TX_SKEW_SHARE, Ratio;

@@ -74,8 +74,11 @@ pub fn why_window_small(t: &Transfer) -> Vec<Finding> {
     if t.sender.window_scaling == Some(false) {
         return vec![buffers::window_scaling_absent(t)];
     }
-    if t.receiver.so_rcvbuf.is_some() {
-        return buffers::rcvbuf_fixed_small(t);
+    if t.receiver.so_rcvbuf.is_some() || buffers::fixed_by_wscale(t) {
+        // A reader that also stopped reading closed the window outright: both are true.
+        let mut out = buffers::rcvbuf_fixed_small(t);
+        out.extend(judge_backlog(t).filter(|f| f.id == RECEIVER_ZERO_WINDOW.id));
+        return out;
     }
     // The ceiling before the backlog: under a tiny tcp_rmem[2] even a prompt reader leaves most
     // of the window queued between wake-ups, while a slow reader on a host with a large ceiling

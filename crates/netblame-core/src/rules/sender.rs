@@ -188,6 +188,10 @@ pub fn judge(t: &Transfer) -> Vec<Finding> {
     out.extend(loss::judge(t));
     if let Some(s) = t.sender.shares {
         let (dominant, _) = limit(t).unwrap_or((Limit::Application, 0.0));
+        if dominant == Limit::ReceiverWindow {
+            // The window's time is the window's (cwnd sits at it), already judged above.
+            return out;
+        }
         for l in [
             Limit::SendBuffer,
             Limit::CongestionWindow,
@@ -200,9 +204,7 @@ pub fn judge(t: &Transfer) -> Vec<Finding> {
             };
             let f = match l {
                 Limit::SendBuffer if share >= NOTABLE_SHARE => Some(send_buffer_limited(t, share)),
-                Limit::CongestionWindow
-                    if t.sender.expected_busy && dominant == l && out.is_empty() =>
-                {
+                Limit::CongestionWindow if t.sender.expected_busy && share >= NOTABLE_SHARE => {
                     Some(congestion_window_limited(t, share))
                 }
                 Limit::Application if t.sender.expected_busy && share >= NOTABLE_SHARE => {
