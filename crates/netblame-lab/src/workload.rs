@@ -123,6 +123,8 @@ pub struct TransferSpec {
     pub read_chunk: usize,
     /// Sleep between reads (a slow reader); with a timed sender only while it sends.
     pub read_pause: Option<Duration>,
+    /// CPU work per byte read (a busy loop), nanoseconds: a reader bound by its CPU.
+    pub read_work_ns_per_byte: u64,
     /// Congestion control of the sending socket (`TCP_CONGESTION`); default: the namespace's.
     pub congestion: Option<String>,
     /// Bytes per write call at the sender (tiny writes with `nodelay` make tiny segments).
@@ -142,6 +144,7 @@ impl TransferSpec {
             receiver_rcvbuf: None,
             read_chunk: 128 << 10,
             read_pause: None,
+            read_work_ns_per_byte: 0,
             congestion: None,
             write_chunk: 128 << 10,
             nodelay: false,
@@ -156,6 +159,17 @@ struct ReceiverResult {
     elapsed: Duration,
     /// CPU time the reading thread used.
     cpu: Duration,
+}
+
+/// Spins on the CPU for `d` of this thread's CPU time (a reader with work to do per byte).
+fn burn(d: Duration) {
+    if d.is_zero() {
+        return;
+    }
+    let end = thread_cpu() + d;
+    while thread_cpu() < end {
+        std::hint::spin_loop();
+    }
 }
 
 /// CPU time the calling thread has used (CLOCK_THREAD_CPUTIME_ID).
@@ -225,6 +239,7 @@ pub fn transfer(lab: &Lab, spec: &TransferSpec) -> io::Result<Transfer> {
         let _ = s.shutdown(Shutdown::Write);
     });
     let (chunk, pause, timeout) = (spec.read_chunk.max(1), spec.read_pause, spec.timeout);
+    let work_ns = spec.read_work_ns_per_byte;
     let receiver = std::thread::spawn(move || -> io::Result<ReceiverResult> {
         let mut r = rcv;
         let mut buf = vec![0u8; chunk];
@@ -241,7 +256,10 @@ pub fn transfer(lab: &Lab, spec: &TransferSpec) -> io::Result<Transfer> {
             recvq_max = recvq_max.max(sockopt::recv_queue(&r).unwrap_or(0));
             match r.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => bytes += n as u64,
+                Ok(n) => {
+                    bytes += n as u64;
+                    burn(Duration::from_nanos(work_ns * n as u64));
+                }
                 Err(e)
                     if matches!(
                         e.kind(),

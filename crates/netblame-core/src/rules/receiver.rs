@@ -67,8 +67,8 @@ fn who(t: &Transfer) -> String {
 }
 
 /// When the receiver's window bound the sender: the receiver-side cause, most specific first
-/// (window scaling absent, SO_RCVBUF, the autotuning ceiling, a reader with a backlog or zero
-/// windows, a CPU-bound reader, a reader pacing itself below what its window allows). Empty when the
+/// (window scaling absent, SO_RCVBUF, the autotuning ceiling, a CPU-bound reader, a reader with
+/// a backlog or zero windows, a reader pacing itself below what its window allows). Empty when the
 /// receiver was not observed well enough to say.
 pub fn why_window_small(t: &Transfer) -> Vec<Finding> {
     if t.sender.window_scaling == Some(false) {
@@ -86,10 +86,12 @@ pub fn why_window_small(t: &Transfer) -> Vec<Finding> {
     if let Some(f) = buffers::autotuning_ceiling(t) {
         return vec![f];
     }
-    if let Some(f) = judge_backlog(t) {
+    // A reader at a whole core falls behind because of its CPU: its backlog and zero windows
+    // follow from that, so the CPU comes first.
+    if let Some(f) = cpu_bound(t) {
         return vec![f];
     }
-    if let Some(f) = cpu_bound(t) {
+    if let Some(f) = judge_backlog(t) {
         return vec![f];
     }
     slow_reader(t).into_iter().collect()
