@@ -3,10 +3,10 @@
 //! tests below fail when the two disagree. Ids are an API (JSON, metrics): never rename one
 //! silently.
 
-use crate::finding::FindingSpec;
+use crate::finding::{FindingSpec, Unit};
 use crate::known_issues;
 use crate::rules::{
-    buffers, host, kernel, kernel_events, latency, loss, receiver, sender, setup, timeout,
+    bound, buffers, host, kernel, kernel_events, latency, loss, receiver, sender, setup, timeout,
 };
 
 /// Every catalogued finding.
@@ -29,6 +29,85 @@ pub fn all() -> impl Iterator<Item = &'static FindingSpec> {
 /// Looks a finding up by id (for tools that read ids back, e.g. a saved report).
 pub fn lookup(id: &str) -> Option<&'static FindingSpec> {
     all().find(|s| s.id == id)
+}
+
+/// A threshold a rule uses, for the table in `docs/findings.md` (a test keeps them equal).
+#[derive(Debug, Clone, Copy)]
+pub struct Threshold {
+    /// `module::CONSTANT`.
+    pub name: &'static str,
+    pub value: f64,
+    pub unit: Unit,
+}
+
+macro_rules! thresholds {
+    ($($module:ident :: $name:ident $(as $conv:expr)?, $unit:ident;)*) => {
+        /// Every threshold of every rule.
+        pub fn thresholds() -> Vec<Threshold> {
+            vec![$(Threshold {
+                name: concat!(stringify!($module), "::", stringify!($name)),
+                value: thresholds!(@v $module::$name $(, $conv)?),
+                unit: Unit::$unit,
+            }),*]
+        }
+    };
+    (@v $c:path) => { $c as f64 };
+    (@v $c:path, $conv:expr) => { $conv($c) };
+}
+
+fn secs(d: std::time::Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+thresholds! {
+    bound::RWND_HOLDS_SHARE, Ratio;
+    bound::RWND_SPLIT_SHARE, Ratio;
+    bound::CEILING_REACHED_SHARE, Ratio;
+    sender::NOTABLE_SHARE, Ratio;
+    bound::BLAME_SHARE, Ratio;
+    sender::IDLE_BUSY_SHARE, Ratio;
+    bound::MIN_BULK_BYTES, Bytes;
+    receiver::BACKLOG_SHARE, Ratio;
+    receiver::MEAN_BACKLOG_SHARE, Ratio;
+    receiver::FULL_BUFFER_SHARE, Ratio;
+    receiver::STALL_US, Microseconds;
+    receiver::STALL_SHARE, Ratio;
+    receiver::STALL_TOTAL_US, Microseconds;
+    receiver::CPU_BOUND_SHARE, Ratio;
+    receiver::CEILING_HEADROOM, Ratio;
+    loss::LOSS_NOTE_SHARE, Ratio;
+    loss::LOSS_WARN_SHARE, Ratio;
+    loss::MIN_LOSS_EVENTS, Count;
+    loss::MIN_SEGMENTS_FOR_RATE, Count;
+    loss::RETRANS_WARN_SHARE, Ratio;
+    loss::ECN_WARN_SHARE, Ratio;
+    loss::BLOAT_RTT_RATIO, Ratio;
+    loss::BLOAT_MIN_DELAY as secs, Seconds;
+    loss::SILENT_MIN_RETRANSMISSIONS, Count;
+    setup::SYN_RTO as secs, Seconds;
+    setup::SYN_CRITICAL_SHARE, Ratio;
+    setup::SYN_CRITICAL_MIN_CONNECTS, Count;
+    buffers::WSCALE_GAP, Number;
+    buffers::FIXED_WSCALE, Number;
+    buffers::CLAMP_NEAR_RATE, Ratio;
+    timeout::TOLERANCE as secs, Seconds;
+    host::TX_SKEW_SHARE, Ratio;
+    host::MIN_PACKETS_FOR_SKEW, Count;
+    kernel_events::NET_RX_STALL_US, Microseconds;
+    kernel_events::NET_RX_STALL_CRITICAL_US, Microseconds;
+    kernel_events::DROPS_WARNING_COUNT, Count;
+    kernel_events::RETRANSMITS_MIN, Count;
+    kernel_events::RETRANSMITS_CONCENTRATED_SHARE, Ratio;
+    kernel_events::COLLAPSE_STALL_US, Microseconds;
+}
+
+/// The thresholds as the markdown table `docs/findings.md` carries.
+pub fn thresholds_table() -> String {
+    let mut s = String::from("| constant | value | unit |\n|---|---|---|\n");
+    for t in thresholds() {
+        s += &format!("| `{}` | {} | {} |\n", t.name, t.value, t.unit.suffix());
+    }
+    s
 }
 
 #[cfg(test)]
@@ -79,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_thresholds_table_is_the_constants() {
-        let table = crate::rules::thresholds_table();
+        let table = thresholds_table();
         assert!(
             DOC.contains(&table),
             "docs/findings.md must carry this thresholds table (generated from the constants):\n{table}"

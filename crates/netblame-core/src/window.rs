@@ -345,6 +345,17 @@ pub fn transfer_time(input: &TransferInput) -> TransferEstimate {
     }
 }
 
+/// The path and workload a window is judged against.
+#[derive(Debug, Clone, Default)]
+pub struct Workload {
+    pub rtt: Option<Duration>,
+    pub size: Option<u64>,
+    pub timeout: Option<Duration>,
+    /// Link rate, bits per second.
+    pub link_bps: Option<f64>,
+    pub mss: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,7 +88,7 @@ impl LimitShares {
     }
 
     /// Receiver-window-limited time over busy time (time with data to send), `0.0..=1.0`: the
-    /// share the window rules ([`crate::rules::sender::receiver_window_binds`]) judge.
+    /// share the window rules ([`crate::rules::bound::receiver_window_binds`]) judge.
     pub fn rwnd_share_of_busy(&self) -> f64 {
         self.rwnd_limited_us as f64 / self.busy_us.max(1) as f64
     }

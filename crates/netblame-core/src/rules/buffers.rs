@@ -8,8 +8,10 @@ use crate::kernel::KernelVersion;
 use crate::known_issues::{self, Trigger};
 use crate::observe::host::HostSnapshot;
 use crate::observe::transfer::Transfer;
-use crate::rules::{sender, timeout};
+use crate::rules::bound::window_arithmetic;
+use crate::rules::timeout;
 use crate::units::{duration_exact_string, format_duration, BitRate, Bytes};
+pub use crate::window::Workload;
 use crate::window::{
     bdp_bytes, buffers_for_window, ceiling_bps, model, RcvSettings, SocketRequest, WindowModel,
 };
@@ -80,17 +82,6 @@ pub const FIXED_WSCALE: u8 = 1;
 /// Without a known link rate, the autotuning ceiling held the window when its ceiling
 /// (clamp / RTT) is below this many times the measured rate (the window was at its clamp).
 pub const CLAMP_NEAR_RATE: f64 = 2.0;
-
-/// The path and workload a window is judged against.
-#[derive(Debug, Clone, Default)]
-pub struct Workload {
-    pub rtt: Option<Duration>,
-    pub size: Option<u64>,
-    pub timeout: Option<Duration>,
-    /// Link rate, bits per second.
-    pub link_bps: Option<f64>,
-    pub mss: u64,
-}
 
 /// `window-scaling-absent` for a connection or transfer without the window-scale option. The
 /// host is blamed when the receiving host's sysctl is known to be 0 or nothing on the path can
@@ -232,7 +223,7 @@ fn fixed_without_model(t: &Transfer, so: u64) -> Finding {
     )
     .subject(t.subject.clone())
     .evidence("so_rcvbuf", so as f64, Unit::Bytes);
-    let (f, why) = sender::window_arithmetic(t, f);
+    let (f, why) = window_arithmetic(t, f);
     f.explain(format!(
         "sk_rcvbuf = 2 x SO_RCVBUF = {} B, fixed: {why}",
         2 * so
@@ -256,7 +247,7 @@ fn fixed_by_handshake(t: &Transfer) -> Finding {
     .subject(t.subject.clone())
     .evidence("rcv_wscale", w as f64, Unit::Number)
     .evidence("max_representable_window", cap as f64, Unit::Bytes);
-    let (f, why) = sender::window_arithmetic(t, f);
+    let (f, why) = window_arithmetic(t, f);
     f.explain(format!(
         "inferred from the handshake: Linux picks the window scale from max(tcp_rmem[2], rmem_max) capped by \
          the socket's window clamp, so an autotuned socket announces at least 2 with default sysctls; {w} means a \

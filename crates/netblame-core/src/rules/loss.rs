@@ -6,7 +6,7 @@
 use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
 use crate::observe::host::{Counter, HostSnapshot};
 use crate::observe::transfer::Transfer;
-use crate::rules::sender::BLAME_SHARE;
+use crate::rules::bound::BLAME_SHARE;
 use crate::units::{format_duration, BitRate, Bytes};
 use std::time::Duration;
 

@@ -5,7 +5,8 @@
 
 use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
 use crate::observe::transfer::Transfer;
-use crate::rules::{buffers, sender};
+use crate::rules::bound::{window_arithmetic, window_bound};
+use crate::rules::buffers;
 use crate::units::{format_duration, BitRate, Bytes};
 use crate::window::{self, ceiling_bps, SocketRequest};
 use std::time::Duration;
@@ -136,11 +137,11 @@ pub fn judge_backlog(t: &Transfer) -> Option<Finding> {
     let r = &t.receiver;
     let zero = r.zero_windows > 0 || r.zero_window_us.is_some_and(|z| z > 0);
     if at_zero_window_now(t)
-        || (zero && (r.recv_q_max_bytes.is_none() || backlogged(t) || sender::window_bound(t)))
+        || (zero && (r.recv_q_max_bytes.is_none() || backlogged(t) || window_bound(t)))
     {
         return Some(receiver_zero_window(t));
     }
-    if backlogged(t) && sender::window_bound(t) {
+    if backlogged(t) && window_bound(t) {
         return Some(app_slow_backlog(t));
     }
     recv_q_growing(t)
@@ -158,7 +159,7 @@ pub fn receiver_zero_window(t: &Transfer) -> Finding {
         .is_some_and(|z| z >= STALL_TOTAL_US && r.zero_window_share.unwrap_or(0.0) >= STALL_SHARE);
     let severity = if now || longest >= STALL_US || (r.zero_windows > 0 && backlogged(t)) {
         Severity::Critical
-    } else if r.zero_window_us.is_none() || stalled || sender::window_bound(t) {
+    } else if r.zero_window_us.is_none() || stalled || window_bound(t) {
         Severity::Warning
     } else {
         Severity::Info
@@ -275,7 +276,7 @@ fn app_slow_backlog(t: &Transfer) -> Finding {
     .subject(t.subject.clone())
     .evidence("recv_q", q as f64, Unit::Bytes)
     .evidence("rcvbuf", rb as f64, Unit::Bytes);
-    let (f, why) = sender::window_arithmetic(t, f);
+    let (f, why) = window_arithmetic(t, f);
     f.explain(format!(
         "{why}; the receive queue held {} of its {} buffer: unread data takes the room the window would \
          advertise",
@@ -342,7 +343,7 @@ fn cpu_bound(t: &Transfer) -> Option<Finding> {
     )
     .subject(t.subject.clone())
     .evidence("receiver_cpu", cpu * 100.0, Unit::Percent);
-    let (f, why) = sender::window_arithmetic(t, f);
+    let (f, why) = window_arithmetic(t, f);
     Some(
         f.explain(format!(
             "{why}; the receiving process ran {:.0}% of one core (at least {:.0}% is CPU-bound): it cannot \
@@ -395,7 +396,7 @@ fn slow_reader(t: &Transfer) -> Option<Finding> {
     .evidence("tcp_rmem_max", host.settings.tcp_rmem[2] as f64, Unit::Bytes)
     .evidence("window_clamp", clamp as f64, Unit::Bytes)
     .evidence("possible_ceiling", possible, Unit::BitsPerSecond);
-    let (f, why) = sender::window_arithmetic(t, f);
+    let (f, why) = window_arithmetic(t, f);
     Some(
         f.explain(format!(
             "{why}; autotuning could grow this window to {} (tcp_rmem[2] {}), a {} ceiling at {} RTT = {:.0}x \

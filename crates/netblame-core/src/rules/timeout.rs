@@ -5,8 +5,8 @@
 use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
 use crate::observe::flow::{CloseKind, FlowObservation};
 use crate::observe::transfer::AppDeadline;
-use crate::rules::buffers::Workload;
 use crate::units::{format_duration, BitRate, Bytes};
+use crate::window::Workload;
 use crate::window::{transfer_time, TransferEstimate, TransferInput, WindowModel};
 use std::time::Duration;
 
