@@ -73,6 +73,7 @@ thresholds! {
     receiver::STALL_US, Microseconds;
     receiver::STALL_SHARE, Ratio;
     receiver::STALL_TOTAL_US, Microseconds;
+    receiver::PERSISTENT_BACKLOG_BYTES, Bytes;
     receiver::CPU_BOUND_SHARE, Ratio;
     receiver::CEILING_HEADROOM, Ratio;
     loss::LOSS_NOTE_SHARE, Ratio;

@@ -101,7 +101,7 @@ fn receiver_that_stops_reading_advertises_zero_windows() {
     assert!(snap.proto_delta("TcpExt.TCPToZeroWindowAdv").unwrap() > 0);
     let f = judge(&snap, None);
     let z = find(&f, "receiver-zero-window");
-    assert!(z.value("to_zero_window_adv").unwrap() >= 1.0);
+    assert!(z.value("zero_windows").unwrap() >= 1.0);
     assert_eq!(z.layer, netblame_core::Layer::Application);
 }
 

@@ -352,7 +352,7 @@ fn no_window_scaling_caps_at_64k_and_blames_this_hosts_sysctl() {
                     .iter()
                     .find(|f| f.id == "window-scaling-absent")
                     .unwrap_or_else(|| panic!("{v:#?}"));
-                assert_eq!(f.value("window"), Some(65535.0));
+                assert_eq!(f.value("window_cap"), Some(65535.0));
                 assert_eq!(f.layer, netblame_core::Layer::Host);
                 assert!(f.fix.contains("tcp_window_scaling"), "{}", f.fix);
             })

@@ -124,6 +124,19 @@ fn names(source: &str, got: &[(String, String, String)], id: &str, layer: &str) 
     );
 }
 
+/// Waits until something listens on `port` on `side` (a loaded machine starts servers slowly).
+fn wait_listening(lab: &Lab, side: &str, port: u16) {
+    let filter = format!("sport = :{port}");
+    for _ in 0..100 {
+        let o = lab.exec(side, &["ss", "-Hltn", &filter]).output().unwrap();
+        if !String::from_utf8_lossy(&o.stdout).trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("nothing listens on port {port} on the {side}");
+}
+
 /// tcpdump in the client namespace for `secs`, ending cleanly (SIGINT) so the file is whole.
 fn capture(lab: &Lab, file: &str, secs: u32, port: u16) -> Child {
     let secs = secs.to_string();
@@ -280,7 +293,7 @@ fn a_self_pacing_reader_is_the_application_everywhere() {
             &root,
         ],
     );
-    std::thread::sleep(Duration::from_millis(1000));
+    wait_listening(&lab, "server", 5303);
     let dump = capture(&lab, &file, 8, 5303);
     let url = format!("http://{SERVER}:5303/big");
     let curl = lab.spawn(

@@ -487,13 +487,30 @@ impl FlowObservation {
             .collect();
         let zero_us: u64 = episodes.iter().map(|e| e.duration_us).sum();
         let near_sender = self.capture_point.near() == Some(sender);
+        let near_receiver = self.capture_point.near() == Some(receiver);
         let us = Duration::from_micros;
         Transfer {
             subject: format!("#{} {}", self.id, self.label()),
             sender: SenderFacts {
                 who: Some(sender.to_string()),
                 shares: None,
-                at_window_share: (s.unique_bytes > 0).then(|| s.window_limited_share()),
+                at_window_share: (s.unique_bytes > 0).then(|| {
+                    if near_receiver {
+                        // Near the receiver ACKs leave at once, so in-flight bytes (and the time
+                        // at the window) cannot be seen: the rate over the window's ceiling
+                        // stands in for the share.
+                        match (r.window_mean_bytes, self.path_rtt_us(sender)) {
+                            (Some(w), Some(rtt)) if w > 0 && rtt > 0 => {
+                                let ceiling = w as f64 * 8.0 / (rtt as f64 / 1e6);
+                                (s.sending_rate_bits_per_second / ceiling).min(1.0)
+                            }
+                            _ => 0.0,
+                        }
+                    } else {
+                        s.window_limited_share()
+                    }
+                }),
+                window_share_from_rate: near_receiver,
                 observed: true,
                 expected_busy: false,
                 bytes: s.unique_bytes,

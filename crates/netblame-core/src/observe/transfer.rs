@@ -45,6 +45,9 @@ pub struct SenderFacts {
     /// A capture's view instead of the stopwatches: share of the sending time with data in
     /// flight within one segment of the receiver's advertised window.
     pub at_window_share: Option<f64>,
+    /// True when `at_window_share` is the measured rate over the window's ceiling (a capture
+    /// near the receiver, where in-flight bytes cannot be seen).
+    pub window_share_from_rate: bool,
     /// Whether the sending end was observed at all (a plain `iperf3 -s` sending in reverse is not).
     pub observed: bool,
     /// True when the sender was asked to send as fast as it could (a throughput test, a lab

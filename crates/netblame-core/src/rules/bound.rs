@@ -57,6 +57,8 @@ pub fn window_arithmetic(t: &Transfer, mut f: Finding) -> (Finding, String) {
     f = f.evidence("rwnd_limited", share * 100.0, Unit::Percent);
     let basis = if t.sender.shares.is_some() {
         "of its busy time (tcpi_rwnd_limited)"
+    } else if t.sender.window_share_from_rate {
+        "by its rate: measured rate / the window's ceiling (captured near the receiver, where in-flight bytes cannot be seen)"
     } else {
         "of its sending time (in flight within one segment of the advertised window)"
     };

@@ -197,6 +197,30 @@ pub fn rcvbuf_fixed_small(t: &Transfer) -> Vec<Finding> {
                 });
             }
             if t.receiver.so_rcvbuf_inferred {
+                let actual = t.receiver.rcv_wscale.unwrap_or(m.rcv_wscale);
+                for e in f.evidence.iter_mut().filter(|e| e.name == "rcv_wscale") {
+                    e.value = actual as f64;
+                }
+                let auto = crate::window::autotuned_wscale(&host.kernel, &host.settings);
+                for (name, value, unit) in [
+                    ("autotuned_wscale", auto as f64, Unit::Number),
+                    (
+                        "tcp_rmem_max",
+                        host.settings.tcp_rmem[2] as f64,
+                        Unit::Bytes,
+                    ),
+                    (
+                        "max_representable_window",
+                        ((u64::from(u16::MAX)) << actual) as f64,
+                        Unit::Bytes,
+                    ),
+                ] {
+                    f.evidence.push(crate::finding::Evidence {
+                        name: name.into(),
+                        value,
+                        unit,
+                    });
+                }
                 f.summary = format!(
                     "SO_RCVBUF set before connect{owner}: rcv_wscale {} where autotuned sockets here get {}; rb fixed at {}",
                     t.receiver.rcv_wscale.unwrap_or(m.rcv_wscale),

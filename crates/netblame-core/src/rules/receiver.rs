@@ -53,6 +53,9 @@ pub const STALL_US: u64 = 1_000_000;
 pub const STALL_SHARE: f64 = 0.1;
 /// ...and at least this much time in all, microseconds.
 pub const STALL_TOTAL_US: u64 = 100_000;
+/// Unread data of at least this much at both samples of a live socket, not draining, is a
+/// backlog whatever the buffer's size (64 KiB: a whole unscaled window left unread).
+pub const PERSISTENT_BACKLOG_BYTES: u64 = 64 * 1024;
 /// The receiving process at or above this share of one core is CPU-bound.
 pub const CPU_BOUND_SHARE: f64 = 0.9;
 /// The window's possible ceiling (its clamp at tcp_rmem[2] over the RTT) at least this many
@@ -292,17 +295,21 @@ fn recv_q_growing(t: &Transfer) -> Option<Finding> {
     let g = r.recv_q_growth?;
     let rb = r.rcvbuf_bytes.filter(|b| *b > 0)?;
     let rmem = r.rmem_alloc_bytes.unwrap_or(0);
-    if g.after_bytes <= g.before_bytes || (rmem as f64) < BACKLOG_SHARE * rb as f64 {
+    let growing = g.after_bytes > g.before_bytes && rmem as f64 >= BACKLOG_SHARE * rb as f64;
+    // A large autotuned buffer never looks half full: unread data that stayed over the whole
+    // interval (and did not drain) says the same.
+    let persistent = g.before_bytes >= PERSISTENT_BACKLOG_BYTES && g.after_bytes >= g.before_bytes;
+    if !growing && !persistent {
         return None;
     }
     let secs = g.interval.as_secs_f64().max(1e-6);
-    let growth = (g.after_bytes - g.before_bytes) as f64 * 8.0 / secs;
+    let growth = g.after_bytes.saturating_sub(g.before_bytes) as f64 * 8.0 / secs;
     Some(
         Finding::new(
             &RECEIVER_APP_SLOW,
             Severity::Warning,
             format!(
-                "Recv-Q grew from {} to {} in {}: {} reads more slowly than data arrives",
+                "Recv-Q went from {} to {} unread in {}: {} reads more slowly than data arrives",
                 Bytes(g.before_bytes),
                 Bytes(g.after_bytes),
                 format_duration(g.interval),
@@ -316,11 +323,12 @@ fn recv_q_growing(t: &Transfer) -> Option<Finding> {
         .evidence("rmem_alloc", rmem as f64, Unit::Bytes)
         .evidence("rcvbuf", rb as f64, Unit::Bytes)
         .explain(format!(
-            "Recv-Q +{} B in {} = {} unread growth; buffer memory {} of rb {} B ({:.0}%): at this pace the \
-             window closes",
-            g.after_bytes - g.before_bytes,
+            "Recv-Q {:+} B in {} = {} unread growth, and never below {} B; buffer memory {} of rb {} B ({:.0}%): \
+             data waits for the application instead of the application for data, and at this pace the window closes",
+            g.after_bytes as i64 - g.before_bytes as i64,
             format_duration(g.interval),
             BitRate(growth),
+            g.before_bytes.min(g.after_bytes),
             rmem,
             rb,
             rmem as f64 * 100.0 / rb as f64

@@ -213,9 +213,21 @@ pub fn receiver_window_limited(t: &Transfer) -> Finding {
     )
 }
 
-/// `send-buffer-limited` at `share` of the busy time (warning from [`BLAME_SHARE`]).
+/// `send-buffer-limited` at `share` of the busy time: a warning from [`BLAME_SHARE`] when the
+/// buffer is the application's choice (SO_SNDBUF), the path is known to be faster than the
+/// buffer allows, or on a live connection; a note when a test on an unknown path ran into its
+/// autotuned send buffer's maximum (any sender stops somewhere).
 pub fn send_buffer_limited(t: &Transfer, share: f64) -> Finding {
-    let severity = if share >= BLAME_SHARE {
+    let set_by_app = t
+        .buffers
+        .iter()
+        .any(|b| b.option == "SO_SNDBUF" && b.applied);
+    let path_faster = match (t.sender.sndbuf_bytes, t.path.rtt, t.path.link_bps) {
+        (Some(b), Some(rtt), Some(link)) if !rtt.is_zero() => ceiling_bps(b, rtt) < link,
+        _ => false,
+    };
+    let severity = if share >= BLAME_SHARE && (set_by_app || path_faster || !t.sender.expected_busy)
+    {
         Severity::Warning
     } else {
         Severity::Info
