@@ -15,13 +15,16 @@
 //! The library observes and returns netblame-core's [`netblame_core::observe::latency`] types;
 //! it never prints.
 
+pub mod config;
 pub mod histlog;
 mod kinds;
 pub mod report;
 pub mod responder;
 pub mod run;
 pub mod schedule;
+mod state;
 pub mod target;
 
-pub use run::{start, ProbeConfig, ProbeError, RunningProbe};
+pub use config::{ProbeConfig, ProbeError};
+pub use run::{start, RunningProbe};
 pub use target::{ProbeKind, Target};

@@ -1,8 +1,9 @@
 //! From recorded probes to netblame-core's [`TargetLatency`]: the HDR histogram, the ping-style
 //! summary with percentiles, per-window loss and latency, spikes, and schedule accuracy.
 
-use crate::run::{Ended, ProbeConfig, Slot};
+use crate::config::ProbeConfig;
 use crate::schedule::ScheduleStats;
+use crate::state::{Ended, Slot};
 use crate::target::{ProbeKind, Target};
 use hdrhistogram::Histogram;
 use netblame_core::observe::latency::{

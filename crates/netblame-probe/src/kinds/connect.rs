@@ -2,8 +2,9 @@
 //! (a lost SYN waits a whole second) never delays the next probe.
 
 use super::describe;
+use crate::config::ProbeConfig;
 use crate::responder::MAGIC;
-use crate::run::{ProbeConfig, ProbeResult, Prober, TargetState};
+use crate::state::{ProbeResult, Prober, TargetState};
 use crate::target::{ProbeKind, Target};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, Read, Write};
@@ -162,7 +163,7 @@ impl Job {
                     f.total_rto = r.total_rto;
                     return Ok(f);
                 }
-                r.ended = crate::run::Ended::Reply(total);
+                r.ended = crate::state::Ended::Reply(total);
             }
             _ if self.request => {
                 let mut req = vec![0u8; MAGIC.len() + self.size];
@@ -175,7 +176,7 @@ impl Job {
                 if resp[..8] != self.seq.to_le_bytes() {
                     return Err(Stop::Failed("reply does not echo the request".into()));
                 }
-                r.ended = crate::run::Ended::Reply(self.state.since_scheduled(self.seq));
+                r.ended = crate::state::Ended::Reply(self.state.since_scheduled(self.seq));
             }
             _ => {}
         }

@@ -6,7 +6,8 @@ mod icmp;
 mod stream;
 mod udp;
 
-use crate::run::{ProbeConfig, Prober, TargetState};
+use crate::config::ProbeConfig;
+use crate::state::{Prober, TargetState};
 use crate::target::{ProbeKind, Target};
 use std::io;
 use std::os::fd::RawFd;
