@@ -4,6 +4,7 @@
 //! them, so no module imports a module that imports it back.
 
 use crate::target::{ProbeKind, Target};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Most probes one target may schedule in a run: every probe is kept until the run ends (about
@@ -25,6 +26,22 @@ pub struct ProbeConfig {
     pub request: bool,
     /// Length of the per-window loss and latency rows.
     pub window: Duration,
+    /// How `https://` targets verify the server's certificate.
+    pub tls: TlsOptions,
+}
+
+/// Certificate verification for `https://` targets (`--insecure`, `--cacert`).
+///
+/// By default the server's certificate must chain to a root of this host's trust store (read
+/// with `rustls-native-certs`), or of the Mozilla roots bundled in `webpki-roots` when the host
+/// has none, and name the target's host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Skip certificate verification (handshake signatures are still checked): for self-signed
+    /// test servers. The handshake is timed the same way.
+    pub insecure: bool,
+    /// Trust only the CA certificates in this PEM file (like curl's `--cacert`).
+    pub cacert: Option<PathBuf>,
 }
 
 /// Why a run could not start.

@@ -8,7 +8,8 @@
 //!
 //! Probe kinds ([`ProbeKind`]): `tcp` (connect time, or with a request a connect plus one
 //! request/response per connection, like netperf TCP_CRR), `rr` (request/response on one kept
-//! connection, like TCP_RR), `http` (GET: connect, first byte, total), `udp` (echo) and `icmp`
+//! connection, like TCP_RR), `http` (GET over HTTP/1.1, TLS with rustls for `https://`: name
+//! lookup, connect, TLS handshake, first byte and total timed apart), `udp` (echo) and `icmp`
 //! (echo). `rr`, `udp` and `tcp --request` need a peer that answers: [`responder`] (run by
 //! `netblame probe serve` and by `netblame bench server`).
 //!
@@ -25,6 +26,7 @@ pub mod schedule;
 mod state;
 pub mod target;
 
+pub use config::TlsOptions;
 pub use config::{ProbeConfig, ProbeError};
 pub use run::{start, RunningProbe};
 pub use target::{ProbeKind, Target};

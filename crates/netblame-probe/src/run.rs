@@ -54,6 +54,12 @@ pub fn start(config: ProbeConfig) -> Result<RunningProbe, ProbeError> {
             config.count
         )));
     }
+    if (config.tls.insecure || config.tls.cacert.is_some()) && !config.targets.iter().any(|t| t.tls)
+    {
+        return Err(ProbeError::Config(
+            "--insecure and --cacert apply to https:// targets only (with --kind http)".into(),
+        ));
+    }
     let min = kinds::min_size(config.kind, config.request);
     if config.size < min || config.size > 65_000 {
         return Err(ProbeError::Config(format!(

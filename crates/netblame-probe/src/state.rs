@@ -23,6 +23,33 @@ pub(crate) struct ProbeResult {
     pub connect_ns: Option<u64>,
     pub first_byte_ns: Option<u64>,
     pub total_rto: Option<u16>,
+    /// http: how long each phase took.
+    pub http: Option<HttpTimes>,
+}
+
+/// What an `http` probe measured, each phase on its own (not from the scheduled departure).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HttpTimes {
+    /// Name lookup (none when the target is an address).
+    pub dns: Option<Duration>,
+    /// TCP handshake.
+    pub connect: Option<Duration>,
+    /// TLS handshake (https).
+    pub tls: Option<Duration>,
+    /// From the request written to the first byte of the response.
+    pub first_byte: Option<Duration>,
+    /// From the first byte to the end of the response.
+    pub transfer: Option<Duration>,
+    /// Response status.
+    pub status: Option<u16>,
+    /// Response body bytes (after de-chunking).
+    pub body_bytes: u64,
+    /// The body came in `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+    /// Negotiated TLS version, e.g. `TLSv1.3`.
+    pub tls_version: Option<&'static str>,
+    /// Negotiated cipher suite.
+    pub cipher: Option<String>,
 }
 
 impl ProbeResult {
@@ -32,6 +59,7 @@ impl ProbeResult {
             connect_ns: None,
             first_byte_ns: None,
             total_rto: None,
+            http: None,
         }
     }
     pub fn failed(ns: u64, error: impl Into<String>) -> Self {
@@ -40,6 +68,7 @@ impl ProbeResult {
             connect_ns: None,
             first_byte_ns: None,
             total_rto: None,
+            http: None,
         }
     }
 }
