@@ -19,6 +19,6 @@ pub mod sample;
 pub mod server;
 pub mod stream;
 
-pub use client::{run_client, ClientOutcome};
+pub use client::{run_client, run_client_with_events, ClientEvent, ClientOutcome};
 pub use config::{ClientConfig, TestParams};
 pub use server::{Server, ServerConfig};

@@ -2,7 +2,8 @@
 //! (`start`, `intervals`, `end` with `sum_sent`, `sum_received`, `cpu_utilization_percent`)
 //! with netblame's additions under `netblame`.
 
-use crate::client::ClientOutcome;
+use crate::client::{ClientOutcome, StreamInfo};
+use crate::config::TestParams;
 use crate::sample::{IntervalSample, StreamSample};
 use netblame_core::rules::transfer::{BufferRequest, SenderStream, TransferObservation};
 use netblame_core::Finding;
@@ -262,24 +263,48 @@ fn sum_of(streams: &[&StreamSample], sender: bool) -> Value {
 /// The iperf3 `-J` document for a client run, with netblame's samples and verdict under
 /// `netblame`.
 pub fn iperf3_json(o: &ClientOutcome, findings: &[Finding]) -> Value {
+    json!({
+        "start": start_json(&o.host, o.port, &o.params, &o.cookie, &o.streams),
+        "intervals": o.intervals.iter().map(|iv| interval_json(&o.params, iv)).collect::<Vec<_>>(),
+        "end": end_json(o),
+        "netblame": netblame_json(o, findings),
+    })
+}
+
+/// iperf3 prints file descriptors as stream sockets; any stable small number will do.
+fn socket(id: i64) -> i64 {
+    id + 4
+}
+
+/// One element of iperf3's `intervals` (and the data of a `--json-stream` `interval` event).
+pub fn interval_json(p: &TestParams, iv: &IntervalSample) -> Value {
+    let fwd: Vec<&StreamSample> = iv.streams.iter().filter(|s| !p.bidir || s.sender).collect();
+    let rev: Vec<&StreamSample> = iv.streams.iter().filter(|s| p.bidir && !s.sender).collect();
+    let mut v = json!({
+        "streams": iv.streams.iter().map(|s| iperf_stream_interval(s, socket(s.id))).collect::<Vec<_>>(),
+        "sum": sum_of(&fwd, fwd.first().is_some_and(|s| s.sender)),
+    });
+    if p.bidir {
+        v["sum_bidir_reverse"] = sum_of(&rev, false);
+    }
+    v
+}
+
+/// netblame's additions to the `-J` document: both ends' samples and buffers, the server's
+/// output, the findings (a `netblame` event in `--json-stream`).
+pub fn netblame_json(o: &ClientOutcome, findings: &[Finding]) -> Value {
+    json!({
+        "streams": o.streams,
+        "client_intervals": o.intervals,
+        "server": o.server,
+        "server_output": o.server_output,
+        "findings": findings,
+    })
+}
+
+/// iperf3's `end` object for a client run (and the data of a `--json-stream` `end` event).
+pub fn end_json(o: &ClientOutcome) -> Value {
     let p = &o.params;
-    let socket = |id: i64| id + 4; // iperf3 prints fds; any stable small number will do
-    let intervals: Vec<Value> = o
-        .intervals
-        .iter()
-        .map(|iv| {
-            let fwd: Vec<&StreamSample> = iv.streams.iter().filter(|s| !p.bidir || s.sender).collect();
-            let rev: Vec<&StreamSample> = iv.streams.iter().filter(|s| p.bidir && !s.sender).collect();
-            let mut v = json!({
-                "streams": iv.streams.iter().map(|s| iperf_stream_interval(s, socket(s.id))).collect::<Vec<_>>(),
-                "sum": sum_of(&fwd, fwd.first().is_some_and(|s| s.sender)),
-            });
-            if p.bidir {
-                v["sum_bidir_reverse"] = sum_of(&rev, false);
-            }
-            v
-        })
-        .collect();
     let end_side = |id: i64, bytes: u64, sender: bool, retr: Option<i64>| {
         let mut v = json!({
             "socket": socket(id),
@@ -363,49 +388,51 @@ pub fn iperf3_json(o: &ClientOutcome, findings: &[Finding]) -> Value {
         end["sum_sent_bidir_reverse"] = sum(sums[0][0], true, Some(retr[0]));
         end["sum_received_bidir_reverse"] = sum(sums[0][1], false, None);
     }
+    end
+}
+
+/// iperf3's `start` object (and the data of a `--json-stream` `start` event).
+pub fn start_json(
+    host: &str,
+    port: u16,
+    p: &TestParams,
+    cookie: &str,
+    streams: &[StreamInfo],
+) -> Value {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let first_buf = o.streams.first().map(|s| s.buffers).unwrap_or_default();
+    let first_buf = streams.first().map(|s| s.buffers).unwrap_or_default();
     json!({
-        "start": {
-            "connected": o.streams.iter().map(|s| {
-                let (lh, lp) = split_addr(&s.local);
-                let (rh, rp) = split_addr(&s.remote);
-                json!({"socket": socket(s.id), "local_host": lh, "local_port": lp, "remote_host": rh, "remote_port": rp})
-            }).collect::<Vec<_>>(),
-            "version": format!("netblame {}", env!("CARGO_PKG_VERSION")),
-            "system_info": std::fs::read_to_string("/proc/version").map(|s| s.trim().to_string()).unwrap_or_default(),
-            "timestamp": {"timesecs": now},
-            "connecting_to": {"host": o.host, "port": o.port},
-            "cookie": o.cookie,
-            "sock_bufsize": p.window.unwrap_or(0),
-            "sndbuf_actual": first_buf.actual_sndbuf_bytes,
-            "rcvbuf_actual": first_buf.actual_rcvbuf_bytes,
-            "test_start": {
-                "protocol": "TCP",
-                "num_streams": p.parallel,
-                "blksize": p.len,
-                "omit": p.omit_s,
-                "duration": if p.bytes > 0 { 0 } else { p.time_s },
-                "bytes": p.bytes,
-                "blocks": 0,
-                "reverse": i32::from(p.reverse),
-                "tos": 0,
-                "target_bitrate": 0,
-                "bidir": i32::from(p.bidir),
-                "fqrate": 0,
-            },
-        },
-        "intervals": intervals,
-        "end": end,
-        "netblame": {
-            "streams": o.streams,
-            "client_intervals": o.intervals,
-            "server": o.server,
-            "server_output": o.server_output,
-            "findings": findings,
+        "connected": streams.iter().map(|s| {
+            let (lh, lp) = split_addr(&s.local);
+            let (rh, rp) = split_addr(&s.remote);
+            json!({"socket": socket(s.id), "local_host": lh, "local_port": lp, "remote_host": rh, "remote_port": rp})
+        }).collect::<Vec<_>>(),
+        "version": format!("netblame {}", env!("CARGO_PKG_VERSION")),
+        "system_info": std::fs::read_to_string("/proc/version").map(|s| s.trim().to_string()).unwrap_or_default(),
+        "timestamp": {"timesecs": now},
+        "connecting_to": {"host": host, "port": port},
+        "cookie": cookie,
+        "target_bitrate": p.bandwidth,
+        "fq_rate": p.fqrate,
+        "sock_bufsize": p.window.unwrap_or(0),
+        "sndbuf_actual": first_buf.actual_sndbuf_bytes,
+        "rcvbuf_actual": first_buf.actual_rcvbuf_bytes,
+        "test_start": {
+            "protocol": "TCP",
+            "num_streams": p.parallel,
+            "blksize": p.len,
+            "omit": p.omit_s,
+            "duration": if p.bytes > 0 { 0 } else { p.time_s },
+            "bytes": p.bytes,
+            "blocks": 0,
+            "reverse": i32::from(p.reverse),
+            "tos": 0,
+            "target_bitrate": p.bandwidth,
+            "bidir": i32::from(p.bidir),
+            "fqrate": p.fqrate,
         },
     })
 }

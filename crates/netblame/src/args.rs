@@ -48,6 +48,27 @@ fn hint(s: &str, e: UnitError, unit: &str) -> String {
     }
 }
 
+/// iperf3's `-b`: a target rate in decimal bits per second, the unit optional as in iperf3
+/// (`100m`, `1g`, `100mbit`, `500000`); `0` means unlimited. iperf3's `/burst` suffix is refused.
+pub fn bitrate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t.contains('/') && !t.ends_with("/s") {
+        return Err(format!(
+            "{t}: a burst (RATE/N) is not supported; give the rate alone, e.g. 100m"
+        ));
+    }
+    if let Ok(v) = t.parse::<u64>() {
+        if v as f64 > MAX_RATE_BPS {
+            return Err(format!(
+                "{s} is beyond any link (at most {})",
+                BitRate(MAX_RATE_BPS)
+            ));
+        }
+        return Ok(v);
+    }
+    Ok(rate(t)?.bits_per_second() as u64)
+}
+
 /// A path rate (`--rate`): decimal bits per second with a unit, more than zero.
 pub fn rate(s: &str) -> Result<BitRate, String> {
     let r: BitRate = s.parse().map_err(|e| hint(s, e, "mbit"))?;
