@@ -5,8 +5,10 @@
 //! - [`config`]: test settings (the iperf3 parameter set plus netblame's extension keys).
 //! - [`stream`]: data sockets, their options and the sender/receiver loops.
 //! - [`sample`]: per-interval samples of each stream (bytes, tcp_info, Recv-Q).
-//! - [`client`] and [`server`]: the two roles.
-//! - [`report`]: the iperf3 `-J` layout with netblame's additions.
+//! - [`client`] and [`server`]: the two roles, over IPv4 or IPv6 (the server dual-stack by
+//!   default); `-b` paces senders with iperf3's throttle and `SO_MAX_PACING_RATE`.
+//! - [`report`]: the iperf3 `-J` layout with netblame's additions, in pieces for
+//!   `--json-stream` (start, interval, end).
 //!
 //! Library code never prints: progress goes through callbacks.
 

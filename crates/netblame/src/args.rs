@@ -3,7 +3,8 @@
 //!
 //! The rule for ambiguous input, the same in every command: a rate or a duration needs its
 //! unit (`--rtt 30` is refused with "give a unit, e.g. 30ms"); sizes without a unit are bytes;
-//! only iperf3's own flags (`-t`, `-i`) and counter windows (`--duration`) take bare seconds.
+//! only iperf3's own flags (`-t`, `-i`) and counter windows (`--duration`) take bare seconds,
+//! and iperf3's `-b` bare bits per second.
 //! Zero, negative and absurd values are refused at parse time.
 
 use netblame_core::units::{self, UnitError};
@@ -260,6 +261,17 @@ pub fn check_loadable(path: &std::path::Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iperf3_bitrates_take_bare_bits_and_zero() {
+        assert_eq!(bitrate("100m"), Ok(100_000_000));
+        assert_eq!(bitrate("1G"), Ok(1_000_000_000));
+        assert_eq!(bitrate("500000"), Ok(500_000));
+        assert_eq!(bitrate("0"), Ok(0));
+        assert!(bitrate("100m/10").unwrap_err().contains("burst"));
+        assert!(bitrate("99999999999999999").is_err());
+        assert!(bitrate("fast").is_err());
+    }
 
     #[test]
     fn bare_rates_and_rtts_are_refused_with_a_hint() {
