@@ -22,6 +22,9 @@ pub struct StreamInfo {
     pub local: String,
     pub remote: String,
     pub buffers: BufferSizes,
+    /// TCP_MAXSEG once connected (iperf3's `tcp_mss_default` when `-M` is not given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mss_bytes: Option<u32>,
 }
 
 /// Per-stream totals after the test.
@@ -200,6 +203,7 @@ pub fn run_client_with_events(
             local: s.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             remote: s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
             buffers: b,
+            mss_bytes: socket2::SockRef::from(&s).mss().ok(),
         });
         streams.push(DataStream::start(
             proto::stream_id(i),

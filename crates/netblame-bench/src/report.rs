@@ -415,6 +415,7 @@ pub fn start_json(
         "timestamp": {"timesecs": now},
         "connecting_to": {"host": host, "port": port},
         "cookie": cookie,
+        "tcp_mss_default": streams.first().and_then(|s| s.mss_bytes).unwrap_or(0),
         "target_bitrate": p.bandwidth,
         "fq_rate": p.fqrate,
         "sock_bufsize": p.window.unwrap_or(0),
@@ -433,6 +434,9 @@ pub fn start_json(
             "target_bitrate": p.bandwidth,
             "bidir": i32::from(p.bidir),
             "fqrate": p.fqrate,
+            "interval": p.interval_ms as f64 / 1000.0,
+            "gso": 0,
+            "gro": 0,
         },
     })
 }

@@ -147,6 +147,10 @@ struct ClientArgs {
     /// sender keeps its average at or below it and the kernel paces it (SO_MAX_PACING_RATE).
     #[arg(short = 'b', long, value_name = "RATE", value_parser = args::bitrate)]
     bitrate: Option<u64>,
+    /// SO_MAX_PACING_RATE of each sending stream in bits per second (iperf3 --fq-rate): the
+    /// kernel's pacing alone, without -b's own throttle.
+    #[arg(long, value_name = "RATE", value_parser = args::bitrate)]
+    fq_rate: Option<u64>,
     /// Use the host's IPv4 address only.
     #[arg(short = '4', long = "version4", conflicts_with = "v6")]
     v4: bool,
@@ -213,7 +217,7 @@ fn client(a: ClientArgs) -> anyhow::Result<ExitCode> {
             interval_ms: a.interval.as_millis() as u64,
             peer_is_netblame: false,
             bandwidth: a.bitrate.unwrap_or(0),
-            fqrate: 0,
+            fqrate: a.fq_rate.unwrap_or(0),
         },
         interval: a.interval,
         app_timeout: a.app_timeout,
