@@ -441,6 +441,86 @@ pub fn start_json(
     })
 }
 
+/// iperf3's server-side `start` object for `netblame bench server --json-stream`: like the
+/// client's, with `accepted_connection` (the client's control connection) instead of
+/// `connecting_to`.
+pub fn server_start_json(
+    peer: &str,
+    p: &TestParams,
+    cookie: &str,
+    streams: &[StreamInfo],
+) -> Value {
+    let mut v = start_json("", 0, p, cookie, streams);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("connecting_to");
+        let (host, port) = split_addr(peer);
+        o.insert(
+            "accepted_connection".into(),
+            json!({"host": host, "port": port}),
+        );
+    }
+    v
+}
+
+/// iperf3's server-side `end` object for a finished test (`--json-stream` on the server): per
+/// stream the sending and receiving ends' bytes (the client's count from its results, where
+/// iperf3's server prints 0), the sums of the client -> server direction (server -> client
+/// with `-R`), and the server's CPU.
+pub fn server_end_json(r: &crate::server::SessionReport) -> Value {
+    let secs = r.seconds.max(1e-9);
+    let side = |bytes: u64, sender: bool| {
+        json!({
+            "start": 0, "end": r.seconds, "seconds": r.seconds, "bytes": bytes,
+            "bits_per_second": bytes as f64 * 8.0 / secs, "sender": sender,
+        })
+    };
+    let mut sums = [[0u64; 2]; 2]; // [server sends?][sent, received]
+    let streams: Vec<Value> = r
+        .streams
+        .iter()
+        .map(|s| {
+            let other = s.client_bytes.unwrap_or(0);
+            let (sent, recvd) = if s.server_sends {
+                (s.server_bytes, other)
+            } else {
+                (other, s.server_bytes)
+            };
+            let d = usize::from(s.server_sends);
+            sums[d][0] += sent;
+            sums[d][1] += recvd;
+            // As in iperf3's output, `sender` says whether this host (the server) sends.
+            let mut sender = side(sent, s.server_sends);
+            sender["socket"] = json!(socket(s.id));
+            let mut receiver = side(recvd, s.server_sends);
+            receiver["socket"] = json!(socket(s.id));
+            json!({"sender": sender, "receiver": receiver})
+        })
+        .collect();
+    let reverse = r.streams.iter().all(|s| s.server_sends) && !r.streams.is_empty();
+    let d = usize::from(reverse);
+    let congestion_key = if reverse {
+        "sender_tcp_congestion"
+    } else {
+        "receiver_tcp_congestion"
+    };
+    let mut v = json!({
+        "streams": streams,
+        "sum_sent": side(sums[d][0], reverse),
+        "sum_received": side(sums[d][1], reverse),
+        "cpu_utilization_percent": {
+            "host_total": r.cpu.total,
+            "host_user": r.cpu.user,
+            "host_system": r.cpu.system,
+            // The client's CPU is not known to the server (iperf3 prints zeros too).
+            "remote_total": 0,
+            "remote_user": 0,
+            "remote_system": 0,
+        },
+    });
+    v[congestion_key] = json!(r.congestion);
+    v
+}
+
 fn split_addr(a: &str) -> (String, u16) {
     match a.parse::<std::net::SocketAddr>() {
         Ok(sa) => (sa.ip().to_string(), sa.port()),

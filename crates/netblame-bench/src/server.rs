@@ -101,6 +101,8 @@ pub struct SessionReport {
     pub streams: Vec<ServerStreamTotals>,
     pub intervals: Vec<IntervalSample>,
     pub cpu: CpuUsage,
+    /// Congestion control of the server's data streams (`TCP_CONGESTION`).
+    pub congestion: String,
 }
 
 /// What the server tells its caller (the CLI prints these; the library never does).
@@ -108,6 +110,16 @@ pub struct SessionReport {
 pub enum ServerEvent {
     /// A test started.
     Started { peer: String, params: Value },
+    /// Every data stream of a test is connected and the test runs (iperf3's `start` event).
+    Running {
+        peer: String,
+        /// The test's cookie, without its NUL.
+        cookie: String,
+        params: TestParams,
+        /// The data streams from the client's point of view (`client_sends`, local = the
+        /// server's end).
+        streams: Vec<crate::client::StreamInfo>,
+    },
     /// A server-side interval of a running test.
     Interval {
         peer: String,
@@ -825,6 +837,34 @@ fn run_session(
             &budget,
         )?);
     }
+    (shared.on_event)(ServerEvent::Running {
+        peer: peer.to_string(),
+        cookie: String::from_utf8_lossy(&cookie[..COOKIE_SIZE - 1]).into_owned(),
+        params: p.clone(),
+        streams: streams
+            .iter()
+            .map(|s| crate::client::StreamInfo {
+                id: s.id,
+                client_sends: !s.sending,
+                local: s
+                    .sock
+                    .local_addr()
+                    .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()).to_string())
+                    .unwrap_or_default(),
+                remote: s
+                    .sock
+                    .peer_addr()
+                    .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()).to_string())
+                    .unwrap_or_default(),
+                buffers: s.buffers,
+                mss_bytes: socket2::SockRef::from(&*s.sock).mss().ok(),
+            })
+            .collect(),
+    });
+    let congestion = streams
+        .first()
+        .and_then(|s| netblame_linux::sockopt::congestion(&*s.sock).ok())
+        .unwrap_or_default();
     let result = serve_test(shared, ctrl, peer, &p, &mut streams, &stop);
     stop.all();
     for s in &mut streams {
@@ -856,6 +896,7 @@ fn run_session(
             .collect(),
         intervals,
         cpu,
+        congestion,
     })
 }
 

@@ -383,3 +383,67 @@ fn ip_version_and_bitrate_flags() {
     let (code, _, err) = netblame(&["bench", "client", "127.0.0.1", "-4", "-6"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn server_json_stream_writes_iperf3_event_lines_for_a_real_iperf3_client() {
+    let port = free_port().to_string();
+    let mut srv = Proc(
+        Command::new(env!("CARGO_BIN_EXE_netblame"))
+            .args([
+                "bench",
+                "server",
+                "-B",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-1",
+                "--json-stream",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Nothing is printed before a test: wait for the socket instead.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while netblame_testkit::run_ok(&["ss", "-Hltn", &format!("sport = :{port}")])
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "server never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new("iperf3")
+        .args(["-c", "127.0.0.1", "-p", &port, "-t", "2", "-J"])
+        .output()
+        .expect("iperf3 is installed");
+    let iperf: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{iperf}");
+    assert_eq!(
+        wait_exit(&mut srv, 10),
+        Some(0),
+        "one-off server did not exit"
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut srv.0.stdout.take().unwrap(), &mut text).unwrap();
+    let events = stream_events(&text);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"end"), "{names:?}");
+    assert!(
+        names.iter().filter(|n| **n == "interval").count() >= 2,
+        "{names:?}"
+    );
+    let start = &events[0].1;
+    assert_eq!(start["accepted_connection"]["host"], "127.0.0.1");
+    assert_eq!(start["test_start"]["num_streams"], 1);
+    let end = &events.last().unwrap().1;
+    let got = end["sum_received"]["bytes"].as_u64().unwrap();
+    let sent = iperf["end"]["sum_sent"]["bytes"].as_u64().unwrap();
+    // Within one second's worth of the transfer.
+    assert!(
+        got > 0 && got.abs_diff(sent) <= sent / 2,
+        "server received {got}, iperf3 sent {sent}"
+    );
+    assert!(end["receiver_tcp_congestion"].is_string(), "{end}");
+}

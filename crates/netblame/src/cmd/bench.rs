@@ -75,6 +75,12 @@ struct ServerArgs {
     /// One JSON line per finished test instead of text.
     #[arg(short = 'J', long)]
     json: bool,
+    /// JSON lines as iperf3 --json-stream writes them: per test {"event":"start"}, one
+    /// {"event":"interval"} per interval, {"event":"end"}; {"event":"error"} for a dropped
+    /// test. Tests running at once interleave their lines (--max-clients 1 keeps them apart,
+    /// as iperf3 serves one test at a time).
+    #[arg(long, conflicts_with = "json")]
+    json_stream: bool,
 }
 
 #[derive(clap::Args)]
@@ -556,7 +562,69 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         max_connections: a.max_connections as usize,
         max_memory: a.max_memory.get(),
     };
-    let srv = netblame_bench::Server::bind(cfg, move |ev| match ev {
+    let srv = if a.json_stream {
+        netblame_bench::Server::bind(cfg, server_json_stream())
+    } else {
+        netblame_bench::Server::bind(cfg, server_events(json))
+    }
+    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", SocketAddr::new(bind, a.port)))?;
+    if !json && !a.json_stream {
+        println!("Server listening on {}", srv.local_addr()?);
+    }
+    srv.serve()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bench server --json-stream`: iperf3's server event lines.
+fn server_json_stream() -> impl Fn(ServerEvent) + Send + Sync + 'static {
+    // Each running test's parameters, by peer, for its interval lines.
+    let params: std::sync::Mutex<std::collections::HashMap<String, TestParams>> =
+        Default::default();
+    move |ev| match ev {
+        ServerEvent::Running {
+            peer,
+            cookie,
+            params: p,
+            streams,
+        } => {
+            stream_event(
+                "start",
+                &report::server_start_json(&peer, &p, &cookie, &streams),
+            );
+            if let Ok(mut m) = params.lock() {
+                m.insert(peer, p);
+            }
+        }
+        ServerEvent::Interval { peer, sample } => {
+            let p = params
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&peer).cloned())
+                .unwrap_or_default();
+            stream_event("interval", &report::interval_json(&p, &sample));
+        }
+        ServerEvent::Finished(r) => {
+            if let Ok(mut m) = params.lock() {
+                m.remove(&r.peer);
+            }
+            stream_event("end", &report::server_end_json(&r));
+        }
+        ServerEvent::Dropped { peer, reason } => {
+            if let Ok(mut m) = params.lock() {
+                m.remove(&peer);
+            }
+            stream_event(
+                "error",
+                &serde_json::Value::from(format!("{peer}: {reason}")),
+            );
+        }
+        ServerEvent::Started { .. } => {}
+    }
+}
+
+/// `bench server` text (or `-J` lines): what each test did and the verdict when it sent.
+fn server_events(json: bool) -> impl Fn(ServerEvent) + Send + Sync + 'static {
+    move |ev| match ev {
         ServerEvent::Started { peer, params } if !json => {
             println!("Accepted test from {peer}: {params}");
         }
@@ -592,11 +660,5 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             }
         }
         _ => {}
-    })
-    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", SocketAddr::new(bind, a.port)))?;
-    if !json {
-        println!("Server listening on {}", srv.local_addr()?);
     }
-    srv.serve()?;
-    Ok(ExitCode::SUCCESS)
 }
