@@ -235,6 +235,9 @@ fn iperf_stream_interval(s: &StreamSample, socket: i64) -> Value {
         v["rtt"] = json!(s.rtt_us);
         v["rttvar"] = json!(s.rttvar_us);
         v["pmtu"] = json!(s.pmtu);
+        if let Some(r) = s.reorder {
+            v["reorder"] = json!(r);
+        }
     }
     v
 }
@@ -327,6 +330,9 @@ pub fn end_json(o: &ClientOutcome) -> Value {
                 .collect();
             if !mine.is_empty() {
                 let rtts: Vec<u64> = mine.iter().map(|s| s.rtt_us).collect();
+                if let Some(r) = mine.iter().rev().find_map(|s| s.reorder) {
+                    v["reorder"] = json!(r);
+                }
                 v["max_snd_cwnd"] = json!(mine.iter().map(|s| s.snd_cwnd_bytes).max());
                 v["max_snd_wnd"] = json!(mine
                     .iter()
