@@ -48,8 +48,8 @@ pub struct TestParams {
     pub peer_is_netblame: bool,
     /// `-b`: target bit rate of each sending stream, bits per second (`bandwidth`; 0 =
     /// unlimited). The sender keeps its average since the start at or below it, as iperf3
-    /// does, and the kernel paces it (`SO_MAX_PACING_RATE`) so it leaves smoothly, not in
-    /// bursts.
+    /// does, and the kernel paces it (`SO_MAX_PACING_RATE` at 1.25 times the rate) so it
+    /// leaves smoothly, not in line-rate bursts.
     pub bandwidth: u64,
     /// iperf3 `--fq-rate`: `SO_MAX_PACING_RATE` of each sending stream, bits per second
     /// (`fqrate`; 0 = none). Applied when a peer asks for it.
