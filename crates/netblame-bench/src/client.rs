@@ -1,6 +1,6 @@
 //! `netblame bench client`: drives a test against an iperf3 or netblame server.
 
-use crate::config::{ClientConfig, TestParams};
+use crate::config::{ClientConfig, Family, TestParams};
 use crate::proto::{self, state, ProtoError, COOKIE_SIZE, MAX_RESULTS_JSON};
 use crate::running::{self, CpuClock, CpuUsage, EndCause};
 use crate::sample::{IntervalSample, Sampler};
@@ -22,6 +22,9 @@ pub struct StreamInfo {
     pub local: String,
     pub remote: String,
     pub buffers: BufferSizes,
+    /// TCP_MAXSEG once connected (iperf3's `tcp_mss_default` when `-M` is not given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mss_bytes: Option<u32>,
 }
 
 /// Per-stream totals after the test.
@@ -110,12 +113,37 @@ impl serde::Serialize for TestParams {
     }
 }
 
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, ProtoError> {
-    (host, port)
+/// The first address of `host` in `family`.
+fn resolve(host: &str, port: u16, family: Family) -> Result<SocketAddr, ProtoError> {
+    // `[::1]` as well as `::1`.
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (bare, port)
         .to_socket_addrs()
         .map_err(|e| ProtoError::Other(format!("cannot resolve {host}: {e}")))?
-        .next()
-        .ok_or_else(|| ProtoError::Other(format!("{host} has no address")))
+        .find(|a| family.admits(a))
+        .ok_or_else(|| {
+            ProtoError::Other(match family {
+                Family::Any => format!("{host} has no address"),
+                Family::V4 => format!("{host} has no IPv4 address (-4)"),
+                Family::V6 => format!("{host} has no IPv6 address (-6)"),
+            })
+        })
+}
+
+/// What a running client reports as it goes.
+#[derive(Debug)]
+pub enum ClientEvent<'a> {
+    /// Every data stream is connected and the test is running (iperf3's `start` event).
+    Started {
+        /// The cookie, without its NUL.
+        cookie: &'a str,
+        streams: &'a [StreamInfo],
+    },
+    /// An interval completed.
+    Interval(&'a IntervalSample),
 }
 
 /// Runs one test. `on_interval` sees each interval as it completes (for live lines).
@@ -123,8 +151,20 @@ pub fn run_client(
     cfg: &ClientConfig,
     on_interval: &mut dyn FnMut(&IntervalSample),
 ) -> Result<ClientOutcome, ProtoError> {
+    run_client_with_events(cfg, &mut |ev| {
+        if let ClientEvent::Interval(iv) = ev {
+            on_interval(iv);
+        }
+    })
+}
+
+/// Runs one test, reporting the start and each interval as they happen (for `--json-stream`).
+pub fn run_client_with_events(
+    cfg: &ClientConfig,
+    on_event: &mut dyn FnMut(ClientEvent),
+) -> Result<ClientOutcome, ProtoError> {
     let p = &cfg.params;
-    let addr = resolve(&cfg.host, cfg.port)?;
+    let addr = resolve(&cfg.host, cfg.port, cfg.family)?;
     let ctrl = TcpStream::connect_timeout(&addr, cfg.connect_timeout)
         .map_err(|e| ProtoError::Other(format!("cannot connect to {addr}: {e}")))?;
     ctrl.set_nodelay(true)?;
@@ -163,6 +203,7 @@ pub fn run_client(
             local: s.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             remote: s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
             buffers: b,
+            mss_bytes: socket2::SockRef::from(&s).mss().ok(),
         });
         streams.push(DataStream::start(
             proto::stream_id(i),
@@ -174,6 +215,13 @@ pub fn run_client(
             &budget,
         )?);
     }
+    let cookie_text = String::from_utf8_lossy(&cookie[..COOKIE_SIZE - 1]).into_owned();
+    on_event(ClientEvent::Started {
+        cookie: &cookie_text,
+        streams: &infos,
+    });
+    let mut on_interval = |iv: &IntervalSample| on_event(ClientEvent::Interval(iv));
+    let on_interval: &mut dyn FnMut(&IntervalSample) = &mut on_interval;
     let congestion_local = streams
         .first()
         .and_then(|s| netblame_linux::sockopt::congestion(&*s.sock).ok())
@@ -232,7 +280,7 @@ pub fn run_client(
         params: p.clone(),
         host: cfg.host.clone(),
         port: cfg.port,
-        cookie: String::from_utf8_lossy(&cookie[..COOKIE_SIZE - 1]).into_owned(),
+        cookie: cookie_text,
         control_local: ctrl.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         control_remote: ctrl.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
         streams: infos,

@@ -46,6 +46,14 @@ pub struct TestParams {
     pub interval_ms: u64,
     /// True when the peer announced itself as netblame (the extension key was present).
     pub peer_is_netblame: bool,
+    /// `-b`: target bit rate of each sending stream, bits per second (`bandwidth`; 0 =
+    /// unlimited). The sender keeps its average since the start at or below it, as iperf3
+    /// does, and the kernel paces it (`SO_MAX_PACING_RATE` at 1.25 times the rate) so it
+    /// leaves smoothly, not in line-rate bursts.
+    pub bandwidth: u64,
+    /// iperf3 `--fq-rate`: `SO_MAX_PACING_RATE` of each sending stream, bits per second
+    /// (`fqrate`; 0 = none). Applied when a peer asks for it.
+    pub fqrate: u64,
 }
 
 impl Default for TestParams {
@@ -69,6 +77,8 @@ impl Default for TestParams {
             sndbuf: None,
             interval_ms: 1000,
             peer_is_netblame: false,
+            bandwidth: 0,
+            fqrate: 0,
         }
     }
 }
@@ -103,6 +113,12 @@ impl TestParams {
             m.insert("window".into(), json!(w));
         }
         m.insert("len".into(), json!(self.len));
+        if self.bandwidth > 0 {
+            m.insert("bandwidth".into(), json!(self.bandwidth));
+        }
+        if self.fqrate > 0 {
+            m.insert("fqrate".into(), json!(self.fqrate));
+        }
         m.insert("pacing_timer".into(), json!(1000));
         if let Some(mss) = self.mss {
             m.insert("MSS".into(), json!(mss));
@@ -162,6 +178,8 @@ impl TestParams {
             get_server_output: b("get_server_output"),
             zerocopy: b("zerocopy"),
             skip_rx_copy: b("skip_rx_copy"),
+            bandwidth: u("bandwidth").unwrap_or(0),
+            fqrate: u("fqrate").unwrap_or(0),
             ..TestParams::default()
         };
         if let Some(ext) = obj.get("netblame").and_then(Value::as_object) {
@@ -228,6 +246,29 @@ fn as_u64(v: &Value) -> Option<u64> {
         .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
+/// Which address family to use (`-4`, `-6`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Family {
+    /// Whatever the name resolves to first (client); IPv6 and IPv4 on one socket (server).
+    #[default]
+    Any,
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+}
+
+impl Family {
+    /// True when `addr` is of this family.
+    pub fn admits(self, addr: &std::net::SocketAddr) -> bool {
+        match self {
+            Family::Any => true,
+            Family::V4 => addr.is_ipv4(),
+            Family::V6 => addr.is_ipv6(),
+        }
+    }
+}
+
 /// The client's settings: where to connect, the test parameters and local-only options.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -240,6 +281,8 @@ pub struct ClientConfig {
     pub app_timeout: Option<Duration>,
     /// Give up connecting / waiting for a silent server after this long.
     pub connect_timeout: Duration,
+    /// `-4` / `-6`: which of the host's addresses to use.
+    pub family: Family,
 }
 
 impl Default for ClientConfig {
@@ -251,6 +294,7 @@ impl Default for ClientConfig {
             interval: Duration::from_secs(1),
             app_timeout: None,
             connect_timeout: Duration::from_secs(10),
+            family: Family::Any,
         }
     }
 }
@@ -267,9 +311,12 @@ mod tests {
             reverse: true,
             window: Some(65536),
             rcvbuf: Some(65536),
+            bandwidth: 100_000_000,
             ..TestParams::default()
         };
         let mut j = p.to_json();
+        assert_eq!(j["bandwidth"], json!(100_000_000u64));
+        assert!(j.get("fqrate").is_none());
         j["some_future_key"] = json!({"x": 1});
         let q = TestParams::from_json(&j).unwrap();
         assert_eq!(q.time_s, 3);
@@ -277,6 +324,7 @@ mod tests {
         assert!(q.reverse && q.peer_is_netblame);
         assert_eq!(q.rcvbuf, Some(65536));
         assert_eq!(q.window, Some(65536));
+        assert_eq!((q.bandwidth, q.fqrate), (100_000_000, 0));
     }
 
     #[test]

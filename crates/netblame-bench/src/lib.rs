@@ -5,8 +5,10 @@
 //! - [`config`]: test settings (the iperf3 parameter set plus netblame's extension keys).
 //! - [`stream`]: data sockets, their options and the sender/receiver loops.
 //! - [`sample`]: per-interval samples of each stream (bytes, tcp_info, Recv-Q).
-//! - [`client`] and [`server`]: the two roles.
-//! - [`report`]: the iperf3 `-J` layout with netblame's additions.
+//! - [`client`] and [`server`]: the two roles, over IPv4 or IPv6 (the server dual-stack by
+//!   default); `-b` paces senders with iperf3's throttle and `SO_MAX_PACING_RATE`.
+//! - [`report`]: the iperf3 `-J` layout with netblame's additions, in pieces for
+//!   `--json-stream` (start, interval, end).
 //!
 //! Library code never prints: progress goes through callbacks.
 
@@ -19,6 +21,6 @@ pub mod sample;
 pub mod server;
 pub mod stream;
 
-pub use client::{run_client, ClientOutcome};
+pub use client::{run_client, run_client_with_events, ClientEvent, ClientOutcome};
 pub use config::{ClientConfig, TestParams};
 pub use server::{Server, ServerConfig};

@@ -2,7 +2,8 @@
 //! (`start`, `intervals`, `end` with `sum_sent`, `sum_received`, `cpu_utilization_percent`)
 //! with netblame's additions under `netblame`.
 
-use crate::client::ClientOutcome;
+use crate::client::{ClientOutcome, StreamInfo};
+use crate::config::TestParams;
 use crate::sample::{IntervalSample, StreamSample};
 use netblame_core::observe::transfer::{
     AppDeadline, BufferRequest, PathFacts, ReceiverFacts, Retransmissions, SenderFacts, Transfer,
@@ -344,6 +345,9 @@ fn iperf_stream_interval(s: &StreamSample, socket: i64) -> Value {
         v["rtt"] = json!(s.rtt_us);
         v["rttvar"] = json!(s.rttvar_us);
         v["pmtu"] = json!(s.pmtu);
+        if let Some(r) = s.reorder {
+            v["reorder"] = json!(r);
+        }
     }
     v
 }
@@ -372,24 +376,48 @@ fn sum_of(streams: &[&StreamSample], sender: bool) -> Value {
 /// The iperf3 `-J` document for a client run, with netblame's samples and verdict under
 /// `netblame`.
 pub fn iperf3_json(o: &ClientOutcome, findings: &[Finding]) -> Value {
+    json!({
+        "start": start_json(&o.host, o.port, &o.params, &o.cookie, &o.streams),
+        "intervals": o.intervals.iter().map(|iv| interval_json(&o.params, iv)).collect::<Vec<_>>(),
+        "end": end_json(o),
+        "netblame": netblame_json(o, findings),
+    })
+}
+
+/// iperf3 prints file descriptors as stream sockets; any stable small number will do.
+fn socket(id: i64) -> i64 {
+    id + 4
+}
+
+/// One element of iperf3's `intervals` (and the data of a `--json-stream` `interval` event).
+pub fn interval_json(p: &TestParams, iv: &IntervalSample) -> Value {
+    let fwd: Vec<&StreamSample> = iv.streams.iter().filter(|s| !p.bidir || s.sender).collect();
+    let rev: Vec<&StreamSample> = iv.streams.iter().filter(|s| p.bidir && !s.sender).collect();
+    let mut v = json!({
+        "streams": iv.streams.iter().map(|s| iperf_stream_interval(s, socket(s.id))).collect::<Vec<_>>(),
+        "sum": sum_of(&fwd, fwd.first().is_some_and(|s| s.sender)),
+    });
+    if p.bidir {
+        v["sum_bidir_reverse"] = sum_of(&rev, false);
+    }
+    v
+}
+
+/// netblame's additions to the `-J` document: both ends' samples and buffers, the server's
+/// output, the findings (a `netblame` event in `--json-stream`).
+pub fn netblame_json(o: &ClientOutcome, findings: &[Finding]) -> Value {
+    json!({
+        "streams": o.streams,
+        "client_intervals": o.intervals,
+        "server": o.server,
+        "server_output": o.server_output,
+        "findings": findings,
+    })
+}
+
+/// iperf3's `end` object for a client run (and the data of a `--json-stream` `end` event).
+pub fn end_json(o: &ClientOutcome) -> Value {
     let p = &o.params;
-    let socket = |id: i64| id + 4; // iperf3 prints fds; any stable small number will do
-    let intervals: Vec<Value> = o
-        .intervals
-        .iter()
-        .map(|iv| {
-            let fwd: Vec<&StreamSample> = iv.streams.iter().filter(|s| !p.bidir || s.sender).collect();
-            let rev: Vec<&StreamSample> = iv.streams.iter().filter(|s| p.bidir && !s.sender).collect();
-            let mut v = json!({
-                "streams": iv.streams.iter().map(|s| iperf_stream_interval(s, socket(s.id))).collect::<Vec<_>>(),
-                "sum": sum_of(&fwd, fwd.first().is_some_and(|s| s.sender)),
-            });
-            if p.bidir {
-                v["sum_bidir_reverse"] = sum_of(&rev, false);
-            }
-            v
-        })
-        .collect();
     let end_side = |id: i64, bytes: u64, sender: bool, retr: Option<i64>| {
         let mut v = json!({
             "socket": socket(id),
@@ -412,6 +440,9 @@ pub fn iperf3_json(o: &ClientOutcome, findings: &[Finding]) -> Value {
                 .collect();
             if !mine.is_empty() {
                 let rtts: Vec<u64> = mine.iter().map(|s| s.rtt_us).collect();
+                if let Some(r) = mine.iter().rev().find_map(|s| s.reorder) {
+                    v["reorder"] = json!(r);
+                }
                 v["max_snd_cwnd"] = json!(mine.iter().map(|s| s.snd_cwnd_bytes).max());
                 v["max_snd_wnd"] = json!(mine
                     .iter()
@@ -473,51 +504,137 @@ pub fn iperf3_json(o: &ClientOutcome, findings: &[Finding]) -> Value {
         end["sum_sent_bidir_reverse"] = sum(sums[0][0], true, Some(retr[0]));
         end["sum_received_bidir_reverse"] = sum(sums[0][1], false, None);
     }
+    end
+}
+
+/// iperf3's `start` object (and the data of a `--json-stream` `start` event).
+pub fn start_json(
+    host: &str,
+    port: u16,
+    p: &TestParams,
+    cookie: &str,
+    streams: &[StreamInfo],
+) -> Value {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let first_buf = o.streams.first().map(|s| s.buffers).unwrap_or_default();
+    let first_buf = streams.first().map(|s| s.buffers).unwrap_or_default();
     json!({
-        "start": {
-            "connected": o.streams.iter().map(|s| {
-                let (lh, lp) = split_addr(&s.local);
-                let (rh, rp) = split_addr(&s.remote);
-                json!({"socket": socket(s.id), "local_host": lh, "local_port": lp, "remote_host": rh, "remote_port": rp})
-            }).collect::<Vec<_>>(),
-            "version": format!("netblame {}", env!("CARGO_PKG_VERSION")),
-            "system_info": std::fs::read_to_string("/proc/version").map(|s| s.trim().to_string()).unwrap_or_default(),
-            "timestamp": {"timesecs": now},
-            "connecting_to": {"host": o.host, "port": o.port},
-            "cookie": o.cookie,
-            "sock_bufsize": p.window.unwrap_or(0),
-            "sndbuf_actual": first_buf.actual_sndbuf_bytes,
-            "rcvbuf_actual": first_buf.actual_rcvbuf_bytes,
-            "test_start": {
-                "protocol": "TCP",
-                "num_streams": p.parallel,
-                "blksize": p.len,
-                "omit": p.omit_s,
-                "duration": if p.bytes > 0 { 0 } else { p.time_s },
-                "bytes": p.bytes,
-                "blocks": 0,
-                "reverse": i32::from(p.reverse),
-                "tos": 0,
-                "target_bitrate": 0,
-                "bidir": i32::from(p.bidir),
-                "fqrate": 0,
-            },
-        },
-        "intervals": intervals,
-        "end": end,
-        "netblame": {
-            "streams": o.streams,
-            "client_intervals": o.intervals,
-            "server": o.server,
-            "server_output": o.server_output,
-            "findings": findings,
+        "connected": streams.iter().map(|s| {
+            let (lh, lp) = split_addr(&s.local);
+            let (rh, rp) = split_addr(&s.remote);
+            json!({"socket": socket(s.id), "local_host": lh, "local_port": lp, "remote_host": rh, "remote_port": rp})
+        }).collect::<Vec<_>>(),
+        "version": format!("netblame {}", env!("CARGO_PKG_VERSION")),
+        "system_info": std::fs::read_to_string("/proc/version").map(|s| s.trim().to_string()).unwrap_or_default(),
+        "timestamp": {"timesecs": now},
+        "connecting_to": {"host": host, "port": port},
+        "cookie": cookie,
+        "tcp_mss_default": streams.first().and_then(|s| s.mss_bytes).unwrap_or(0),
+        "target_bitrate": p.bandwidth,
+        "fq_rate": p.fqrate,
+        "sock_bufsize": p.window.unwrap_or(0),
+        "sndbuf_actual": first_buf.actual_sndbuf_bytes,
+        "rcvbuf_actual": first_buf.actual_rcvbuf_bytes,
+        "test_start": {
+            "protocol": "TCP",
+            "num_streams": p.parallel,
+            "blksize": p.len,
+            "omit": p.omit_s,
+            "duration": if p.bytes > 0 { 0 } else { p.time_s },
+            "bytes": p.bytes,
+            "blocks": 0,
+            "reverse": i32::from(p.reverse),
+            "tos": 0,
+            "target_bitrate": p.bandwidth,
+            "bidir": i32::from(p.bidir),
+            "fqrate": p.fqrate,
+            "interval": p.interval_ms as f64 / 1000.0,
+            "gso": 0,
+            "gro": 0,
         },
     })
+}
+
+/// iperf3's server-side `start` object for `netblame bench server --json-stream`: like the
+/// client's, with `accepted_connection` (the client's control connection) instead of
+/// `connecting_to`.
+pub fn server_start_json(
+    peer: &str,
+    p: &TestParams,
+    cookie: &str,
+    streams: &[StreamInfo],
+) -> Value {
+    let mut v = start_json("", 0, p, cookie, streams);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("connecting_to");
+        let (host, port) = split_addr(peer);
+        o.insert(
+            "accepted_connection".into(),
+            json!({"host": host, "port": port}),
+        );
+    }
+    v
+}
+
+/// iperf3's server-side `end` object for a finished test (`--json-stream` on the server): per
+/// stream the sending and receiving ends' bytes (the client's count from its results, where
+/// iperf3's server prints 0), the sums of the client -> server direction (server -> client
+/// with `-R`), and the server's CPU.
+pub fn server_end_json(r: &crate::server::SessionReport) -> Value {
+    let secs = r.seconds.max(1e-9);
+    let side = |bytes: u64, sender: bool| {
+        json!({
+            "start": 0, "end": r.seconds, "seconds": r.seconds, "bytes": bytes,
+            "bits_per_second": bytes as f64 * 8.0 / secs, "sender": sender,
+        })
+    };
+    let mut sums = [[0u64; 2]; 2]; // [server sends?][sent, received]
+    let streams: Vec<Value> = r
+        .streams
+        .iter()
+        .map(|s| {
+            let other = s.client_bytes.unwrap_or(0);
+            let (sent, recvd) = if s.server_sends {
+                (s.server_bytes, other)
+            } else {
+                (other, s.server_bytes)
+            };
+            let d = usize::from(s.server_sends);
+            sums[d][0] += sent;
+            sums[d][1] += recvd;
+            // As in iperf3's output, `sender` says whether this host (the server) sends.
+            let mut sender = side(sent, s.server_sends);
+            sender["socket"] = json!(socket(s.id));
+            let mut receiver = side(recvd, s.server_sends);
+            receiver["socket"] = json!(socket(s.id));
+            json!({"sender": sender, "receiver": receiver})
+        })
+        .collect();
+    let reverse = r.streams.iter().all(|s| s.server_sends) && !r.streams.is_empty();
+    let d = usize::from(reverse);
+    let congestion_key = if reverse {
+        "sender_tcp_congestion"
+    } else {
+        "receiver_tcp_congestion"
+    };
+    let mut v = json!({
+        "streams": streams,
+        "sum_sent": side(sums[d][0], reverse),
+        "sum_received": side(sums[d][1], reverse),
+        "cpu_utilization_percent": {
+            "host_total": r.cpu.total,
+            "host_user": r.cpu.user,
+            "host_system": r.cpu.system,
+            // The client's CPU is not known to the server (iperf3 prints zeros too).
+            "remote_total": 0,
+            "remote_user": 0,
+            "remote_system": 0,
+        },
+    });
+    v[congestion_key] = json!(r.congestion);
+    v
 }
 
 fn split_addr(a: &str) -> (String, u16) {

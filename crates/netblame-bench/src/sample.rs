@@ -55,6 +55,10 @@ pub struct StreamSample {
     pub interval_us: u64,
     #[serde(default)]
     pub in_loss_recovery: bool,
+    /// Reordering events seen so far on the connection (`tcpi_reord_seen`, Linux 4.19+;
+    /// cumulative, as iperf3 3.21+ reports `reorder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder: Option<u64>,
 }
 
 impl StreamSample {
@@ -159,6 +163,7 @@ impl Sampler {
                 sample.rttvar_us = cur.rttvar_us as u64;
                 sample.pmtu = cur.pmtu as u64;
                 sample.delivery_rate_bits_per_second = cur.delivery_rate.map(|r| r as f64 * 8.0);
+                sample.reorder = cur.reord_seen.map(u64::from);
                 if let Some(p) = &prev.info {
                     sample.retransmits = cur.total_retrans.saturating_sub(p.total_retrans) as u64;
                     let d32 = |a: Option<u32>, b: Option<u32>| {

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Block buffers all running tests may hold together; a test that needs more gets iperf3's
     /// SERVER_ERROR ("unable to create a new test: Cannot allocate memory").
     pub max_memory: u64,
+    /// With an IPv6 `bind` address: accept IPv6 only (`-6`); otherwise IPv4 clients are
+    /// accepted on it too (as IPv4-mapped addresses, reported as plain IPv4).
+    pub v6_only: bool,
 }
 
 /// A running test that moves less than this in `idle_timeout` is dropped (a drip sender).
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             max_pending: 64,
             max_connections: 1024,
             max_memory: 256 << 20,
+            v6_only: false,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct SessionReport {
     pub streams: Vec<ServerStreamTotals>,
     pub intervals: Vec<IntervalSample>,
     pub cpu: CpuUsage,
+    /// Congestion control of the server's data streams (`TCP_CONGESTION`).
+    pub congestion: String,
 }
 
 /// What the server tells its caller (the CLI prints these; the library never does).
@@ -104,6 +110,16 @@ pub struct SessionReport {
 pub enum ServerEvent {
     /// A test started.
     Started { peer: String, params: Value },
+    /// Every data stream of a test is connected and the test runs (iperf3's `start` event).
+    Running {
+        peer: String,
+        /// The test's cookie, without its NUL.
+        cookie: String,
+        params: TestParams,
+        /// The data streams from the client's point of view (`client_sends`, local = the
+        /// server's end).
+        streams: Vec<crate::client::StreamInfo>,
+    },
     /// A server-side interval of a running test.
     Interval {
         peer: String,
@@ -181,6 +197,34 @@ enum Identified {
     Closed,
 }
 
+/// The listening socket: SO_REUSEADDR as iperf3 sets it; an IPv6 address is dual-stack unless
+/// `v6_only`, whatever `net.ipv6.bindv6only` says. The dual-stack `[::]` falls back to
+/// `0.0.0.0` on a host without IPv6.
+fn listen(addr: SocketAddr, v6_only: bool) -> io::Result<TcpListener> {
+    let sock = match socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    ) {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                && addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && !v6_only =>
+        {
+            let v4 = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port());
+            return listen(v4, false);
+        }
+        r => r?,
+    };
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(v6_only)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
+}
+
 /// A bound server.
 pub struct Server {
     listener: TcpListener,
@@ -193,7 +237,7 @@ impl Server {
         mut cfg: ServerConfig,
         on_event: impl Fn(ServerEvent) + Send + Sync + 'static,
     ) -> io::Result<Server> {
-        let listener = TcpListener::bind(cfg.bind)?;
+        let listener = listen(cfg.bind, cfg.v6_only)?;
         listener.set_nonblocking(true)?;
         map_large_blocks();
         cfg.max_connections = cfg
@@ -342,6 +386,8 @@ impl Server {
         for _ in 0..64 {
             match self.listener.accept() {
                 Ok((conn, peer)) => {
+                    // An IPv4 client on a dual-stack listener: show it as IPv4.
+                    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     *starved_since = None;
                     if sh.open.load(Ordering::SeqCst) >= sh.cfg.max_connections
                         && !self.evict_oldest(pending, "evicted: connection limit reached")
@@ -791,6 +837,34 @@ fn run_session(
             &budget,
         )?);
     }
+    (shared.on_event)(ServerEvent::Running {
+        peer: peer.to_string(),
+        cookie: String::from_utf8_lossy(&cookie[..COOKIE_SIZE - 1]).into_owned(),
+        params: p.clone(),
+        streams: streams
+            .iter()
+            .map(|s| crate::client::StreamInfo {
+                id: s.id,
+                client_sends: !s.sending,
+                local: s
+                    .sock
+                    .local_addr()
+                    .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()).to_string())
+                    .unwrap_or_default(),
+                remote: s
+                    .sock
+                    .peer_addr()
+                    .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()).to_string())
+                    .unwrap_or_default(),
+                buffers: s.buffers,
+                mss_bytes: socket2::SockRef::from(&*s.sock).mss().ok(),
+            })
+            .collect(),
+    });
+    let congestion = streams
+        .first()
+        .and_then(|s| netblame_linux::sockopt::congestion(&*s.sock).ok())
+        .unwrap_or_default();
     let result = serve_test(shared, ctrl, peer, &p, &mut streams, &stop);
     stop.all();
     for s in &mut streams {
@@ -822,6 +896,7 @@ fn run_session(
             .collect(),
         intervals,
         cpu,
+        congestion,
     })
 }
 

@@ -51,6 +51,12 @@ fn apply_options(sock: &Socket, p: &TestParams, sending: bool) -> io::Result<Buf
     if p.nodelay {
         sock.set_nodelay(true)?;
     }
+    if sending {
+        if let Some(rate) = pacing_rate(p) {
+            netblame_linux::sockopt::set_max_pacing_rate(sock, rate)
+                .map_err(|e| io::Error::new(e.kind(), format!("SO_MAX_PACING_RATE: {e}")))?;
+        }
+    }
     if let Some(c) = &p.congestion {
         sock.set_tcp_congestion(c.as_bytes())
             .map_err(|e| io::Error::new(e.kind(), format!("congestion control {c:?}: {e}")))?;
@@ -61,6 +67,25 @@ fn apply_options(sock: &Socket, p: &TestParams, sending: bool) -> io::Result<Buf
         actual_sndbuf_bytes: netblame_linux::sockopt::sndbuf(sock)?,
         actual_rcvbuf_bytes: netblame_linux::sockopt::rcvbuf(sock)?,
     })
+}
+
+/// Headroom of the kernel's pacing over `-b`. The kernel paces whole packets, headers included
+/// (52 to 72 bytes per 1448-byte segment at a 1500-byte MTU), while `-b` counts payload; and a
+/// sender that was held up (descheduled on a busy host) must be able to catch up, or the
+/// shortfall stays for good. The sender's own throttle keeps the payload average exact; the
+/// kernel only keeps departures from bursting above 1.25 times the rate.
+const PACING_HEADROOM: f64 = 1.25;
+
+/// `SO_MAX_PACING_RATE` for a sending socket, bytes per second: iperf3's `--fq-rate` as asked,
+/// else `-b` with [`PACING_HEADROOM`].
+pub fn pacing_rate(p: &TestParams) -> Option<u64> {
+    if p.fqrate > 0 {
+        Some((p.fqrate / 8).max(1))
+    } else if p.bandwidth > 0 {
+        Some(((p.bandwidth as f64 / 8.0 * PACING_HEADROOM) as u64).max(1))
+    } else {
+        None
+    }
 }
 
 /// Connects one data stream with the test's options set before connect (so SO_RCVBUF shapes the
@@ -165,9 +190,10 @@ impl DataStream {
         let (s, b, len) = (sock.clone(), bytes.clone(), p.len);
         let handle = if sending {
             let (stop, budget, zc) = (stop.send.clone(), budget.clone(), p.zerocopy);
+            let rate = p.bandwidth;
             std::thread::Builder::new()
                 .name(format!("send-{id}"))
-                .spawn(move || send_loop(&s, len, zc, &b, &budget, &stop))?
+                .spawn(move || send_loop(&s, len, zc, rate, &b, &budget, &stop))?
         } else {
             let (stop, skip) = (stop.recv.clone(), p.skip_rx_copy);
             std::thread::Builder::new()
@@ -296,11 +322,14 @@ const SENDFILE_SPAN: usize = 1 << 20;
 /// Sends whole blocks of `len` bytes until stopped. A started block is always completed (iperf3
 /// 3.12 clients read exactly `len` bytes per call on blocking sockets: a torn last block would
 /// leave them waiting forever). With a byte budget, each block is reserved before it is sent,
-/// so the total is the budget rounded up to whole blocks, as iperf3 does.
+/// so the total is the budget rounded up to whole blocks, as iperf3 does. With a target rate
+/// (`-b`, bits per second), a block starts only while the stream's average since its start is
+/// below the rate (iperf3's throttle), sleeping until then otherwise.
 fn send_loop(
     sock: &TcpStream,
     len: usize,
     zerocopy: bool,
+    rate: u64,
     bytes: &AtomicU64,
     budget: &SendBudget,
     stop: &AtomicBool,
@@ -319,11 +348,22 @@ fn send_loop(
     let fd = sock.as_raw_fd();
     let mut pos = 0usize;
     let mut stopped_at: Option<std::time::Instant> = None;
+    let started = std::time::Instant::now();
+    let mut sent: u64 = 0;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         if pos.is_multiple_of(len) {
             if stopping {
                 return Ok(());
+            }
+            if rate > 0 {
+                // When the bytes sent so far are due at this rate.
+                let due = Duration::from_secs_f64(sent as f64 * 8.0 / rate as f64);
+                let now = started.elapsed();
+                if due > now {
+                    std::thread::sleep((due - now).min(WAKE));
+                    continue;
+                }
             }
             if budget.limit > 0
                 && budget.sent.fetch_add(len as u64, Ordering::Relaxed) >= budget.limit
@@ -358,6 +398,7 @@ fn send_loop(
             Ok(0) => return Ok(()),
             Ok(n) => {
                 bytes.fetch_add(n as u64, Ordering::Relaxed);
+                sent += n as u64;
                 pos = (pos + n) % span;
             }
             Err(e) if transient(&e) => continue,

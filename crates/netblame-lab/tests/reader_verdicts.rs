@@ -3,7 +3,7 @@
 //! paces itself is `tests/scenarios.rs`' slow-reader and `one_incident_cli.rs`' curl.
 
 use netblame_core::diagnose;
-use netblame_core::{Finding, Layer, Severity};
+use netblame_core::{Finding, Layer};
 use netblame_lab::workload::{self, TransferSpec};
 use netblame_lab::{Lab, LabConfig, Side};
 use netblame_testkit::{require_root, unique_name};

@@ -8,20 +8,25 @@
 //!
 //! Probe kinds ([`ProbeKind`]): `tcp` (connect time, or with a request a connect plus one
 //! request/response per connection, like netperf TCP_CRR), `rr` (request/response on one kept
-//! connection, like TCP_RR), `http` (GET: connect, first byte, total), `udp` (echo) and `icmp`
+//! connection, like TCP_RR), `http` (GET over HTTP/1.1, TLS with rustls for `https://`: name
+//! lookup, connect, TLS handshake, first byte and total timed apart), `udp` (echo) and `icmp`
 //! (echo). `rr`, `udp` and `tcp --request` need a peer that answers: [`responder`] (run by
 //! `netblame probe serve` and by `netblame bench server`).
 //!
 //! The library observes and returns netblame-core's [`netblame_core::observe::latency`] types;
 //! it never prints.
 
+pub mod config;
 pub mod histlog;
 mod kinds;
 pub mod report;
 pub mod responder;
 pub mod run;
 pub mod schedule;
+mod state;
 pub mod target;
 
-pub use run::{start, ProbeConfig, ProbeError, RunningProbe};
+pub use config::TlsOptions;
+pub use config::{ProbeConfig, ProbeError};
+pub use run::{start, RunningProbe};
 pub use target::{ProbeKind, Target};

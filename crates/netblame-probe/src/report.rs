@@ -1,8 +1,9 @@
 //! From recorded probes to netblame-core's [`TargetLatency`]: the HDR histogram, the ping-style
 //! summary with percentiles, per-window loss and latency, spikes, and schedule accuracy.
 
-use crate::run::{Ended, ProbeConfig, Slot};
+use crate::config::ProbeConfig;
 use crate::schedule::ScheduleStats;
+use crate::state::{Ended, HttpTimes, Slot};
 use crate::target::{ProbeKind, Target};
 use hdrhistogram::Histogram;
 use netblame_core::observe::latency::{
@@ -42,6 +43,125 @@ pub struct TargetRun {
     /// Length of a window row.
     #[serde(skip)]
     pub window: Duration,
+    /// http probes: each phase timed on its own (name lookup, connect, TLS, first byte,
+    /// transfer), statuses and the TLS session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpReport>,
+}
+
+/// What the http probes of one target measured, phase by phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HttpReport {
+    /// One row per phase that was timed at least once, in the order they happen: `dns`,
+    /// `connect`, `tls`, `first_byte` (request written to first response byte: the server's
+    /// time), `transfer` (first to last byte), then `total` (the probe's latency, from its
+    /// scheduled departure).
+    pub phases: Vec<PhaseStats>,
+    /// Responses by status code, e.g. `{"200": 10}`.
+    pub statuses: std::collections::BTreeMap<u16, u64>,
+    /// TLS version of the last handshake (`TLSv1.3`), for https targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
+    /// Cipher suite of the last handshake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
+    /// Every http probe that got at least as far as a connect attempt, in schedule order.
+    pub probes: Vec<HttpProbe>,
+}
+
+/// The distribution of one phase over a run, microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PhaseStats {
+    /// `dns`, `connect`, `tls`, `first_byte`, `transfer` or `total`.
+    pub phase: &'static str,
+    /// Probes that completed this phase.
+    pub count: u64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+/// One http probe's phases (each its own duration), microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HttpProbe {
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_byte_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_us: Option<u64>,
+    /// From the scheduled departure to the end of the response (the probe's latency), when
+    /// it completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_us: Option<u64>,
+    /// Body bytes received (after de-chunking).
+    pub body_bytes: u64,
+    /// The body came `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+}
+
+impl HttpReport {
+    fn build(probes: Vec<(u64, Option<u64>, &HttpTimes)>) -> HttpReport {
+        let us_of = |d: Option<Duration>| d.map(|d| us(d.as_nanos() as u64));
+        let mut r = HttpReport::default();
+        for (seq, total_ns, t) in probes {
+            if let Some(s) = t.status {
+                *r.statuses.entry(s).or_default() += 1;
+            }
+            if let Some(v) = t.tls_version {
+                r.tls_version = Some(v.to_string());
+            }
+            if t.cipher.is_some() {
+                r.cipher.clone_from(&t.cipher);
+            }
+            r.probes.push(HttpProbe {
+                seq,
+                status: t.status,
+                dns_us: us_of(t.dns),
+                connect_us: us_of(t.connect),
+                tls_us: us_of(t.tls),
+                first_byte_us: us_of(t.first_byte),
+                transfer_us: us_of(t.transfer),
+                total_us: total_ns.map(us),
+                body_bytes: t.body_bytes,
+                chunked: t.chunked,
+            });
+        }
+        type Get = fn(&HttpProbe) -> Option<u64>;
+        let phases: [(&'static str, Get); 6] = [
+            ("dns", |p| p.dns_us),
+            ("connect", |p| p.connect_us),
+            ("tls", |p| p.tls_us),
+            ("first_byte", |p| p.first_byte_us),
+            ("transfer", |p| p.transfer_us),
+            ("total", |p| p.total_us),
+        ];
+        for (phase, get) in phases {
+            let mut v: Vec<u64> = r.probes.iter().filter_map(get).collect();
+            if v.is_empty() {
+                continue;
+            }
+            v.sort_unstable();
+            let q = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64;
+            r.phases.push(PhaseStats {
+                phase,
+                count: v.len() as u64,
+                p50_us: q(0.5),
+                p90_us: q(0.9),
+                p99_us: q(0.99),
+                max_us: *v.last().unwrap_or(&0) as f64,
+            });
+        }
+        r
+    }
 }
 
 /// Percentiles of latency measured from the actual departure, microseconds.
@@ -155,6 +275,7 @@ pub(crate) fn build(
     let mut late_ns = Vec::new();
     let mut from_send = Vec::new();
     let (mut sent, mut late, mut failed) = (0u64, 0u64, 0u64);
+    let mut http = Vec::new();
     for (seq, slot) in slots.iter().enumerate() {
         if !slot.sent {
             continue;
@@ -165,6 +286,13 @@ pub(crate) fn build(
         let (outcome, connect, first_byte, rto) = match &slot.result {
             None => (ProbeOutcome::Timeout, None, None, None),
             Some(r) => {
+                if let Some(h) = &r.http {
+                    let total = match r.ended {
+                        Ended::Reply(ns) if ns <= timeout_ns => Some(ns),
+                        _ => None,
+                    };
+                    http.push((seq as u64, total, h));
+                }
                 let o = match &r.ended {
                     Ended::Reply(ns) if *ns <= timeout_ns => {
                         let _ = hist.record((*ns).clamp(1, HIST_MAX_NS));
@@ -248,6 +376,7 @@ pub(crate) fn build(
         replies_ns,
         histogram: hist,
         window: cfg.window,
+        http: (cfg.kind == ProbeKind::Http).then(|| HttpReport::build(http)),
     }
 }
 

@@ -1,163 +1,15 @@
 //! Running probes: one scheduler thread per target fires probes on the fixed schedule; replies
 //! are matched to their probe by sequence number and recorded against the scheduled time.
 
+pub use crate::config::{ProbeConfig, ProbeError, MAX_PROBES};
 use crate::kinds;
 use crate::report::{self, TargetRun};
-use crate::schedule::{self, scheduled};
-use crate::target::{ProbeKind, Target};
+use crate::schedule;
+use crate::state::{Slot, TargetState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
-
-/// Most probes one target may schedule in a run: every probe is kept until the run ends (about
-/// 200 bytes each with its report), e.g. 10,000/s for 200 s or 1/s for 23 days.
-pub const MAX_PROBES: u64 = 2_000_000;
-
-/// What to run.
-#[derive(Debug, Clone)]
-pub struct ProbeConfig {
-    pub kind: ProbeKind,
-    pub targets: Vec<Target>,
-    pub interval: Duration,
-    /// Probes per target.
-    pub count: u64,
-    pub timeout: Duration,
-    /// Request (and echo) size in bytes for rr, udp, icmp and tcp with a request.
-    pub size: usize,
-    /// tcp: send one request and wait for its echo on each connection (TCP_CRR).
-    pub request: bool,
-    /// Length of the per-window loss and latency rows.
-    pub window: Duration,
-}
-
-/// Why a run could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error("{0}")]
-    Config(String),
-    #[error("{target}: {message}")]
-    Open { target: String, message: String },
-}
-
-/// How one probe ended, as the kinds report it.
-#[derive(Debug, Clone)]
-pub(crate) enum Ended {
-    /// A reply, `ns` after the scheduled departure.
-    Reply(u64),
-    /// A failure `ns` after the scheduled departure.
-    Failed(u64, String),
-}
-
-/// What the kinds record for a probe.
-#[derive(Debug, Clone)]
-pub(crate) struct ProbeResult {
-    pub ended: Ended,
-    pub connect_ns: Option<u64>,
-    pub first_byte_ns: Option<u64>,
-    pub total_rto: Option<u16>,
-}
-
-impl ProbeResult {
-    pub fn reply(ns: u64) -> Self {
-        ProbeResult {
-            ended: Ended::Reply(ns),
-            connect_ns: None,
-            first_byte_ns: None,
-            total_rto: None,
-        }
-    }
-    pub fn failed(ns: u64, error: impl Into<String>) -> Self {
-        ProbeResult {
-            ended: Ended::Failed(ns, error.into()),
-            connect_ns: None,
-            first_byte_ns: None,
-            total_rto: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Slot {
-    pub sent: bool,
-    pub late_ns: u64,
-    pub result: Option<ProbeResult>,
-}
-
-/// Shared state of one target's run.
-pub(crate) struct TargetState {
-    /// When probe 0 is scheduled; set once every target is open.
-    pub start: std::sync::OnceLock<Instant>,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub slots: Mutex<Vec<Slot>>,
-    pub sent: AtomicU64,
-    pub received: AtomicU64,
-    pub done: AtomicU64,
-    pub last_ns: AtomicU64,
-    pub stop: Arc<AtomicBool>,
-}
-
-impl TargetState {
-    /// When probe 0 is scheduled.
-    pub fn start(&self) -> Instant {
-        *self.start.get_or_init(Instant::now)
-    }
-
-    /// Scheduled departure of `seq`.
-    pub fn scheduled(&self, seq: u64) -> Instant {
-        scheduled(self.start(), self.interval, seq)
-    }
-
-    /// Nanoseconds from the scheduled departure of `seq` to now.
-    pub fn since_scheduled(&self, seq: u64) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.scheduled(seq))
-            .as_nanos() as u64
-    }
-
-    /// Records how a probe ended; the first word on a probe wins (duplicates are ignored).
-    pub fn record(&self, seq: u64, r: ProbeResult) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(slot) = slots.get_mut(seq as usize) else {
-            return;
-        };
-        if !slot.sent || slot.result.is_some() {
-            return;
-        }
-        if let Ended::Reply(ns) = r.ended {
-            if ns <= self.timeout.as_nanos() as u64 {
-                self.received.fetch_add(1, Ordering::Relaxed);
-                self.last_ns.store(ns, Ordering::Relaxed);
-            }
-        }
-        slot.result = Some(r);
-        self.done.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn mark_sent(&self, seq: u64, late_ns: u64) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = slots.get_mut(seq as usize) {
-            slot.sent = true;
-            slot.late_ns = late_ns;
-        }
-        self.sent.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A probe kind's sending side, driven by the scheduler.
-pub(crate) trait Prober: Send {
-    /// Sends probe `seq` now (its scheduled time has come). Must not block for long: a kind
-    /// whose probe takes time (a connect) hands it to another thread.
-    fn fire(&mut self, seq: u64);
-    /// Waits until `until` (returns at or after it). Kinds that receive on the scheduler's
-    /// own thread (rr, udp) read replies here, so a reply wakes exactly one thread.
-    fn idle(&mut self, until: Instant) {
-        schedule::sleep_until(until);
-    }
-    /// The schedule is over and the timeout has passed: stop receiving.
-    fn finish(&mut self);
-}
 
 /// Live counters of one target, for a progress line.
 #[derive(Debug, Clone)]
@@ -201,6 +53,12 @@ pub fn start(config: ProbeConfig) -> Result<RunningProbe, ProbeError> {
             "{} probes per target is more than this prober keeps in memory ({MAX_PROBES}); lengthen --interval or shorten --duration",
             config.count
         )));
+    }
+    if (config.tls.insecure || config.tls.cacert.is_some()) && !config.targets.iter().any(|t| t.tls)
+    {
+        return Err(ProbeError::Config(
+            "--insecure and --cacert apply to https:// targets only (with --kind http)".into(),
+        ));
     }
     let min = kinds::min_size(config.kind, config.request);
     if config.size < min || config.size > 65_000 {

@@ -1,4 +1,5 @@
-//! Probe kinds and targets (`host:port`, `[v6]:port`, `http://host:port/path`).
+//! Probe kinds and targets (`host:port`, `[v6]:port`, `http://host:port/path`,
+//! `https://host:port/path`).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,7 +12,8 @@ pub enum ProbeKind {
     Tcp,
     /// Request/response on one kept TCP connection (TCP_RR).
     Rr,
-    /// HTTP/1.1 GET per probe on a new connection: connect, first byte, total.
+    /// HTTP/1.1 GET per probe on a new connection (TLS for `https://` targets): name lookup,
+    /// connect, TLS handshake, first byte and total, each timed.
     Http,
     /// UDP echo.
     Udp,
@@ -69,24 +71,29 @@ pub struct Target {
     pub addr: SocketAddr,
     /// HTTP path (`/` unless given).
     pub path: String,
+    /// An `https://` target: the http probe speaks TLS.
+    pub tls: bool,
 }
 
 impl Target {
     /// Parses and resolves `spec` for `kind`. A port is required except for `icmp` (ignored) and
-    /// `http` (80).
+    /// `http` (80, or 443 for `https://`).
     pub fn parse(spec: &str, kind: ProbeKind) -> Result<Target, String> {
         let mut rest = spec.trim();
         if rest.is_empty() {
             return Err("empty target".into());
         }
-        if let Some(r) = rest.strip_prefix("http://") {
+        let mut tls = false;
+        let lower = rest.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
             if kind != ProbeKind::Http {
                 return Err(format!("'{spec}' is a URL: use --kind http for it"));
             }
-            rest = r;
-        } else if rest.starts_with("https://") {
+            tls = lower.starts_with("https://");
+            rest = &rest[if tls { 8 } else { 7 }..];
+        } else if let Some((scheme, _)) = lower.split_once("://") {
             return Err(format!(
-                "'{spec}': https is not supported (probe the TCP connect with --kind tcp instead)"
+                "'{spec}': {scheme}:// is not a probe target (http:// and https:// are; other services: --kind tcp host:port)"
             ));
         }
         let (hostport, path) = match rest.find('/') {
@@ -98,6 +105,7 @@ impl Target {
         let port = match (port, kind) {
             (Some(p), _) => p,
             (None, ProbeKind::Icmp) => 0,
+            (None, ProbeKind::Http) if tls => 443,
             (None, ProbeKind::Http) => 80,
             (None, _) => {
                 return Err(format!(
@@ -118,7 +126,24 @@ impl Target {
             host,
             addr,
             path,
+            tls,
         })
+    }
+
+    /// The HTTP `Host` header value: the host (bracketed when IPv6), with the port unless it is
+    /// the scheme's default.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default = if self.tls { 443 } else { 80 };
+        if self.addr.port() == default {
+            host
+        } else {
+            format!("{host}:{}", self.addr.port())
+        }
     }
 }
 
@@ -166,7 +191,23 @@ mod tests {
             .contains("needs a port"));
         assert!(Target::parse("127.0.0.1:99999", ProbeKind::Rr).is_err());
         assert!(Target::parse("127.0.0.1", ProbeKind::Icmp).is_ok());
-        assert!(Target::parse("https://x", ProbeKind::Http).is_err());
+        let t = Target::parse("https://127.0.0.1/x", ProbeKind::Http).unwrap();
+        assert!(t.tls);
+        assert_eq!(
+            (t.addr.port(), t.host_header().as_str()),
+            (443, "127.0.0.1")
+        );
+        let t = Target::parse("HTTPS://[::1]:8443", ProbeKind::Http).unwrap();
+        assert_eq!(
+            (t.path.as_str(), t.host_header().as_str()),
+            ("/", "[::1]:8443")
+        );
+        assert!(Target::parse("https://127.0.0.1", ProbeKind::Tcp)
+            .unwrap_err()
+            .contains("--kind http"));
+        assert!(Target::parse("ftp://127.0.0.1", ProbeKind::Http)
+            .unwrap_err()
+            .contains("not a probe target"));
         assert!("bogus".parse::<ProbeKind>().is_err());
     }
 }

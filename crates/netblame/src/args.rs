@@ -3,7 +3,8 @@
 //!
 //! The rule for ambiguous input, the same in every command: a rate or a duration needs its
 //! unit (`--rtt 30` is refused with "give a unit, e.g. 30ms"); sizes without a unit are bytes;
-//! only iperf3's own flags (`-t`, `-i`) and counter windows (`--duration`) take bare seconds.
+//! only iperf3's own flags (`-t`, `-i`) and counter windows (`--duration`) take bare seconds,
+//! and iperf3's `-b` bare bits per second.
 //! Zero, negative and absurd values are refused at parse time.
 
 use netblame_core::units::{self, UnitError};
@@ -46,6 +47,27 @@ fn hint(s: &str, e: UnitError, unit: &str) -> String {
         UnitError::MissingUnit { .. } => format!("give a unit, e.g. {}{unit}", s.trim()),
         e => e.to_string(),
     }
+}
+
+/// iperf3's `-b`: a target rate in decimal bits per second, the unit optional as in iperf3
+/// (`100m`, `1g`, `100mbit`, `500000`); `0` means unlimited. iperf3's `/burst` suffix is refused.
+pub fn bitrate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t.contains('/') && !t.ends_with("/s") {
+        return Err(format!(
+            "{t}: a burst (RATE/N) is not supported; give the rate alone, e.g. 100m"
+        ));
+    }
+    if let Ok(v) = t.parse::<u64>() {
+        if v as f64 > MAX_RATE_BPS {
+            return Err(format!(
+                "{s} is beyond any link (at most {})",
+                BitRate(MAX_RATE_BPS)
+            ));
+        }
+        return Ok(v);
+    }
+    Ok(rate(t)?.bits_per_second() as u64)
 }
 
 /// A path rate (`--rate`): decimal bits per second with a unit, more than zero.
@@ -239,6 +261,17 @@ pub fn check_loadable(path: &std::path::Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iperf3_bitrates_take_bare_bits_and_zero() {
+        assert_eq!(bitrate("100m"), Ok(100_000_000));
+        assert_eq!(bitrate("1G"), Ok(1_000_000_000));
+        assert_eq!(bitrate("500000"), Ok(500_000));
+        assert_eq!(bitrate("0"), Ok(0));
+        assert!(bitrate("100m/10").unwrap_err().contains("burst"));
+        assert!(bitrate("99999999999999999").is_err());
+        assert!(bitrate("fast").is_err());
+    }
 
     #[test]
     fn bare_rates_and_rtts_are_refused_with_a_hint() {

@@ -194,3 +194,256 @@ fn sendfile_client_survives_the_server_closing_mid_block() {
         assert!(wait_exit(&mut srv, 10).is_some());
     }
 }
+
+/// The events of a `--json-stream` run, checking each line has iperf3's exact framing.
+fn stream_events(out: &str) -> Vec<(String, serde_json::Value)> {
+    out.lines()
+        .map(|l| {
+            assert!(
+                l.starts_with("{\"event\":\""),
+                "not an iperf3 event line: {l}"
+            );
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON value per line");
+            assert_eq!(v.as_object().unwrap().len(), 2, "{l}");
+            (v["event"].as_str().unwrap().to_string(), v["data"].clone())
+        })
+        .collect()
+}
+
+#[test]
+fn json_stream_writes_iperf3_event_lines() {
+    let (_s, port) = server(&[]);
+    let p = port.to_string();
+    let (code, out, err) = netblame(&[
+        "bench",
+        "client",
+        "127.0.0.1",
+        "-p",
+        &p,
+        "-t",
+        "2",
+        "-i",
+        "0.5",
+        "--json-stream",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let events = stream_events(&out);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"start"), "{names:?}");
+    assert_eq!(&names[names.len() - 2..], ["netblame", "end"], "{names:?}");
+    assert!(
+        names.iter().filter(|n| **n == "interval").count() >= 3,
+        "{names:?}"
+    );
+    let start = &events[0].1;
+    assert_eq!(start["test_start"]["num_streams"], 1);
+    assert_eq!(start["connected"][0]["remote_port"], port);
+    let iv = &events[1].1;
+    assert!(
+        iv["streams"][0]["bits_per_second"].as_f64().unwrap() > 0.0,
+        "{iv}"
+    );
+    assert!(iv["sum"]["bytes"].as_u64().unwrap() > 0, "{iv}");
+    let end = &events.last().unwrap().1;
+    assert!(end["sum_sent"]["bytes"].as_u64().unwrap() > 0, "{end}");
+    assert!(events[names.len() - 2].1["findings"].is_array());
+
+    // A failure is an `error` event, exit 1.
+    let (code, out, _) = netblame(&[
+        "bench",
+        "client",
+        "127.0.0.1",
+        "-p",
+        &free_port().to_string(),
+        "-t",
+        "1",
+        "--json-stream",
+        "--connect-timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1);
+    let events = stream_events(&out);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, "error");
+    assert!(
+        events[0].1.as_str().unwrap().contains("cannot connect"),
+        "{out}"
+    );
+}
+
+#[test]
+fn logfile_appends_client_and_server_output() {
+    let dir = std::env::temp_dir().join(netblame_testkit::unique_name("bench-log"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let client_log = dir.join("client.log");
+    let server_log = dir.join("server.log");
+    let port = free_port().to_string();
+    let srv = Proc(
+        Command::new(env!("CARGO_BIN_EXE_netblame"))
+            .args([
+                "bench",
+                "server",
+                "-B",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "--logfile",
+            ])
+            .arg(&server_log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&server_log)
+        .unwrap_or_default()
+        .contains("listening")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "server never logged that it listens"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = client_log.to_string_lossy().into_owned();
+    for _ in 0..2 {
+        let (code, out, err) = netblame(&[
+            "bench",
+            "client",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "1",
+            "--logfile",
+            &log,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.is_empty(), "stdout went to the log: {out}");
+    }
+    let text = std::fs::read_to_string(&client_log).unwrap();
+    assert_eq!(text.matches("Totals over").count(), 2, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&server_log)
+        .unwrap_or_default()
+        .matches("Test from")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "server log lacks the tests");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ip_version_and_bitrate_flags() {
+    // An IPv6-only server on ::1, a -6 client with -b.
+    let port = free_port().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netblame"))
+        .args([
+            "bench",
+            "server",
+            "-6",
+            "-B",
+            "::1",
+            "-p",
+            &port,
+            "--one-off",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let _srv = Proc(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.contains("listening on [::1]:"), "{line}");
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let (code, out, err) = netblame(&[
+        "bench", "client", "::1", "-6", "-p", &port, "-t", "1", "-b", "50m", "-J",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["start"]["connected"][0]["remote_host"], "::1");
+    assert_eq!(doc["start"]["test_start"]["target_bitrate"], 50_000_000);
+
+    let (code, _, err) = netblame(&["bench", "client", "::1", "-4", "-t", "1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no IPv4 address (-4)"), "{err}");
+    let (code, _, err) = netblame(&["bench", "server", "-6", "-B", "127.0.0.1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not an IPv6 (-6) address"), "{err}");
+    let (code, _, err) = netblame(&["bench", "client", "127.0.0.1", "-b", "100m/10"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("burst"), "{err}");
+    let (code, _, err) = netblame(&["bench", "client", "127.0.0.1", "-4", "-6"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn server_json_stream_writes_iperf3_event_lines_for_a_real_iperf3_client() {
+    let port = free_port().to_string();
+    let mut srv = Proc(
+        Command::new(env!("CARGO_BIN_EXE_netblame"))
+            .args([
+                "bench",
+                "server",
+                "-B",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-1",
+                "--json-stream",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Nothing is printed before a test: wait for the socket instead.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while netblame_testkit::run_ok(&["ss", "-Hltn", &format!("sport = :{port}")])
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "server never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new("iperf3")
+        .args(["-c", "127.0.0.1", "-p", &port, "-t", "2", "-J"])
+        .output()
+        .expect("iperf3 is installed");
+    let iperf: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{iperf}");
+    assert_eq!(
+        wait_exit(&mut srv, 10),
+        Some(0),
+        "one-off server did not exit"
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut srv.0.stdout.take().unwrap(), &mut text).unwrap();
+    let events = stream_events(&text);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"end"), "{names:?}");
+    assert!(
+        names.iter().filter(|n| **n == "interval").count() >= 2,
+        "{names:?}"
+    );
+    let start = &events[0].1;
+    assert_eq!(start["accepted_connection"]["host"], "127.0.0.1");
+    assert_eq!(start["test_start"]["num_streams"], 1);
+    let end = &events.last().unwrap().1;
+    let got = end["sum_received"]["bytes"].as_u64().unwrap();
+    let sent = iperf["end"]["sum_sent"]["bytes"].as_u64().unwrap();
+    // Within one second's worth of the transfer.
+    assert!(
+        got > 0 && got.abs_diff(sent) <= sent / 2,
+        "server received {got}, iperf3 sent {sent}"
+    );
+    assert!(end["receiver_tcp_congestion"].is_string(), "{end}");
+}

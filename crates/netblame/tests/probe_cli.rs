@@ -464,3 +464,260 @@ fn a_target_with_no_replies_shows_no_latency_figures() {
     assert!(!ok[4..].iter().any(|c| c == "-"), "{out}");
     assert!(out.contains("3 probes per target"), "{out}");
 }
+
+/// A CA and a server certificate for localhost/127.0.0.1 signed by it, made with the openssl CLI
+/// in a directory removed on drop.
+struct OpensslPki {
+    dir: std::path::PathBuf,
+}
+
+impl OpensslPki {
+    fn new() -> OpensslPki {
+        let dir = std::env::temp_dir().join(netblame_testkit::unique_name("probe-tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["openssl", "req", "-x509"];
+        ca.extend(ec);
+        let (ca_key, ca_pem) = (p("ca.key"), p("ca.pem"));
+        ca.extend([
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca_pem,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=netblame test CA",
+        ]);
+        netblame_testkit::run_ok(&ca);
+        let (key, csr) = (p("key.pem"), p("req.csr"));
+        let mut req = vec!["openssl", "req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+        netblame_testkit::run_ok(&req);
+        let ext = p("ext.cnf");
+        std::fs::write(
+            &ext,
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let cert = p("cert.pem");
+        netblame_testkit::run_ok(&[
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+        OpensslPki { dir }
+    }
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for OpensslPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A server process killed on drop; `port` parsed from the first output line naming one.
+struct Proc {
+    child: Child,
+    port: u16,
+}
+
+impl Proc {
+    /// Starts `cmd` and reads its stdout until a line holds `marker` followed by the port.
+    fn start(cmd: &[&str], marker: &str) -> Proc {
+        let mut child = Command::new(cmd[0])
+            .args(&cmd[1..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let port = loop {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "{cmd:?} ended");
+            if let Some(rest) = line.split(marker).nth(1) {
+                let digits: String = rest
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect();
+                break digits.parse().unwrap();
+            }
+        };
+        // Keep the pipe drained so the server never blocks on it.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Proc { child, port }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_probes_against_openssl_s_server_with_a_ca_file_and_insecure() {
+    let pki = OpensslPki::new();
+    let (cert, key, ca) = (
+        pki.path("cert.pem"),
+        pki.path("key.pem"),
+        pki.path("ca.pem"),
+    );
+    let server = Proc::start(
+        &[
+            "openssl",
+            "s_server",
+            "-accept",
+            "127.0.0.1:0",
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+            "-www",
+        ],
+        "ACCEPT 127.0.0.1:",
+    );
+    let url = format!("https://localhost:{}/", server.port);
+    let (code, out, err) = netblame(&[
+        "probe",
+        "--kind",
+        "http",
+        "--count",
+        "3",
+        "--interval",
+        "100ms",
+        "--cacert",
+        &ca,
+        &url,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    for phase in [
+        "name lookup",
+        "TCP connect",
+        "TLS handshake",
+        "first byte",
+        "transfer",
+        "total",
+    ] {
+        assert!(out.contains(phase), "no {phase} row:\n{out}");
+    }
+    assert!(out.contains("status 3 x 200; TLSv1."), "{out}");
+
+    let url = format!("https://127.0.0.1:{}/", server.port);
+    let (code, out, err) = netblame(&[
+        "probe",
+        "--kind",
+        "http",
+        "--count",
+        "2",
+        "--interval",
+        "100ms",
+        "--insecure",
+        "--json",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let http = &doc["targets"][0]["http"];
+    let phases: Vec<&str> = http["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        ["connect", "tls", "first_byte", "transfer", "total"],
+        "{http}"
+    );
+    for p in http["probes"].as_array().unwrap() {
+        assert!(
+            p["tls_us"].as_u64().unwrap() > 0 && p["status"] == 200,
+            "{p}"
+        );
+        assert!(p["body_bytes"].as_u64().unwrap() > 0, "{p}");
+    }
+
+    // Without --cacert the host's trust store does not know the test CA.
+    let (code, _, err) = netblame(&["probe", "--kind", "http", "--count", "1", &url]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no reply from"), "{err}");
+
+    // --insecure without an https:// target is refused (like a bad --size: exit 1).
+    let (code, _, err) = netblame(&["probe", "--kind", "tcp", "--insecure", "127.0.0.1:9"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("https:// targets only"), "{err}");
+}
+
+#[test]
+fn https_to_a_plain_http_server_says_so() {
+    let server = Proc::start(
+        &[
+            "python3",
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "0",
+        ],
+        " port ",
+    );
+    let url = format!("https://127.0.0.1:{}/", server.port);
+    let (code, out, err) = netblame(&[
+        "probe",
+        "--kind",
+        "http",
+        "--count",
+        "2",
+        "--interval",
+        "100ms",
+        &url,
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("2 x the server answered in plain HTTP, not TLS: use http:// for this target"),
+        "{out}"
+    );
+    // And over plain HTTP the same server answers.
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    let (code, out, err) = netblame(&[
+        "probe",
+        "--kind",
+        "http",
+        "--count",
+        "2",
+        "--interval",
+        "100ms",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("status 2 x 200"), "{out}");
+}

@@ -49,10 +49,16 @@ impl Drop for Iperf3 {
 
 /// Starts `iperf3 -s -1` on a free port and waits until it listens.
 pub fn iperf3_server() -> (Iperf3, u16) {
+    iperf3_server_with(&["-B", "127.0.0.1"])
+}
+
+/// Starts `iperf3 -s -1 ARGS` on a free port and waits until it listens.
+pub fn iperf3_server_with(args: &[&str]) -> (Iperf3, u16) {
     for _ in 0..5 {
         let port = free_port();
         let child = Command::new("iperf3")
-            .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-s", "-1", "-p", &port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,6 +95,11 @@ impl Drop for NbServer {
 /// Starts a netblame server on a free loopback port.
 pub fn nb_server(mut cfg: ServerConfig) -> NbServer {
     cfg.bind = "127.0.0.1:0".parse().unwrap();
+    nb_server_at(cfg)
+}
+
+/// Starts a netblame server on `cfg.bind` as given.
+pub fn nb_server_at(cfg: ServerConfig) -> NbServer {
     let (tx, rx) = channel();
     let tx = std::sync::Mutex::new(tx);
     let srv = Server::bind(cfg, move |ev| {

@@ -2,7 +2,8 @@
 //! is in `net.ipv4.ping_group_range`), then a raw socket (root or CAP_NET_RAW).
 
 use super::describe;
-use crate::run::{ProbeConfig, ProbeResult, Prober, TargetState};
+use crate::config::ProbeConfig;
+use crate::state::{ProbeResult, Prober, TargetState};
 use crate::target::Target;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;

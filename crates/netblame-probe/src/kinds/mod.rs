@@ -2,14 +2,17 @@
 //! says so; replies are recorded against the probe's scheduled departure.
 
 mod connect;
+mod http;
 mod icmp;
 mod stream;
 mod udp;
 
-use crate::run::{ProbeConfig, Prober, TargetState};
+use crate::config::ProbeConfig;
+use crate::state::{ProbeResult, Prober, TargetState};
 use crate::target::{ProbeKind, Target};
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +33,8 @@ pub(crate) fn open(
     state: Arc<TargetState>,
 ) -> io::Result<Box<dyn Prober>> {
     Ok(match cfg.kind {
-        ProbeKind::Tcp | ProbeKind::Http => Box::new(connect::ConnectProber::new(cfg, t, state)),
+        ProbeKind::Tcp => Box::new(connect::ConnectProber::new(cfg, t, state)),
+        ProbeKind::Http => Box::new(http::HttpProber::open(cfg, t, state)?),
         ProbeKind::Rr => Box::new(stream::StreamProber::open(cfg, t, state)?),
         ProbeKind::Udp => Box::new(udp::UdpProber::open(cfg, t, state)?),
         ProbeKind::Icmp => Box::new(icmp::IcmpProber::open(cfg, t, state)?),
@@ -97,5 +101,58 @@ pub(crate) fn describe(e: &io::Error) -> String {
         io::ErrorKind::UnexpectedEof => "closed by the target".into(),
         io::ErrorKind::BrokenPipe => "broken pipe".into(),
         _ => e.to_string(),
+    }
+}
+
+/// Most probes of one target in flight at once for the kinds that run each probe on its own
+/// thread (each holds a thread).
+const MAX_IN_FLIGHT: u64 = 4096;
+
+/// Runs each probe of a connection-per-probe kind (tcp, http) on its own short-lived thread, so
+/// a slow probe (a lost SYN waits a whole second) never delays the next one.
+pub(crate) struct PerProbeThreads {
+    state: Arc<TargetState>,
+    in_flight: Arc<AtomicU64>,
+    stack: usize,
+}
+
+impl PerProbeThreads {
+    /// Threads with `stack` bytes of stack.
+    pub fn new(state: Arc<TargetState>, stack: usize) -> Self {
+        PerProbeThreads {
+            state,
+            in_flight: Arc::new(AtomicU64::new(0)),
+            stack,
+        }
+    }
+
+    /// Runs `job` (probe `seq`) on a new thread; records a local failure when it cannot start.
+    pub fn spawn(&self, seq: u64, job: impl FnOnce() + Send + 'static) {
+        if self.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            self.state.record(
+                seq,
+                ProbeResult::failed(
+                    0,
+                    format!("not sent: {MAX_IN_FLIGHT} probes already in flight (local limit)"),
+                ),
+            );
+            return;
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = self.in_flight.clone();
+        let spawned = std::thread::Builder::new()
+            .name("probe-connect".into())
+            .stack_size(self.stack)
+            .spawn(move || {
+                job();
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+            });
+        if let Err(e) = spawned {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.state.record(
+                seq,
+                ProbeResult::failed(0, format!("not sent: cannot start a thread: {e}")),
+            );
+        }
     }
 }

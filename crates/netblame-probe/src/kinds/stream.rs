@@ -4,8 +4,9 @@
 //! scheduler's thread while it waits for the next departure (one thread, like sockperf).
 
 use super::{describe, poll_until, BUSY_POLL};
+use crate::config::ProbeConfig;
 use crate::responder::MAGIC;
-use crate::run::{ProbeConfig, ProbeResult, Prober, TargetState};
+use crate::state::{ProbeResult, Prober, TargetState};
 use crate::target::Target;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

@@ -2,8 +2,9 @@
 //! the scheduler's thread while it waits for the next departure.
 
 use super::{describe, poll_until, BUSY_POLL};
+use crate::config::ProbeConfig;
 use crate::responder::MAGIC;
-use crate::run::{ProbeConfig, ProbeResult, Prober, TargetState};
+use crate::state::{ProbeResult, Prober, TargetState};
 use crate::target::Target;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

@@ -35,6 +35,7 @@ pub fn config(
         size: 16,
         request: false,
         window: Duration::from_secs(1),
+        tls: Default::default(),
     }
 }
 

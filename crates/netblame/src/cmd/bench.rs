@@ -2,8 +2,9 @@
 
 use crate::args;
 use crate::render;
-use netblame_bench::client::ClientOutcome;
-use netblame_bench::config::{ClientConfig, TestParams, DEFAULT_LEN};
+use anyhow::Context;
+use netblame_bench::client::{ClientEvent, ClientOutcome};
+use netblame_bench::config::{ClientConfig, Family, TestParams, DEFAULT_LEN};
 use netblame_bench::report;
 use netblame_bench::sample::IntervalSample;
 use netblame_bench::server::{ServerConfig, ServerEvent, SessionReport};
@@ -34,9 +35,19 @@ struct ServerArgs {
     /// Port to listen on.
     #[arg(short = 'p', long, default_value_t = 5201)]
     port: u16,
-    /// Address to bind.
-    #[arg(short = 'B', long, default_value = "0.0.0.0")]
-    bind: IpAddr,
+    /// Address to bind (default: every address, IPv6 and IPv4 on one socket; with -4 every
+    /// IPv4 address, with -6 every IPv6 address).
+    #[arg(short = 'B', long)]
+    bind: Option<IpAddr>,
+    /// IPv4 only.
+    #[arg(short = '4', long = "version4", conflicts_with = "v6")]
+    v4: bool,
+    /// IPv6 only (IPv4 clients are refused).
+    #[arg(short = '6', long = "version6")]
+    v6: bool,
+    /// Append the output to this file instead of printing it (iperf3 --logfile).
+    #[arg(long, value_name = "FILE")]
+    logfile: Option<std::path::PathBuf>,
     /// Refuse and stop tests longer than this (e.g. 60s).
     #[arg(long, value_parser = args::duration)]
     max_duration: Option<Duration>,
@@ -65,6 +76,12 @@ struct ServerArgs {
     /// One JSON line per finished test instead of text.
     #[arg(short = 'J', long)]
     json: bool,
+    /// JSON lines as iperf3 --json-stream writes them: per test {"event":"start"}, one
+    /// {"event":"interval"} per interval, {"event":"end"}; {"event":"error"} for a dropped
+    /// test. Tests running at once interleave their lines (--max-clients 1 keeps them apart,
+    /// as iperf3 serves one test at a time).
+    #[arg(long, conflicts_with = "json")]
+    json_stream: bool,
 }
 
 #[derive(clap::Args)]
@@ -133,9 +150,31 @@ struct ClientArgs {
     /// How long to wait for connections; handshake replies get this too, but at least 5 s.
     #[arg(long, value_parser = args::duration, default_value = "10s")]
     connect_timeout: Duration,
+    /// Target rate of each sending stream in bits per second (100m, 1g; 0 = unlimited): the
+    /// sender keeps its average at or below it and the kernel paces it (SO_MAX_PACING_RATE).
+    #[arg(short = 'b', long, value_name = "RATE", value_parser = args::bitrate)]
+    bitrate: Option<u64>,
+    /// SO_MAX_PACING_RATE of each sending stream in bits per second (iperf3 --fq-rate): the
+    /// kernel's pacing alone, without -b's own throttle.
+    #[arg(long, value_name = "RATE", value_parser = args::bitrate)]
+    fq_rate: Option<u64>,
+    /// Use the host's IPv4 address only.
+    #[arg(short = '4', long = "version4", conflicts_with = "v6")]
+    v4: bool,
+    /// Use the host's IPv6 address only.
+    #[arg(short = '6', long = "version6")]
+    v6: bool,
     /// One iperf3-layout JSON document (with a `netblame` key) instead of text.
     #[arg(short = 'J', long)]
     json: bool,
+    /// JSON lines as iperf3 --json-stream writes them, as the test runs: {"event":"start"},
+    /// one {"event":"interval"} per interval, {"event":"netblame"} (samples and findings) and
+    /// {"event":"end"}; {"event":"error"} on failure.
+    #[arg(long, conflicts_with = "json")]
+    json_stream: bool,
+    /// Append the output to this file instead of printing it (iperf3 --logfile).
+    #[arg(long, value_name = "FILE")]
+    logfile: Option<std::path::PathBuf>,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -184,11 +223,20 @@ fn client(a: ClientArgs) -> anyhow::Result<ExitCode> {
             sndbuf: a.sndbuf.map(Bytes::get),
             interval_ms: a.interval.as_millis() as u64,
             peer_is_netblame: false,
+            bandwidth: a.bitrate.unwrap_or(0),
+            fqrate: a.fq_rate.unwrap_or(0),
         },
         interval: a.interval,
         app_timeout: a.app_timeout,
         connect_timeout: a.connect_timeout,
+        family: family(a.v4, a.v6),
     };
+    if let Some(path) = &a.logfile {
+        log_to(path)?;
+    }
+    if a.json_stream {
+        return client_json_stream(&cfg, a.app_timeout);
+    }
     if !a.json {
         println!(
             "Connecting to host {}, port {} ({} stream{}{})",
@@ -213,11 +261,7 @@ fn client(a: ClientArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let outcome = netblame_bench::run_client(&cfg, &mut live)?;
-    let findings: Vec<Finding> = diagnose(&Observations {
-        transfers: report::observations(&outcome, a.app_timeout),
-        ..Default::default()
-    })
-    .all;
+    let findings = client_findings(&outcome, a.app_timeout);
     if json {
         render::print_json(&report::iperf3_json(&outcome, &findings))?;
     } else {
@@ -236,6 +280,75 @@ fn client(a: ClientArgs) -> anyhow::Result<ExitCode> {
         println!();
         print!("{}", render::findings(&findings));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn family(v4: bool, v6: bool) -> Family {
+    match (v4, v6) {
+        (true, _) => Family::V4,
+        (_, true) => Family::V6,
+        _ => Family::Any,
+    }
+}
+
+/// `--logfile`: from now on standard output appends to `path` (errors stay on stderr).
+fn log_to(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("--logfile {}", path.display()))?;
+    // SAFETY: both descriptors are open; dup2 makes fd 1 a second descriptor of the file, which
+    // stays open after `f` is dropped.
+    if unsafe { libc::dup2(f.as_raw_fd(), libc::STDOUT_FILENO) } < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("--logfile {}", path.display()));
+    }
+    Ok(())
+}
+
+/// One `--json-stream` line, as iperf3 writes it: `{"event":NAME,"data":DATA}`, compact.
+fn stream_event(event: &str, data: &serde_json::Value) {
+    println!(
+        "{{\"event\":{},\"data\":{}}}",
+        serde_json::Value::from(event),
+        data
+    );
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}
+
+/// `--json-stream`: the start, each interval and the end as JSON lines while the test runs.
+fn client_json_stream(
+    cfg: &ClientConfig,
+    app_timeout: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let params = cfg.params.clone();
+    let run = netblame_bench::run_client_with_events(cfg, &mut |ev| match ev {
+        ClientEvent::Started { cookie, streams } => stream_event(
+            "start",
+            &report::start_json(&cfg.host, cfg.port, &params, cookie, streams),
+        ),
+        ClientEvent::Interval(iv) => stream_event("interval", &report::interval_json(&params, iv)),
+    });
+    let outcome = match run {
+        Ok(o) => o,
+        Err(e) => {
+            stream_event("error", &serde_json::Value::from(e.to_string()));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let findings = client_findings(&outcome, app_timeout);
+    if let Some(out) = &outcome.server_output {
+        let name = if out.is_string() {
+            "server_output_text"
+        } else {
+            "server_output_json"
+        };
+        stream_event(name, out);
+    }
+    stream_event("netblame", &report::netblame_json(&outcome, &findings));
+    stream_event("end", &report::end_json(&outcome));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -390,6 +503,18 @@ fn summary_text(o: &ClientOutcome) -> String {
     out
 }
 
+/// The verdict on a client run: the core's diagnose step on each direction that carried data.
+fn client_findings(
+    outcome: &netblame_bench::ClientOutcome,
+    app_timeout: Option<Duration>,
+) -> Vec<Finding> {
+    diagnose(&Observations {
+        transfers: report::observations(outcome, app_timeout),
+        ..Default::default()
+    })
+    .all
+}
+
 /// The verdict on what a server saw while it was the sender.
 fn server_findings(r: &SessionReport) -> Vec<Finding> {
     let mut by_id: Vec<(i64, Vec<&netblame_bench::sample::StreamSample>)> = Vec::new();
@@ -426,8 +551,23 @@ fn server_findings(r: &SessionReport) -> Vec<Finding> {
 
 fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
     let json = a.json;
+    if let Some(path) = &a.logfile {
+        log_to(path)?;
+    }
+    let bind = a.bind.unwrap_or(if a.v4 {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
+    });
+    if (a.v4 && bind.is_ipv6()) || (a.v6 && bind.is_ipv4()) {
+        return Err(args::usage(format!(
+            "-B {bind} is not an {} address",
+            if a.v4 { "IPv4 (-4)" } else { "IPv6 (-6)" }
+        )));
+    }
     let cfg = ServerConfig {
-        bind: SocketAddr::new(a.bind, a.port),
+        bind: SocketAddr::new(bind, a.port),
+        v6_only: a.v6,
         max_duration: a.max_duration,
         idle_timeout: a.idle_timeout,
         one_off: a.one_off,
@@ -436,7 +576,69 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         max_connections: a.max_connections as usize,
         max_memory: a.max_memory.get(),
     };
-    let srv = netblame_bench::Server::bind(cfg, move |ev| match ev {
+    let srv = if a.json_stream {
+        netblame_bench::Server::bind(cfg, server_json_stream())
+    } else {
+        netblame_bench::Server::bind(cfg, server_events(json))
+    }
+    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", SocketAddr::new(bind, a.port)))?;
+    if !json && !a.json_stream {
+        println!("Server listening on {}", srv.local_addr()?);
+    }
+    srv.serve()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bench server --json-stream`: iperf3's server event lines.
+fn server_json_stream() -> impl Fn(ServerEvent) + Send + Sync + 'static {
+    // Each running test's parameters, by peer, for its interval lines.
+    let params: std::sync::Mutex<std::collections::HashMap<String, TestParams>> =
+        Default::default();
+    move |ev| match ev {
+        ServerEvent::Running {
+            peer,
+            cookie,
+            params: p,
+            streams,
+        } => {
+            stream_event(
+                "start",
+                &report::server_start_json(&peer, &p, &cookie, &streams),
+            );
+            if let Ok(mut m) = params.lock() {
+                m.insert(peer, p);
+            }
+        }
+        ServerEvent::Interval { peer, sample } => {
+            let p = params
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&peer).cloned())
+                .unwrap_or_default();
+            stream_event("interval", &report::interval_json(&p, &sample));
+        }
+        ServerEvent::Finished(r) => {
+            if let Ok(mut m) = params.lock() {
+                m.remove(&r.peer);
+            }
+            stream_event("end", &report::server_end_json(&r));
+        }
+        ServerEvent::Dropped { peer, reason } => {
+            if let Ok(mut m) = params.lock() {
+                m.remove(&peer);
+            }
+            stream_event(
+                "error",
+                &serde_json::Value::from(format!("{peer}: {reason}")),
+            );
+        }
+        ServerEvent::Started { .. } => {}
+    }
+}
+
+/// `bench server` text (or `-J` lines): what each test did and the verdict when it sent.
+fn server_events(json: bool) -> impl Fn(ServerEvent) + Send + Sync + 'static {
+    move |ev| match ev {
         ServerEvent::Started { peer, params } if !json => {
             println!("Accepted test from {peer}: {params}");
         }
@@ -471,11 +673,5 @@ fn server(a: ServerArgs) -> anyhow::Result<ExitCode> {
             }
         }
         _ => {}
-    })
-    .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", a.bind, a.port))?;
-    if !json {
-        println!("Server listening on {}", srv.local_addr()?);
     }
-    srv.serve()?;
-    Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use netblame_core::observe::latency::{log2_buckets, Log2Bucket, Measures, Target
 use netblame_core::rules::latency::{ProbeContext, SynSchedule};
 use netblame_core::units::format_duration;
 use netblame_core::Finding;
-use netblame_probe::report::TargetRun;
+use netblame_probe::report::{HttpReport, TargetRun};
 use netblame_probe::responder::Responder;
 use netblame_probe::{histlog, ProbeConfig, ProbeKind, Target};
 use serde::Serialize;
@@ -25,12 +25,14 @@ use std::time::Duration;
 pub struct Args {
     #[command(subcommand)]
     serve: Option<Sub>,
-    /// Targets, probed side by side: host:port ([v6]:port; http://host:port/path for http;
-    /// a bare host for icmp).
+    /// Targets, probed side by side: host:port ([v6]:port; http://host:port/path or
+    /// https://host:port/path for http; a bare host for icmp).
     targets: Vec<String>,
     /// Probe kind: tcp (connect time; with --request one request/response per connection, like
-    /// TCP_CRR), rr (request/response on one kept connection, like TCP_RR), http (GET), udp
-    /// (echo), icmp (echo; needs root, CAP_NET_RAW or ping_group_range).
+    /// TCP_CRR), rr (request/response on one kept connection, like TCP_RR), http (GET over
+    /// HTTP/1.1, TLS for https://: name lookup, connect, TLS handshake, first byte and total
+    /// timed apart; redirects are not followed), udp (echo), icmp (echo; needs root, CAP_NET_RAW
+    /// or ping_group_range).
     #[arg(long, default_value = "tcp", value_parser = parse_kind)]
     kind: ProbeKind,
     /// Time between probes (probes leave on this schedule whether or not replies came back).
@@ -55,6 +57,14 @@ pub struct Args {
     /// Length of the per-window loss and latency rows.
     #[arg(long, default_value = "10s", value_parser = crate::args::duration)]
     window: Duration,
+    /// https: accept any server certificate (self-signed test servers); the handshake is timed
+    /// the same way.
+    #[arg(long, conflicts_with = "cacert")]
+    insecure: bool,
+    /// https: trust only the CA certificates in this PEM file (like curl --cacert) instead of
+    /// the host's trust store.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
     /// Save the run's histograms as an HdrHistogram interval log.
     #[arg(long, value_name = "FILE")]
     save: Option<PathBuf>,
@@ -217,6 +227,10 @@ fn probe(args: &Args) -> anyhow::Result<Vec<TargetRun>> {
         size: args.size,
         request: args.request,
         window: args.window,
+        tls: netblame_probe::TlsOptions {
+            insecure: args.insecure,
+            cacert: args.cacert.clone(),
+        },
     };
     let running = netblame_probe::start(cfg)?;
     catch_sigint();
@@ -375,7 +389,9 @@ fn text(args: &Args, runs: &[TargetRun], loaded: &[TargetLatency], findings: &[F
                 .collect();
             out += &format!("\n{}: largest: {}\n", l.target, list.join("; "));
         }
-        if l.measures == Measures::RoundTrip && !l.connect_values.is_empty() {
+        if let Some(h) = r.http.as_ref().filter(|h| !h.phases.is_empty()) {
+            out += &http_text(&l.target, h);
+        } else if l.measures == Measures::RoundTrip && !l.connect_values.is_empty() {
             let mut parts = vec![format!(
                 "connect {}",
                 phase(l.samples.iter().filter_map(|s| s.connect_us))
@@ -449,6 +465,58 @@ fn text(args: &Args, runs: &[TargetRun], loaded: &[TargetLatency], findings: &[F
     if !findings.is_empty() {
         out += "\n";
         out += &render::findings(findings);
+    }
+    out
+}
+
+/// The http phase table: each phase's own duration, then statuses and the TLS session.
+fn http_text(target: &str, h: &HttpReport) -> String {
+    let name = |p: &str| match p {
+        "dns" => "name lookup",
+        "connect" => "TCP connect",
+        "tls" => "TLS handshake",
+        "first_byte" => "first byte",
+        "transfer" => "transfer",
+        _ => "total",
+    };
+    let rows: Vec<Vec<String>> = h
+        .phases
+        .iter()
+        .map(|p| {
+            vec![
+                name(p.phase).to_string(),
+                p.count.to_string(),
+                us(p.p50_us),
+                us(p.p90_us),
+                us(p.p99_us),
+                us(p.max_us),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "\n{target}: HTTP phases (each on its own; first byte = request sent to first response byte; total = from the scheduled departure)\n"
+    );
+    out += &render::table(&["phase", "probes", "p50", "p90", "p99", "max"], &rows);
+    let statuses: Vec<String> = h
+        .statuses
+        .iter()
+        .map(|(s, n)| format!("{n} x {s}"))
+        .collect();
+    let mut line = Vec::new();
+    if !statuses.is_empty() {
+        line.push(format!("status {}", statuses.join(", ")));
+    }
+    if let Some(v) = &h.tls_version {
+        line.push(match &h.cipher {
+            Some(c) => format!("{v} {c}"),
+            None => v.clone(),
+        });
+    }
+    if h.probes.iter().any(|p| p.chunked) {
+        line.push("chunked body".into());
+    }
+    if !line.is_empty() {
+        out += &format!("{target}: {}\n", line.join("; "));
     }
     out
 }
