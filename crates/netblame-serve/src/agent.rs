@@ -322,7 +322,7 @@ fn scan_loop(
     ep: &Endpoints,
     probe_metrics: &ProbeMetrics,
 ) {
-    let mut probers = Probers::start(&cfg.probes, probe_metrics);
+    let mut probers = Probers::start(&cfg.probes, probe_metrics, cfg.interval);
     let mut scanner = Scanner::new();
     let mut tracker = Tracker::new();
     let mut scans = 0u64;
@@ -358,9 +358,9 @@ fn scan_loop(
             match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
                 Ok(Control::Reload(c)) => {
                     let changed = *c != cfg;
-                    if c.probes != cfg.probes {
+                    if c.probes != cfg.probes || c.interval != cfg.interval {
                         probers.stop();
-                        probers = Probers::start(&c.probes, probe_metrics);
+                        probers = Probers::start(&c.probes, probe_metrics, c.interval);
                     }
                     cfg = *c;
                     log.write(

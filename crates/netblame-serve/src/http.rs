@@ -1,4 +1,5 @@
-//! The HTTP endpoints, on `tiny_http`: `GET /metrics` (OpenMetrics text), `GET /findings`
+//! The HTTP endpoints, on `tiny_http`: `GET /metrics` (OpenMetrics text when the client asks
+//! for it, as Prometheus does; the classic Prometheus text format otherwise), `GET /findings`
 //! (JSON), `GET /healthz`, and an index at `/`. A few worker threads share the listener; each
 //! request only reads the last published scan, so a scrape never waits for a scan.
 
@@ -86,7 +87,18 @@ fn answer(req: tiny_http::Request, ep: &Endpoints) -> std::io::Result<()> {
     match path.as_str() {
         "/metrics" => {
             let body = crate::metrics::encode(&ep.registry);
-            req.respond(Response::from_string(body).with_header(header("Content-Type", OPENMETRICS)))
+            let openmetrics = req.headers().iter().any(|h| {
+                h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
+            });
+            let (body, ty) = if openmetrics {
+                (body, OPENMETRICS)
+            } else {
+                (
+                    crate::metrics::to_prometheus_text(&body),
+                    crate::metrics::PROMETHEUS_TEXT,
+                )
+            };
+            req.respond(Response::from_string(body).with_header(header("Content-Type", ty)))
         }
         "/findings" => {
             let body = ep.findings.read().unwrap_or_else(|e| e.into_inner()).clone();

@@ -451,6 +451,43 @@ pub fn encode(r: &Registry) -> String {
     s
 }
 
+/// The content type of [`to_prometheus_text`].
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrites an OpenMetrics exposition as the classic Prometheus text format (0.0.4), for
+/// clients that do not ask for OpenMetrics (curl, `promtool check metrics`): counter families
+/// are named with their `_total` suffix in `# HELP`/`# TYPE`, and `# UNIT` and `# EOF` go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((p, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or("");
+            if counters.contains(name) {
+                out.push_str(p);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[derive(Debug)]
 struct ViewCollector(Arc<Published>);
 
@@ -851,6 +888,15 @@ mod tests {
             "netblame_netstat_tcpext_tcp_to_zero_window_adv"
         );
         assert_eq!(netstat_metric("Tcp.RetransSegs"), "netblame_netstat_tcp_retrans_segs");
+    }
+
+    #[test]
+    fn prometheus_text_names_counters_with_total() {
+        let om = "# HELP a_b Scans.\n# TYPE a_b counter\na_b_total 3\n# HELP c Gauge.\n# TYPE c gauge\n# UNIT c seconds\nc 1.0\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP a_b_total Scans.\n# TYPE a_b_total counter\na_b_total 3\n# HELP c Gauge.\n# TYPE c gauge\nc 1.0\n"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The configured probe targets, probed continuously by netblame-probe's engine on its fixed
 //! schedule (probes leave on time whether or not replies came back). The engine keeps every
 //! probe of a run in memory, so the agent runs it in rounds of at most [`ROUND`] and feeds each
-//! round's latencies into the `netblame_probe_*` series.
+//! round's latencies into the `netblame_probe_*` series. A round lasts one scan interval (between
+//! [`MIN_ROUND`] and [`ROUND`]), so the series move at least once per scan.
 
 use crate::config::Probe;
 use crate::metrics::{ProbeLabels, ProbeMetrics};
@@ -13,6 +14,8 @@ use std::time::Duration;
 
 /// Longest probe round.
 pub const ROUND: Duration = Duration::from_secs(60);
+/// Shortest probe round.
+pub const MIN_ROUND: Duration = Duration::from_secs(1);
 
 /// Running probe threads; stopped (and joined) by [`Probers::stop`] or on drop.
 pub struct Probers {
@@ -21,8 +24,10 @@ pub struct Probers {
 }
 
 impl Probers {
-    /// Starts one thread per probe. Threads inherit the caller's network namespace.
-    pub fn start(probes: &[Probe], metrics: &ProbeMetrics) -> Probers {
+    /// Starts one thread per probe, in rounds of `round` (clamped to [`MIN_ROUND`]..[`ROUND`]).
+    /// Threads inherit the caller's network namespace.
+    pub fn start(probes: &[Probe], metrics: &ProbeMetrics, round: Duration) -> Probers {
+        let round = round.clamp(MIN_ROUND, ROUND);
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for p in probes.iter().cloned() {
@@ -30,7 +35,7 @@ impl Probers {
             let m = metrics.clone();
             let spawned = std::thread::Builder::new()
                 .name("serve-probe".into())
-                .spawn(move || run(p, m, stop));
+                .spawn(move || run(p, m, stop, round));
             match spawned {
                 Ok(h) => threads.push(h),
                 Err(e) => eprintln!("netblame serve: cannot start a probe thread: {e}"),
@@ -54,7 +59,7 @@ impl Drop for Probers {
     }
 }
 
-fn run(p: Probe, m: ProbeMetrics, stop: Arc<AtomicBool>) {
+fn run(p: Probe, m: ProbeMetrics, stop: Arc<AtomicBool>, round: Duration) {
     let labels = ProbeLabels {
         target: p.target.clone(),
         kind: p.kind.as_str().to_string(),
@@ -63,7 +68,7 @@ fn run(p: Probe, m: ProbeMetrics, stop: Arc<AtomicBool>) {
     let _ = m.latency.get_or_create(&labels);
     let _ = m.sent.get_or_create(&labels);
     let _ = m.lost.get_or_create(&labels);
-    let count = (ROUND.as_nanos() / p.interval.as_nanos().max(1)).clamp(1, 100_000) as u64;
+    let count = (round.as_nanos() / p.interval.as_nanos().max(1)).clamp(1, 100_000) as u64;
     let mut complained = false;
     while !stop.load(Ordering::Relaxed) {
         // Resolve each round: a name may move.
