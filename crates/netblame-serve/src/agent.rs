@@ -219,7 +219,10 @@ pub fn run(opts: Options) -> Result<(), AgentError> {
     let responder = match opts.responder {
         Some(addr) => {
             let ns = match &ns {
-                Some(f) => Some(f.try_clone().map_err(|e| AgentError::Other(e.to_string()))?),
+                Some(f) => Some(
+                    f.try_clone()
+                        .map_err(|e| AgentError::Other(e.to_string()))?,
+                ),
                 None => None,
             };
             Some(Responder::start(addr, ns)?)
@@ -261,7 +264,9 @@ pub fn run(opts: Options) -> Result<(), AgentError> {
         }
         Err(_) => {
             http.stop();
-            return Err(AgentError::Other("the scan thread died before its first scan".into()));
+            return Err(AgentError::Other(
+                "the scan thread died before its first scan".into(),
+            ));
         }
     }
     let addr = http.addr();

@@ -237,13 +237,13 @@ impl Config {
             c.limits = v;
         }
         if let Some(p) = raw.path {
-            let rate: BitRate = p
-                .get_ref()
-                .rate
-                .parse()
-                .map_err(|e: netblame_core::units::UnitError| {
-                    err(p.span(), format!("path.rate: {e}"))
-                })?;
+            let rate: BitRate =
+                p.get_ref()
+                    .rate
+                    .parse()
+                    .map_err(|e: netblame_core::units::UnitError| {
+                        err(p.span(), format!("path.rate: {e}"))
+                    })?;
             let rtt = parse_duration(&p.get_ref().rtt)
                 .map_err(|e| err(p.span(), format!("path.rtt: {e}")))?;
             if rtt.is_zero() || rate.bits_per_second() <= 0.0 {
@@ -296,7 +296,10 @@ impl Config {
             // Resolve now so a typo is refused at start, not discovered at the first round.
             netblame_probe::Target::parse(&r.target, kind)
                 .map_err(|e| err(span.clone(), format!("probe target: {e}")))?;
-            if c.probes.iter().any(|q| q.target == r.target && q.kind == kind) {
+            if c.probes
+                .iter()
+                .any(|q| q.target == r.target && q.kind == kind)
+            {
                 return Err(err(
                     span,
                     format!("probe target '{}' ({kind}) is listed twice", r.target),

@@ -101,7 +101,11 @@ fn answer(req: tiny_http::Request, ep: &Endpoints) -> std::io::Result<()> {
             req.respond(Response::from_string(body).with_header(header("Content-Type", ty)))
         }
         "/findings" => {
-            let body = ep.findings.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let body = ep
+                .findings
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             req.respond(
                 Response::from_string(body.as_str())
                     .with_header(header("Content-Type", "application/json")),

@@ -202,7 +202,12 @@ pub fn view(
         v.states = Some(
             TcpState::ALL
                 .iter()
-                .map(|st| (st.as_str(), by_state.get(&(*st as u8)).copied().unwrap_or(0)))
+                .map(|st| {
+                    (
+                        st.as_str(),
+                        by_state.get(&(*st as u8)).copied().unwrap_or(0),
+                    )
+                })
                 .collect(),
         );
         let mut limits = [0u64; 6];
@@ -564,7 +569,10 @@ pub fn netstat_metric(counter: &str) -> String {
         if c.is_ascii_uppercase() && i > 0 {
             let prev = chars[i - 1];
             let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
-            if prev.is_ascii_lowercase() || prev.is_ascii_digit() || (prev.is_ascii_uppercase() && next_lower) {
+            if prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_lower)
+            {
                 snake.push('_');
             }
         }
@@ -705,7 +713,9 @@ impl Collector for ViewCollector {
             counter(
                 e,
                 &netstat_metric(name),
-                &format!("{name} from /proc/net/netstat or /proc/net/snmp (a counter netblame judges)"),
+                &format!(
+                    "{name} from /proc/net/netstat or /proc/net/snmp (a counter netblame judges)"
+                ),
                 [(Vec::new(), *value)],
             )?;
         }
@@ -864,7 +874,9 @@ mod tests {
             "0123456789ab"
         );
         assert_eq!(
-            container_of(&format!("/kubepods/burstable/pod1/cri-containerd-{id}.scope")),
+            container_of(&format!(
+                "/kubepods/burstable/pod1/cri-containerd-{id}.scope"
+            )),
             "0123456789ab"
         );
         assert_eq!(container_of("/user.slice/user-0.slice/session-1.scope"), "");
@@ -887,7 +899,10 @@ mod tests {
             netstat_metric("TcpExt.TCPToZeroWindowAdv"),
             "netblame_netstat_tcpext_tcp_to_zero_window_adv"
         );
-        assert_eq!(netstat_metric("Tcp.RetransSegs"), "netblame_netstat_tcp_retrans_segs");
+        assert_eq!(
+            netstat_metric("Tcp.RetransSegs"),
+            "netblame_netstat_tcp_retrans_segs"
+        );
     }
 
     #[test]

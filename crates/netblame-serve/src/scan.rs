@@ -54,7 +54,10 @@ pub struct Scanner {
 }
 
 fn skip(out: &mut Vec<Skipped>, section: &str, reason: String) {
-    if !out.iter().any(|s| s.section == section && s.reason == reason) {
+    if !out
+        .iter()
+        .any(|s| s.section == section && s.reason == reason)
+    {
         out.push(Skipped {
             section: section.to_string(),
             reason,
@@ -99,7 +102,11 @@ impl Scanner {
                     }
                     obs.sockets = d.sockets;
                 }
-                Err(e) => skip(&mut skipped, "sockets", format!("sock_diag dump failed: {e}")),
+                Err(e) => skip(
+                    &mut skipped,
+                    "sockets",
+                    format!("sock_diag dump failed: {e}"),
+                ),
             }
         }
         obs.interval = self
