@@ -914,6 +914,100 @@ mod tests {
         );
     }
 
+    /// A view with one row of every kind.
+    fn full_view() -> View {
+        View {
+            scans: 3,
+            findings: vec![FindingSeries {
+                id: "listen-overflows",
+                layer: Layer::Application,
+                severity: Severity::Critical,
+                active: true,
+                raised: 1,
+            }],
+            finding_connections: vec![("receiver-zero-window", 2)],
+            blame: Some(Layer::Application),
+            states: Some(TcpState::ALL.iter().map(|s| (s.as_str(), 1)).collect()),
+            limits: LIMIT_VALUES.iter().map(|l| (*l, 1)).collect(),
+            processes: vec![ProcessRow {
+                process: "nginx".into(),
+                ..Default::default()
+            }],
+            collapsed: vec![("netblame_process_connections", 0)],
+            netstat: netblame_core::rules::host::COUNTERS_READ
+                .iter()
+                .map(|c| (*c, 1))
+                .collect(),
+            softnet: Some((1, 2, 3)),
+            devices: vec![DeviceRow {
+                device: "eth0".into(),
+                ..Default::default()
+            }],
+            qdiscs: vec![QdiscRow {
+                device: "eth0".into(),
+                kind: "fq".into(),
+                ..Default::default()
+            }],
+            cgroups: vec![CgroupRow {
+                cgroup: "/system.slice/x.service".into(),
+                ..Default::default()
+            }],
+            tcp_inuse: Some(5),
+            tcp_memory_bytes: Some(4096),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn docs_list_every_metric() {
+        let published = Arc::new(Published::default());
+        published.publish(full_view());
+        let probes = ProbeMetrics::default();
+        probes.sent.get_or_create(&ProbeLabels {
+            target: "t:1".into(),
+            kind: "tcp".into(),
+        });
+        let text = to_prometheus_text(&encode(&registry(published, &probes)));
+        let exposed: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_string)
+            .collect();
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/metrics.md"
+        ))
+        .expect("docs/metrics.md");
+        let documented: std::collections::BTreeSet<String> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `netblame_"))
+            .filter_map(|l| l.split('`').next())
+            .map(|n| format!("netblame_{n}"))
+            .collect();
+        let missing: Vec<_> = exposed.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&exposed).collect();
+        assert!(missing.is_empty(), "not in docs/metrics.md: {missing:?}");
+        assert!(extra.is_empty(), "documented but not exposed: {extra:?}");
+    }
+
+    #[test]
+    fn ceilings_in_the_docs() {
+        assert_eq!(series_ceiling(&Config::default()), 767);
+        let mut big = Config::default();
+        big.limits.top_processes = crate::config::MAX_TOP;
+        big.limits.top_devices = crate::config::MAX_TOP;
+        big.probes = (0..crate::config::MAX_PROBES)
+            .map(|i| crate::config::Probe {
+                target: format!("127.0.0.1:{i}"),
+                kind: netblame_probe::ProbeKind::Tcp,
+                interval: std::time::Duration::from_secs(1),
+                timeout: std::time::Duration::from_secs(1),
+            })
+            .collect();
+        assert!(series_ceiling(&big) < 5000, "{}", series_ceiling(&big));
+    }
+
     #[test]
     fn ceiling_is_bounded() {
         let c = Config::default();
