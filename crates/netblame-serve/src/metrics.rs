@@ -963,10 +963,13 @@ mod tests {
         let published = Arc::new(Published::default());
         published.publish(full_view());
         let probes = ProbeMetrics::default();
-        probes.sent.get_or_create(&ProbeLabels {
-            target: "t:1".into(),
-            kind: "tcp".into(),
-        });
+        probes
+            .sent
+            .get_or_create(&ProbeLabels {
+                target: "t:1".into(),
+                kind: "tcp".into(),
+            })
+            .inc();
         let text = to_prometheus_text(&encode(&registry(published, &probes)));
         let exposed: std::collections::BTreeSet<String> = text
             .lines()

@@ -144,7 +144,6 @@ impl Scanner {
                 // Never zero: rules divide by the window.
                 window_us: (window.as_micros() as u64).max(1),
                 skipped: Vec::new(),
-                ..Default::default()
             });
         }
         if let Some(h) = obs.host.as_mut() {

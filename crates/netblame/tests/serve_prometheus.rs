@@ -138,8 +138,8 @@ fn slow_reader(ns: &Netns) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
         let mut c = &client;
         while !s.load(Ordering::Relaxed) {
             match c.write(&block) {
-                Ok(_) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                Ok(n) if n > 0 => {}
+                _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
     });
