@@ -8,6 +8,7 @@ use crate::judge::judge;
 use crate::metrics::{self, ProbeMetrics, Published};
 use crate::probes::Probers;
 use crate::scan::Scanner;
+use crate::trace::Tracing;
 use serde_json::json;
 use std::fs::File;
 use std::net::SocketAddr;
@@ -157,6 +158,7 @@ fn findings_doc(
     cfg: &Config,
     obs: &crate::scan::ScanObservations,
     j: &crate::judge::Judgement,
+    trace: Option<serde_json::Value>,
 ) -> String {
     let at = obs.at.unwrap_or_else(std::time::SystemTime::now);
     let doc = json!({
@@ -174,6 +176,7 @@ fn findings_doc(
         },
         "findings": j.findings,
         "skipped": obs.skipped,
+        "trace": trace,
     });
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into()) + "\n"
 }
@@ -208,8 +211,9 @@ pub fn run(opts: Options) -> Result<(), AgentError> {
 
     let published = Arc::new(Published::default());
     let probe_metrics = ProbeMetrics::default();
+    let trace_totals = crate::trace::Shared::default();
     let ep = Arc::new(Endpoints {
-        registry: metrics::registry(published.clone(), &probe_metrics),
+        registry: metrics::registry(published.clone(), &probe_metrics, trace_totals.clone()),
         findings: RwLock::new(Arc::new("{}\n".to_string())),
     });
     let http = Http::start(opts.listen, ep.clone()).map_err(|source| AgentError::Listen {
@@ -249,6 +253,7 @@ pub fn run(opts: Options) -> Result<(), AgentError> {
                 &published,
                 &ep,
                 &probe_metrics,
+                &trace_totals,
             );
         })
         .map_err(|e| AgentError::Other(format!("cannot start the scan thread: {e}")))?;
@@ -318,6 +323,7 @@ pub fn run(opts: Options) -> Result<(), AgentError> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn scan_loop(
     mut cfg: Config,
     rx: mpsc::Receiver<Control>,
@@ -326,8 +332,13 @@ fn scan_loop(
     published: &Published,
     ep: &Endpoints,
     probe_metrics: &ProbeMetrics,
+    trace_totals: &crate::trace::Shared,
 ) {
     let mut probers = Probers::start(&cfg.probes, probe_metrics, cfg.interval);
+    let mut tracing = cfg
+        .sources
+        .trace
+        .then(|| Tracing::start(trace_totals.clone(), cfg.interval));
     let mut scanner = Scanner::new();
     let mut tracker = Tracker::new();
     let mut scans = 0u64;
@@ -342,7 +353,11 @@ fn scan_loop(
             scans += 1;
             let v = metrics::view(&cfg, &obs, &j, tracker.series(), scans);
             published.publish(v);
-            let doc = findings_doc(scans, &cfg, &obs, &j);
+            let trace = cfg.sources.trace.then(|| {
+                let t = trace_totals.lock().unwrap_or_else(|e| e.into_inner());
+                json!({"available": t.unavailable.is_none(), "reason": t.unavailable, "rounds": t.rounds})
+            });
+            let doc = findings_doc(scans, &cfg, &obs, &j, trace);
             *ep.findings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(doc);
             scanner.keep(obs);
         }));
@@ -367,6 +382,15 @@ fn scan_loop(
                         probers.stop();
                         probers = Probers::start(&c.probes, probe_metrics, c.interval);
                     }
+                    if c.sources.trace != cfg.sources.trace || c.interval != cfg.interval {
+                        if let Some(t) = tracing.take() {
+                            t.stop(trace_totals);
+                        }
+                        tracing = c
+                            .sources
+                            .trace
+                            .then(|| Tracing::start(trace_totals.clone(), c.interval));
+                    }
                     cfg = *c;
                     log.write(
                         "reloaded",
@@ -382,6 +406,7 @@ fn scan_loop(
                 }
                 Ok(Control::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     probers.stop();
+                    drop(tracing);
                     return;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {

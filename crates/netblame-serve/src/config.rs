@@ -11,6 +11,7 @@
 //! processes = true          # map sockets to processes (a /proc scan per interval)
 //! host = true               # /proc/net counters, qdiscs, NIC statistics, sysctls
 //! cgroups = true            # CPU throttling of socket owners' cgroups
+//! trace = false             # eBPF trace histograms (NET_RX softirq time, drops by reason)
 //!
 //! [limits]
 //! top_processes = 10        # processes/containers labelled; the rest are process="other"
@@ -67,6 +68,8 @@ pub struct Sources {
     pub host: bool,
     /// cgroup CPU throttling of socket owners (needs `processes` and `host`).
     pub cgroups: bool,
+    /// eBPF trace histograms (netblame-trace: root and BTF; off by default).
+    pub trace: bool,
 }
 
 impl Default for Sources {
@@ -76,6 +79,7 @@ impl Default for Sources {
             processes: true,
             host: true,
             cgroups: true,
+            trace: false,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! - `GET /metrics`: OpenMetrics text from the official `prometheus-client` crate ([`metrics`]):
 //!   findings as series (`netblame_finding_active{id,layer,severity}`), the verdict,
 //!   connections by state, limit and owner (top N), the host counters the rules read, probe
-//!   latency histograms. Cardinality is bounded and documented (docs/metrics.md).
+//!   latency histograms, trace histograms when asked for and available ([`trace`]). Cardinality is bounded and documented (docs/metrics.md).
 //! - `GET /findings`: the last scan's findings with their evidence, as JSON.
 //! - the event log ([`events`]): JSON lines when a finding is raised, updated or cleared.
 //!
@@ -30,6 +30,7 @@ pub mod judge;
 pub mod metrics;
 pub mod probes;
 pub mod scan;
+pub mod trace;
 
 pub use agent::{run, AgentError, Options};
 pub use config::{Config, ConfigError};

@@ -381,7 +381,12 @@ pub fn series_ceiling(cfg: &Config) -> usize {
         + 2;
     let probes = cfg.probes.len() * (PROBE_BUCKETS.len() + 1 + 2 + 2);
     let meta = 5 + 3;
-    findings + verdict + connections + host + probes + meta
+    let trace = if cfg.sources.trace {
+        1 + crate::trace::NET_RX_BUCKETS + 2 + crate::trace::MAX_REASONS + 1 + 4
+    } else {
+        0
+    };
+    findings + verdict + connections + host + probes + meta + trace
 }
 
 /// Labels of the probe series.
@@ -426,9 +431,14 @@ impl Published {
 }
 
 /// The registry: the scan view (through a collector) and the probe families.
-pub fn registry(published: Arc<Published>, probes: &ProbeMetrics) -> Registry {
+pub fn registry(
+    published: Arc<Published>,
+    probes: &ProbeMetrics,
+    trace: crate::trace::Shared,
+) -> Registry {
     let mut r = Registry::default();
     r.register_collector(Box::new(ViewCollector(published)));
+    r.register_collector(Box::new(crate::trace::TraceCollector(trace)));
     r.register_with_unit(
         "netblame_probe_latency",
         "Latency of the configured probes, from each probe's scheduled departure (connect time for tcp)",
@@ -970,7 +980,15 @@ mod tests {
                 kind: "tcp".into(),
             })
             .inc();
-        let text = to_prometheus_text(&encode(&registry(published, &probes)));
+        let trace = crate::trace::Shared::default();
+        {
+            let mut t = trace.lock().unwrap();
+            t.enabled = true;
+            t.rounds = 1;
+            t.net_rx_buckets = vec![1; crate::trace::NET_RX_BUCKETS];
+            t.drops.insert("NETFILTER_DROP".into(), 3);
+        }
+        let text = to_prometheus_text(&encode(&registry(published, &probes, trace)));
         let exposed: std::collections::BTreeSet<String> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -998,6 +1016,7 @@ mod tests {
     fn ceilings_in_the_docs() {
         assert_eq!(series_ceiling(&Config::default()), 767);
         let mut big = Config::default();
+        big.sources.trace = true;
         big.limits.top_processes = crate::config::MAX_TOP;
         big.limits.top_devices = crate::config::MAX_TOP;
         big.probes = (0..crate::config::MAX_PROBES)
