@@ -52,6 +52,13 @@ rows = [
             (f'sum by (target) (rate(netblame_probe_lost_total{{{I}}}[{R}]))', "lost {{target}}"),
             (f'sum by (target) (rate(netblame_probe_sent_total{{{I}}}[{R}]))', "sent {{target}}")]),
     ]),
+    ("Kernel (trace = true)", [
+        ("timeseries", "NET_RX softirq run time p50 / p99 (all CPUs)", [
+            (f'histogram_quantile(0.5, sum by (le) (rate(netblame_trace_net_rx_softirq_seconds_bucket{{{I}}}[{R}])))', "p50"),
+            (f'histogram_quantile(0.99, sum by (le) (rate(netblame_trace_net_rx_softirq_seconds_bucket{{{I}}}[{R}])))', "p99")]),
+        ("timeseries", "Kernel drops by reason /s", [
+            (f'topk(10, sum by (reason) (rate(netblame_trace_drops_total{{{I}}}[{R}])))', "{{reason}}")]),
+    ]),
     ("Agent", [
         ("timeseries", "Scan duration", [(f'max by (instance) (netblame_scan_duration_seconds{{{I}}})', "{{instance}}")]),
         ("timeseries", "Label values collapsed into other", [(f'max by (metric) (netblame_labels_collapsed{{{I}}})', "{{metric}}")]),

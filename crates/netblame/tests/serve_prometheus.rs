@@ -52,6 +52,9 @@ fn query(prom: SocketAddr, q: &str) -> Vec<serde_json::Value> {
             Ok(r) => r,
             Err(_) => return Vec::new(),
         };
+    if status == 503 {
+        return Vec::new(); // Prometheus is still starting
+    }
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     assert_eq!(status, 200, "query {q} failed: {body}");
     v["data"]["result"].as_array().cloned().unwrap_or_default()
@@ -183,7 +186,7 @@ fn prometheus_scrapes_serve_and_every_panel_follows_the_incidents() {
     std::fs::write(
         dir.join("serve.toml"),
         format!(
-            "interval = \"1s\"\n[[probe]]\ntarget = \"127.0.0.1:{responder_port}\"\nkind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"2s\"\n"
+            "interval = \"1s\"\n[sources]\ntrace = true\n[[probe]]\ntarget = \"127.0.0.1:{responder_port}\"\nkind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"2s\"\n"
         ),
     )
     .expect("config");
