@@ -308,3 +308,84 @@ fn sockets_processes_and_the_namespace_vanishing_mid_scan() {
     let (status, err) = agent.stop();
     assert!(status.success(), "{err}");
 }
+
+#[test]
+fn unprivileged_with_proc_unreadable_it_scans_what_it_can_and_says_what_it_skipped() {
+    if !require_root(
+        "unprivileged_with_proc_unreadable_it_scans_what_it_can_and_says_what_it_skipped",
+    ) {
+        return;
+    }
+    // As nobody: other users' /proc/PID/fd, cgroup files, qdisc and NIC statistics of a
+    // privileged view are unreadable. The agent must start, scan, and say what it skipped.
+    let dir = TempDir::new("serve-nobody");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let events = dir.join("events.jsonl");
+    std::fs::write(dir.join("c.toml"), "interval = \"1s\"\n").unwrap();
+    let mut child = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "serve",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--events"])
+        .arg(&events)
+        .arg("--config")
+        .arg(dir.join("c.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let started = wait_for(Duration::from_secs(60), || {
+        !events_of(&events, "started").is_empty()
+    });
+    if !started {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("netblame serve did not start as nobody");
+    }
+    let addr: std::net::SocketAddr = events_of(&events, "started")[0]["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let scans = |a| {
+        http_get(a, "/metrics", None)
+            .map(|(_, b)| {
+                b.lines()
+                    .find_map(|l| l.strip_prefix("netblame_scans_total "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    assert!(wait_for(Duration::from_secs(30), || scans(addr) >= 3));
+    let (_, findings) = http_get(addr, "/findings", None).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&findings).unwrap();
+    let skipped = doc["skipped"].as_array().expect("skipped");
+    assert!(
+        skipped.iter().any(|s| s["section"] == "processes"),
+        "no note about unreadable processes: {findings}"
+    );
+    let (_, m) = http_get(addr, "/metrics", None).unwrap();
+    assert!(m.contains("netblame_connections{state=\"listen\"}"), "{m}");
+    // SAFETY: kill on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let mut status = None;
+    wait_for(Duration::from_secs(30), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no exit on SIGTERM");
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(events_of(&events, "scan-failed").is_empty());
+}
