@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Address of the HTTP endpoints: /metrics (OpenMetrics), /findings (JSON), /healthz.
+    /// Address of the HTTP endpoints: /metrics (OpenMetrics or Prometheus text), /findings (JSON),
+    /// /healthz.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9911")]
     listen: SocketAddr,
-    /// TOML configuration: interval, sources, label limits, probe targets, path (docs/serve.md).
-    /// Refused at start with its line and the reason; SIGHUP reloads it.
+    /// TOML configuration: interval, sources (trace too), label limits, probe targets, path
+    /// (docs/serve.md). Refused at start with its line and the reason; SIGHUP reloads it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Append the findings event log (JSON lines: raised, updated, cleared) to FILE instead of
