@@ -167,6 +167,8 @@ fn findings_doc(
         "interval_s": cfg.interval.as_secs_f64(),
         "window_us": obs.host.as_ref().map(|h| h.window_us),
         "scan_duration_us": obs.duration.as_micros() as u64,
+        "scan_phases_us": obs.phases.iter().map(|(k, d)| (k.to_string(), d.as_micros() as u64)).collect::<std::collections::BTreeMap<_, _>>(),
+        "processes_refreshed": obs.processes_refreshed,
         "kernel": obs.kernel.as_ref().map(|k| k.to_string()),
         "verdict": j.verdict,
         "connections": {
@@ -347,8 +349,11 @@ fn scan_loop(
         let t0 = Instant::now();
         // A bug met on some host's data must not end the agent: report it and scan again.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let obs = scanner.scan(&cfg);
+            let mut obs = scanner.scan(&cfg);
+            let t = Instant::now();
             let j = judge(&obs);
+            obs.phases.push(("judge", t.elapsed()));
+            obs.duration += t.elapsed();
             tracker.update(&j.findings, log);
             scans += 1;
             let v = metrics::view(&cfg, &obs, &j, tracker.series(), scans);

@@ -850,7 +850,7 @@ impl Collector for ViewCollector {
         gauge(
             e,
             "netblame_scan_duration",
-            "How long the last scan took",
+            "How long the last scan took (observing and judging)",
             Some(&Unit::Seconds),
             one(v.scan_seconds),
         )?;

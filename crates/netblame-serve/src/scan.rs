@@ -14,9 +14,9 @@ use netblame_core::observe::host::{HostCounters, HostSnapshot, Skipped};
 use netblame_core::observe::{SocketSnapshot, TcpState};
 use netblame_core::rules::host::PathSpec;
 use netblame_core::KernelVersion;
-use netblame_linux::diag::{dump, DumpRequest};
+use netblame_linux::diag::{dump_each, DumpRequest};
 use netblame_linux::host as linux_host;
-use std::collections::HashMap;
+use netblame_linux::procmap::ProcMap;
 use std::time::{Duration, Instant, SystemTime};
 
 /// What one scan saw: the input of [`crate::judge::judge`].
@@ -30,9 +30,9 @@ pub struct ScanObservations {
     /// Every TCP socket this scan dumped (all states); empty when the socket source is off or
     /// the dump failed (then `skipped` says why).
     pub sockets: Vec<SocketSnapshot>,
-    /// The previous scan's established and close-wait sockets by cookie: the first sample of
-    /// each connection's window.
-    pub previous: HashMap<u64, SocketSnapshot>,
+    /// The previous scan's established and close-wait sockets: the first sample of each
+    /// connection's window.
+    pub previous: Previous,
     /// Time since the previous scan's socket dump (the connections' window).
     pub interval: Duration,
     /// The running kernel, when known.
@@ -43,14 +43,54 @@ pub struct ScanObservations {
     pub skipped: Vec<Skipped>,
     /// How long the scan took.
     pub duration: Duration,
+    /// How long each part took (`dump`, `processes`, `host`), for `/findings`.
+    pub phases: Vec<(&'static str, Duration)>,
+    /// True when this scan read `/proc` for socket owners (otherwise they came from the last
+    /// read, see [`PROC_REFRESH_EVERY`]).
+    pub processes_refreshed: bool,
 }
+
+/// The previous scan's judged sockets, sorted by cookie (a compact sorted vector: at 36,000
+/// connections a hash map would hold twice the memory).
+#[derive(Debug, Default)]
+pub struct Previous(Vec<SocketSnapshot>);
+
+impl Previous {
+    /// The previous sample of the socket with this cookie.
+    pub fn get(&self, cookie: &u64) -> Option<&SocketSnapshot> {
+        self.0
+            .binary_search_by_key(cookie, |s| s.cookie)
+            .ok()
+            .map(|i| &self.0[i])
+    }
+
+    /// How many sockets it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The `/proc` scan that maps sockets to processes (one `readlink` per file descriptor of every
+/// process: the most expensive part of a scan of many sockets) runs at least every this many
+/// scans, and at every scan where more than a tenth of the sockets (and more than 16) have an
+/// owner not seen yet; in between, owners come from the last read.
+pub const PROC_REFRESH_EVERY: u64 = 4;
 
 /// Keeps what the next scan compares with: the last counters and the last sockets.
 #[derive(Debug, Default)]
 pub struct Scanner {
     counters: Option<(HostCounters, Instant)>,
-    previous: HashMap<u64, SocketSnapshot>,
+    previous: Previous,
     previous_at: Option<Instant>,
+    /// The last `/proc` read and how many scans ago it was.
+    owners: Option<(ProcMap, u64)>,
+    /// Sockets in the last dump (to size the next one's vector).
+    last_count: usize,
 }
 
 fn skip(out: &mut Vec<Skipped>, section: &str, reason: String) {
@@ -92,21 +132,32 @@ impl Scanner {
         if cfg.sources.sockets {
             let req = DumpRequest {
                 states: Vec::new(),
-                processes: cfg.sources.processes,
+                processes: false,
                 ..Default::default()
             };
-            match dump(&req) {
-                Ok(d) => {
-                    if let Some(l) = d.stats.limitation() {
-                        skip(&mut skipped, "processes", l);
-                    }
-                    obs.sockets = d.sockets;
+            // Sized from the last dump: growing a vector of 36,000 snapshots by doubling would
+            // hold three times their memory for a moment.
+            let mut sockets = Vec::with_capacity(self.last_count + self.last_count / 8 + 64);
+            let t = Instant::now();
+            match dump_each(&req, |s| sockets.push(s)) {
+                Ok(_) => {
+                    sockets.shrink_to_fit();
+                    self.last_count = sockets.len();
+                    obs.sockets = sockets;
                 }
                 Err(e) => skip(
                     &mut skipped,
                     "sockets",
                     format!("sock_diag dump failed: {e}"),
                 ),
+            }
+            obs.phases.push(("dump", t.elapsed()));
+            if cfg.sources.processes {
+                let t = Instant::now();
+                self.map_owners(&mut obs, &mut skipped);
+                obs.phases.push(("processes", t.elapsed()));
+            } else {
+                self.owners = None;
             }
         }
         obs.interval = self
@@ -120,6 +171,7 @@ impl Scanner {
             Ok(k) => obs.kernel = Some(k),
             Err(e) => skip(&mut skipped, "kernel version", e.to_string()),
         }
+        let host_started = Instant::now();
         if cfg.sources.host {
             let targets = if cfg.sources.cgroups && cfg.sources.processes {
                 linux_host::cgroup_targets(&obs.sockets, &mut skipped)
@@ -146,6 +198,9 @@ impl Scanner {
                 skipped: Vec::new(),
             });
         }
+        if cfg.sources.host {
+            obs.phases.push(("host", host_started.elapsed()));
+        }
         if let Some(h) = obs.host.as_mut() {
             h.skipped = skipped.clone();
         }
@@ -154,13 +209,61 @@ impl Scanner {
         obs
     }
 
-    /// Keeps this scan's established and close-wait sockets as the next scan's first samples.
+    /// Gives each dumped socket its owners, from a fresh `/proc` read or the last one.
+    fn map_owners(&mut self, obs: &mut ScanObservations, skipped: &mut Vec<Skipped>) {
+        let with_inode = obs.sockets.iter().filter(|s| s.inode != 0);
+        let refresh = match &self.owners {
+            None => true,
+            Some((_, age)) if *age + 1 >= PROC_REFRESH_EVERY => true,
+            Some((map, _)) => {
+                let (mut total, mut unknown) = (0usize, 0usize);
+                for s in with_inode {
+                    total += 1;
+                    unknown += map.owners(s.inode).is_none() as usize;
+                }
+                unknown > 16 && unknown * 10 > total
+            }
+        };
+        if refresh {
+            self.owners = Some((ProcMap::scan(None), 0));
+            obs.processes_refreshed = true;
+        } else if let Some((_, age)) = self.owners.as_mut() {
+            *age += 1;
+        }
+        let Some((map, _)) = &self.owners else { return };
+        if map.unreadable_processes > 0 {
+            skip(
+                skipped,
+                "processes",
+                format!(
+                    "{} processes of other users could not be read (run as root to see them): their sockets have no owner",
+                    map.unreadable_processes
+                ),
+            );
+        }
+        for s in obs.sockets.iter_mut() {
+            if s.inode != 0 {
+                if let Some(o) = map.owners(s.inode) {
+                    s.owners = o.to_vec();
+                }
+            }
+        }
+    }
+
+    /// Keeps this scan's established and close-wait sockets as the next scan's first samples
+    /// (without their owners, which the judging does not read from a previous sample).
     pub fn keep(&mut self, obs: ScanObservations) {
-        self.previous = obs
+        let mut prev: Vec<SocketSnapshot> = obs
             .sockets
             .into_iter()
             .filter(|s| judged_state(s.state) && s.tcp_info.is_some())
-            .map(|s| (s.cookie, s))
+            .map(|mut s| {
+                s.owners = Vec::new();
+                s
+            })
             .collect();
+        prev.sort_unstable_by_key(|s| s.cookie);
+        prev.shrink_to_fit();
+        self.previous = Previous(prev);
     }
 }
