@@ -90,7 +90,8 @@ t1=$(date +%s.%N); c1=$(ticks)
 rss=$(awk '/^VmRSS/ {print $2}' "/proc/$AGENT/status")
 hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$AGENT/status")
 curl -s "$URL" > "$WORK/metrics.txt"
-python3 - "$c0" "$c1" "$t0" "$t1" "$HZ" "$rss" "$hwm" "$WORK/metrics.txt" <<'PY'
+curl -s "http://127.0.0.1:$PORT/findings" > "$WORK/findings.json"
+python3 - "$c0" "$c1" "$t0" "$t1" "$HZ" "$rss" "$hwm" "$WORK/metrics.txt" "$WORK/findings.json" <<'PY'
 import sys
 c0, c1, t0, t1, hz, rss, hwm = (float(x) for x in sys.argv[1:8])
 m = {}
@@ -103,6 +104,10 @@ print(f"   RSS: {rss / 1024:.1f} MB now, {hwm / 1024:.1f} MB peak (goal < 100 MB
 est = m.get('netblame_connections{state="established"}', '?')
 scan_ms = float(m.get('netblame_scan_duration_seconds', 'nan')) * 1000
 print(f"   scans: {m.get('netblame_scans_total', '?')}, last scan took {scan_ms:.0f} ms; established sockets seen: {est}")
+import json
+f = json.load(open(sys.argv[9]))
+ph = ", ".join(f"{k} {v / 1000:.0f} ms" for k, v in f.get("scan_phases_us", {}).items())
+print(f"   last scan's parts: {ph} (/proc read this scan: {f.get('processes_refreshed')})")
 PY
 
 scrape_times() { # url -> one time_total per line
