@@ -389,3 +389,63 @@ fn unprivileged_with_proc_unreadable_it_scans_what_it_can_and_says_what_it_skipp
     assert!(status.success(), "{status:?}");
     assert!(events_of(&events, "scan-failed").is_empty());
 }
+
+#[test]
+fn the_responder_serves_bench_clients_and_probes() {
+    let dir = TempDir::new("serve-resp");
+    let events = dir.join("events.jsonl");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let responder = format!("127.0.0.1:{port}");
+    let agent = Agent::start(&events, &["--responder", &responder]);
+    assert_eq!(
+        events_of(&events, "started")[0]["responder"].as_str(),
+        Some(responder.as_str())
+    );
+    // A real throughput test against the agent's bench server.
+    let (code, out, err) = run(
+        BIN,
+        &[
+            "bench",
+            "client",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "1",
+            "-J",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("bench JSON");
+    assert!(v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0) > 0.0);
+    // Request/response probes and UDP echo on the same port.
+    for kind in ["rr", "udp"] {
+        let (code, out, err) = run(
+            BIN,
+            &[
+                "probe",
+                "--kind",
+                kind,
+                "--count",
+                "5",
+                "--interval",
+                "50ms",
+                &responder,
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0, "{kind}: {err}");
+        assert!(
+            out.contains("\"received\": 5") || out.contains("\"received\":5"),
+            "{kind}: {out}"
+        );
+    }
+    let (status, err) = agent.stop();
+    assert!(status.success(), "{err}");
+    // The port is free again.
+    assert!(TcpListener::bind(&responder).is_ok());
+}
