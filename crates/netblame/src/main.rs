@@ -59,6 +59,11 @@ enum Command {
     /// reason, retransmits and resets per connection, state changes, receive-buffer growth;
     /// exits 4 when tracing is unavailable here.
     Trace(cmd::trace::Args),
+    /// Always on: the doctor's observations and diagnosis every interval as Prometheus metrics
+    /// (findings as series), a /findings endpoint and a JSON-lines event log; SIGHUP reloads
+    /// the config, SIGTERM stops. Deploy files in deploy/ (systemd, Kubernetes, Prometheus,
+    /// Grafana).
+    Serve(cmd::serve::Args),
     /// A shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(cmd::completions::Args),
     /// Manual pages: the main page (or one subcommand's) on stdout, or all of them with --out DIR.
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
         Some(Command::Pcap(args)) => cmd::pcap::run(args),
         Some(Command::Probe(args)) => cmd::probe::run(args),
         Some(Command::Trace(args)) => cmd::trace::run(args),
+        Some(Command::Serve(args)) => cmd::serve::run(args),
         Some(Command::Completions(args)) => cmd::completions::run(args, Cli::command()),
         Some(Command::Man(args)) => cmd::man::run(args, Cli::command()),
     };

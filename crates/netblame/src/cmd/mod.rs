@@ -9,6 +9,7 @@ pub mod lab;
 pub mod man;
 pub mod pcap;
 pub mod probe;
+pub mod serve;
 pub mod sockets;
 pub mod trace;
 pub mod tune;
