@@ -9,5 +9,5 @@ pub mod tcp_info;
 pub mod trace;
 
 pub use limits::LimitShares;
-pub use socket::{SkMemInfo, SocketOwner, SocketSnapshot, TcpState};
+pub use socket::{ContainerRef, NetnsRef, SkMemInfo, SocketOwner, SocketSnapshot, TcpState};
 pub use tcp_info::TcpInfo;
