@@ -139,6 +139,61 @@ impl MultiDump {
     pub fn container_of(&self, s: &SocketSnapshot) -> Option<&ContainerRef> {
         s.owners.iter().find_map(|o| self.containers.get(&o.pid))
     }
+
+    /// Every socket with its namespace.
+    pub fn iter(&self) -> impl Iterator<Item = (&NetnsRef, &SocketSnapshot)> {
+        self.namespaces
+            .iter()
+            .flat_map(|n| n.sockets.iter().map(move |s| (&n.netns, s)))
+    }
+
+    /// For a dump made without processes: moves the owners of sockets already in `prev` (same
+    /// namespace and cookie) over, and scans `/proc` only when sockets new since `prev` need
+    /// owners, recording only those. A refresh of an unchanged socket table then costs no
+    /// `/proc` scan at all.
+    pub fn inherit_owners(&mut self, prev: &mut MultiDump) {
+        let mut old: HashMap<(u64, u64), Vec<netblame_core::observe::SocketOwner>> = HashMap::new();
+        for n in prev.namespaces.iter_mut() {
+            for s in n.sockets.iter_mut().filter(|s| !s.owners.is_empty()) {
+                old.insert((n.netns.inode, s.cookie), std::mem::take(&mut s.owners));
+            }
+        }
+        let mut wanted = std::collections::HashSet::new();
+        for n in self.namespaces.iter_mut() {
+            for s in n.sockets.iter_mut() {
+                match old.remove(&(n.netns.inode, s.cookie)) {
+                    Some(o) => s.owners = o,
+                    None if s.inode != 0 => {
+                        wanted.insert(s.inode);
+                    }
+                    None => {}
+                }
+            }
+        }
+        let mut containers = std::mem::take(&mut prev.containers);
+        let mut stats = std::mem::take(&mut self.stats);
+        stats.processes_mapped = true;
+        stats.unreadable_processes = prev.stats.unreadable_processes;
+        if !wanted.is_empty() {
+            let mut map = ProcMap::scan(Some(&wanted));
+            stats.unreadable_processes = map.unreadable_processes;
+            stats.exited_processes = map.exited_processes;
+            for n in self.namespaces.iter_mut() {
+                for s in n.sockets.iter_mut().filter(|s| wanted.contains(&s.inode)) {
+                    if let Some(o) = map.take(s.inode) {
+                        s.owners = o;
+                    }
+                }
+            }
+            containers.extend(named_containers(&mut map));
+        }
+        stats.unmapped_sockets = self
+            .iter()
+            .filter(|(_, s)| s.inode != 0 && s.owners.is_empty())
+            .count();
+        self.stats = stats;
+        self.containers = containers;
+    }
 }
 
 /// Names every container found in a scan from the node's pod log directories.
