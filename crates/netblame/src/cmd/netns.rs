@@ -21,6 +21,8 @@ pub struct Selection {
     pub namespaces: Vec<Netns>,
     /// True when the user asked for namespaces (output then names them).
     pub explicit: bool,
+    /// What discovery could not see.
+    pub notes: Vec<String>,
 }
 
 impl NetnsArgs {
@@ -29,15 +31,24 @@ impl NetnsArgs {
     pub fn select(&self) -> anyhow::Result<Selection> {
         if self.all_netns {
             let d = discover();
+            let mut notes = Vec::new();
+            if d.unreadable_processes > 0 {
+                notes.push(format!(
+                    "not root: the network namespaces of {} processes of other users could not be checked: run as root to see them",
+                    d.unreadable_processes
+                ));
+            }
             return Ok(Selection {
                 namespaces: d.namespaces,
                 explicit: true,
+                notes,
             });
         }
         if self.netns.is_empty() {
             return Ok(Selection {
                 namespaces: vec![Netns::current()?],
                 explicit: false,
+                notes: Vec::new(),
             });
         }
         let mut namespaces: Vec<Netns> = Vec::new();
@@ -50,6 +61,7 @@ impl NetnsArgs {
         Ok(Selection {
             namespaces,
             explicit: true,
+            notes: Vec::new(),
         })
     }
 }

@@ -690,7 +690,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let namespaces = &selection.namespaces;
     let (host, host_note) = host_context();
     let kernel = host.kernel.as_ref().map(|k| k.to_string());
-    let limitations: Vec<String> = host_note.into_iter().collect();
+    let mut limitations: Vec<String> = host_note.into_iter().collect();
+    limitations.extend(selection.notes.iter().cloned());
     let with = |extra: Vec<String>| -> Vec<String> {
         let mut l = limitations.clone();
         l.extend(extra);
