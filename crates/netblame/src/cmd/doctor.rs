@@ -10,7 +10,7 @@ use netblame_core::rules::host::judge as judge_host;
 use netblame_core::rules::verdict::{verdict, Verdict};
 use netblame_core::units::format_duration;
 use netblame_core::{rank, BitRate, Finding, Layer, Severity};
-use netblame_linux::diag::{dump, DumpRequest};
+use netblame_linux::diag::{dump_namespaces, DumpRequest};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
@@ -42,6 +42,8 @@ pub struct Args {
     /// Exit with code 3 when a finding reaches this severity (for scripts).
     #[arg(long, value_enum)]
     fail_on: Option<FailOn>,
+    #[command(flatten)]
+    netns: crate::cmd::netns::NetnsArgs,
 }
 
 /// A finding with how many connections showed it (0 for host findings).
@@ -50,6 +52,9 @@ struct Ranked {
     #[serde(flatten)]
     finding: Finding,
     connections: usize,
+    /// The network namespace a host finding was made in, when not this host's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -57,6 +62,12 @@ struct ProblemConnection {
     connection: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     process: Option<String>,
+    /// Its network namespace (with --netns / --all-netns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<String>,
+    /// Its owner's pod/container, when it runs in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limit: Option<String>,
     findings: Vec<&'static str>,
@@ -99,33 +110,51 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!window.is_zero(), "--duration must be more than zero");
     let path = path_spec(a.rate, a.rtt)?;
     let mut notes: Vec<(String, String)> = Vec::new();
+    let selection = a.netns.select()?;
+    let namespaces = &selection.namespaces;
+    notes.extend(
+        selection
+            .notes
+            .iter()
+            .map(|n| ("netns".to_string(), n.clone())),
+    );
+    let named = selection.explicit;
 
     // First socket sample (with owners), then the host's first counter read, both at the start
-    // of the window; the second samples at its end.
+    // of the window; the second samples at its end. Sockets come from every selected namespace;
+    // other namespaces' own counters are read and judged each on their own.
     let t0 = Instant::now();
-    let first = match dump(&sock_request(true)) {
-        Ok(d) => {
-            if let Some(l) = d.stats.limitation() {
-                notes.push(("sockets".into(), l));
-            }
-            Some(d.sockets)
+    let first_dump = dump_namespaces(&sock_request(true), namespaces, |_| true);
+    for (_, e) in &first_dump.skipped {
+        notes.push(("sockets".into(), format!("{e}: skipped")));
+    }
+    let first = if first_dump.namespaces.is_empty() {
+        notes.push((
+            "sockets".into(),
+            "sock_diag dump failed: no per-connection verdicts".into(),
+        ));
+        None
+    } else {
+        if let Some(l) = first_dump.stats.limitation() {
+            notes.push(("sockets".into(), l));
         }
-        Err(e) => {
-            notes.push((
-                "sockets".into(),
-                format!("sock_diag dump failed ({e}): no per-connection verdicts"),
-            ));
-            None
-        }
+        Some(first_dump)
     };
+    let first_sockets: Vec<SocketSnapshot> = first
+        .as_ref()
+        .map(|d| d.iter().map(|(_, s)| s.clone()).collect())
+        .unwrap_or_default();
     let mut cg_skipped = Vec::new();
-    let targets =
-        netblame_linux::host::cgroup_targets(first.as_deref().unwrap_or(&[]), &mut cg_skipped);
+    let targets = netblame_linux::host::cgroup_targets(&first_sockets, &mut cg_skipped);
+    drop(first_sockets);
     notes.extend(cg_skipped.into_iter().map(|s| (s.section, s.reason)));
+    let pending_ns = crate::cmd::host::begin_other_namespaces(&selection);
     let progress = Progress::new(window, "watching TCP for");
     let (snap, second, interval) = collect_live_with(targets, notes, t0, window, &progress, || {
         let t1 = Instant::now();
-        let d = first.as_ref().map(|_| dump(&sock_request(false)));
+        let d = first
+            .as_ref()
+            .map(|_| dump_namespaces(&sock_request(false), namespaces, |_| true));
         (d, t1)
     });
     progress.finish();
@@ -143,24 +172,26 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         with_problems: 0,
     };
     let mut problems: Vec<(Option<Severity>, ProblemConnection)> = Vec::new();
-    match second {
-        Some(Ok(d)) => {
-            let prev: HashMap<u64, &SocketSnapshot> = first
-                .as_deref()
-                .unwrap_or(&[])
+    match (second, &first) {
+        (Some(d), Some(first)) if !d.namespaces.is_empty() => {
+            let prev: HashMap<(u64, u64), &SocketSnapshot> = first
                 .iter()
-                .map(|s| (s.cookie, s))
+                .map(|(n, s)| ((n.inode, s.cookie), s))
                 .collect();
-            counts.sampled = d.sockets.len();
-            for mut s in d.sockets {
-                let p = prev.get(&s.cookie).copied();
+            counts.sampled = d.stats.sockets;
+            for (ns, s) in d.iter() {
+                let p = prev.get(&(ns.inode, s.cookie)).copied();
+                let mut owned;
+                let mut s = s;
                 if let Some(p) = p {
                     counts.judged_over_window += 1;
-                    if s.owners.is_empty() {
-                        s.owners = p.owners.clone();
+                    if s.owners.is_empty() && !p.owners.is_empty() {
+                        owned = s.clone();
+                        owned.owners = p.owners.clone();
+                        s = &owned;
                     }
                 }
-                let v = judge_connection(p, &s, interval, &ctx);
+                let v = judge_connection(p, s, interval, &ctx);
                 if v.is_problem() {
                     counts.with_problems += 1;
                     problems.push((
@@ -168,6 +199,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                         ProblemConnection {
                             connection: s.label(),
                             process: s.process_label(),
+                            netns: named.then(|| ns.label()),
+                            container: first.container_of(s).map(|c| c.label()),
                             limit: v.limit.map(|l| l.to_string()),
                             findings: v.findings.iter().map(|f| f.id).collect(),
                         },
@@ -176,11 +209,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 conn_findings.extend(v.findings);
             }
         }
-        Some(Err(e)) => skipped.push(netblame_core::observe::host::Skipped {
+        (Some(_), Some(_)) => skipped.push(netblame_core::observe::host::Skipped {
             section: "sockets".into(),
-            reason: format!("second sock_diag dump failed ({e}): no per-connection verdicts"),
+            reason: "second sock_diag dump failed: no per-connection verdicts".into(),
         }),
-        None => {}
+        _ => {}
     }
     problems.sort_by_key(|p| std::cmp::Reverse(p.0));
 
@@ -194,6 +227,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             .or_insert(Ranked {
                 finding: f,
                 connections: 1,
+                netns: None,
             });
     }
     let mut host_findings = judge_host(&snap, path);
@@ -202,12 +236,29 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             .get(h.id)
             .is_none_or(|c| c.finding.severity < h.severity)
     });
+    let (ns_reports, ns_notes) =
+        crate::cmd::host::finish_other_namespaces(pending_ns, path, &host_findings);
+    for n in ns_notes {
+        skipped.push(netblame_core::observe::host::Skipped {
+            section: "netns".into(),
+            reason: n,
+        });
+    }
     let mut all: Vec<Ranked> = host_findings
         .into_iter()
         .map(|f| Ranked {
             finding: f,
             connections: 0,
+            netns: None,
         })
+        .chain(ns_reports.into_iter().flat_map(|r| {
+            let label = r.netns.label();
+            r.findings.into_iter().map(move |f| Ranked {
+                finding: f,
+                connections: 0,
+                netns: Some(label.clone()),
+            })
+        }))
         .chain(by_id.into_values())
         .collect();
     all.sort_by(|a, b| {
@@ -266,6 +317,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     for (layer, _) in &layers {
         println!("== {layer} ==");
         for r in all.iter().filter(|r| r.finding.layer == *layer) {
+            if let Some(ns) = &r.netns {
+                println!("in network namespace {ns}:");
+            }
             print!("{}", render::findings(std::slice::from_ref(&r.finding)));
             if r.connections > 1 {
                 println!(
@@ -281,8 +335,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             "connections with problems (most severe first; all with netblame sockets --problems):"
         );
         for (_, p) in problems.iter().take(10) {
+            let mut place = String::new();
+            if let Some(ns) = &p.netns {
+                place += &format!("  netns {ns}");
+            }
+            if let Some(c) = &p.container {
+                place += &format!("  {c}");
+            }
             println!(
-                "  {}  {}  {}",
+                "  {}  {}{place}  {}",
                 p.connection,
                 p.process.as_deref().unwrap_or("-"),
                 p.findings.join(", ")

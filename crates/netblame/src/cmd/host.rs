@@ -40,6 +40,8 @@ pub struct Args {
     /// Judge a snapshot written by --save (on any machine) instead of this host.
     #[arg(long, value_name = "FILE")]
     load: Option<PathBuf>,
+    #[command(flatten)]
+    netns: crate::cmd::netns::NetnsArgs,
 }
 
 /// The path named by `--rate`/`--rtt`, if both were given.
@@ -164,6 +166,99 @@ struct Report<'a> {
     snapshot: &'a HostSnapshot,
     deltas: Deltas,
     findings: &'a [Finding],
+    /// Other network namespaces (--netns, --all-netns): their own counters, judged each.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    namespaces: &'a [NetnsReport],
+    /// Namespaces that could not be read, and why.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    namespaces_skipped: &'a [String],
+}
+
+/// One other network namespace's counters and findings.
+#[derive(Serialize)]
+pub(crate) struct NetnsReport {
+    pub(crate) netns: netblame_core::observe::NetnsRef,
+    pub(crate) deltas: Deltas,
+    pub(crate) findings: Vec<Finding>,
+    pub(crate) skipped: Vec<netblame_core::observe::host::Skipped>,
+}
+
+/// Starts the per-namespace collections of the selected namespaces other than this one.
+pub(crate) fn begin_other_namespaces(
+    sel: &crate::cmd::netns::Selection,
+) -> Option<linux_host::NetnsPending> {
+    let others: Vec<_> = sel
+        .namespaces
+        .iter()
+        .filter(|n| !n.current)
+        .cloned()
+        .collect();
+    (!others.is_empty()).then(|| linux_host::begin_namespaces(&others))
+}
+
+/// Finishes them and judges each namespace on its own counters; returns the reports and a note
+/// per namespace that could not be read.
+/// Findings already made for this host's own namespace (same id and summary, e.g. kernel
+/// known issues) are not repeated per namespace.
+pub(crate) fn finish_other_namespaces(
+    pending: Option<linux_host::NetnsPending>,
+    path: Option<PathSpec>,
+    host_findings: &[Finding],
+) -> (Vec<NetnsReport>, Vec<String>) {
+    let Some(p) = pending else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (id, r) in p.finish() {
+        match r {
+            Ok(snap) => {
+                let mut findings = judge(&snap, path);
+                findings.retain(|f| {
+                    !host_findings
+                        .iter()
+                        .any(|h| h.id == f.id && h.summary == f.summary)
+                });
+                rank(&mut findings);
+                out.push(NetnsReport {
+                    netns: id,
+                    deltas: deltas(&snap),
+                    findings,
+                    skipped: snap.skipped,
+                });
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    (out, crate::cmd::netns::skipped_notes(errors.iter()))
+}
+
+/// The text for other namespaces: a table, then each one's findings.
+pub(crate) fn namespaces_text(reports: &[NetnsReport], notes: &[String]) -> String {
+    let mut out = String::new();
+    if !reports.is_empty() {
+        let rows: Vec<Vec<String>> = reports
+            .iter()
+            .map(|r| {
+                vec![
+                    r.netns.label(),
+                    r.netns.inode.to_string(),
+                    r.deltas.proto.len().to_string(),
+                    r.findings.len().to_string(),
+                ]
+            })
+            .collect();
+        out += &format!("\nother network namespaces ({}):\n", reports.len());
+        out += &render::table(&["netns", "inode", "counters moved", "findings"], &rows);
+        for r in reports.iter().filter(|r| !r.findings.is_empty()) {
+            out += &format!("\n== netns {} ==\n", r.netns.label());
+            out += &render::findings(&r.findings);
+        }
+    }
+    for n in notes {
+        out += &format!("note: {n}\n");
+    }
+    out
 }
 
 /// The host sections of a text report (everything but the findings).
@@ -417,6 +512,23 @@ pub(crate) fn collect_live_with<T>(
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let path = path_spec(a.rate, a.rtt)?;
+    let selection = match &a.load {
+        None => Some(a.netns.select()?),
+        Some(_) => None,
+    };
+    let mut ns_notes: Vec<String> = selection
+        .as_ref()
+        .map(|s| s.notes.clone())
+        .unwrap_or_default();
+    // One namespace asked for: the whole audit runs inside it.
+    let inside = selection
+        .as_ref()
+        .filter(|s| s.namespaces.len() == 1 && !s.namespaces[0].current)
+        .map(|s| s.namespaces[0].clone());
+    let pending = match (&selection, &inside) {
+        (Some(sel), None) => begin_other_namespaces(sel),
+        _ => None,
+    };
     let (snap, source) = match &a.load {
         Some(file) => {
             let text = crate::args::read_loadable(file)?;
@@ -430,23 +542,39 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         None => {
             anyhow::ensure!(!a.duration.is_zero(), "--duration must be more than zero");
-            (collect_live(a.duration), "live")
+            let window = a.duration;
+            match &inside {
+                Some(ns) => (ns.run(|| collect_live(window))?, "live"),
+                None => (collect_live(window), "live"),
+            }
         }
     };
+
     if let Some(file) = &a.save {
         let text = serde_json::to_string_pretty(&snap)?;
         std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
     }
     let mut findings = judge(&snap, path);
     rank(&mut findings);
+    let (ns_reports, more) = finish_other_namespaces(pending, path, &findings);
+    ns_notes.extend(more);
     if a.json {
         render::print_json(&Report {
             source,
             snapshot: &snap,
             deltas: deltas(&snap),
             findings: &findings,
+            namespaces: &ns_reports,
+            namespaces_skipped: &ns_notes,
         })?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(ns) = &inside {
+        println!(
+            "network namespace {} (inode {})\n",
+            ns.id.label(),
+            ns.id.inode
+        );
     }
     if let Some(file) = &a.load {
         println!("snapshot {} ({})\n", file.display(), snap.collector);
@@ -458,6 +586,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         println!("\nFindings:\n");
         print!("{}", render::findings(&findings));
     }
+    print!("{}", namespaces_text(&ns_reports, &ns_notes));
     if let Some(file) = &a.save {
         println!(
             "\nsaved to {} (judge it anywhere with: netblame host --load {})",

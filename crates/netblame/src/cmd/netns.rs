@@ -32,9 +32,16 @@ impl NetnsArgs {
         if self.all_netns {
             let d = discover();
             let mut notes = Vec::new();
-            if d.unreadable_processes > 0 {
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            if d.unreadable_processes > 0 && !root {
                 notes.push(format!(
                     "not root: the network namespaces of {} processes of other users could not be checked: run as root to see them",
+                    d.unreadable_processes
+                ));
+            } else if d.unreadable_processes > 0 {
+                notes.push(format!(
+                    "the network namespaces of {} processes could not be checked (permission denied, e.g. by a security module)",
                     d.unreadable_processes
                 ));
             }
