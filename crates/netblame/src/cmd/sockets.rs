@@ -722,15 +722,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut prev = first;
     let mut t_prev = t0;
     let mut n = 0u64;
-    let mut next = t0 + every;
     loop {
+        // The next sample starts one interval after the previous one started: the time spent
+        // judging and printing does not add to the interval.
+        let next = t_prev + every;
         let now = Instant::now();
         if next > now {
             std::thread::sleep(next - now);
-        }
-        next += every;
-        if next < Instant::now() {
-            next = Instant::now() + every;
         }
         let (cur, t) = sample(&filters, namespaces, Some(&mut prev))?;
         let iv = t - t_prev;
