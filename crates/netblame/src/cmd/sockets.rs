@@ -53,7 +53,8 @@ pub struct Args {
     /// default: every state but listen.
     #[arg(long, value_delimiter = ',', value_parser = parse_state)]
     state: Vec<StateArg>,
-    /// Only connections with a finding of warning or worse.
+    /// Only connections with a finding of warning or worse (with --watch --json: one small JSON
+    /// line per refresh holding only those).
     #[arg(long)]
     problems: bool,
     /// Only sockets held by a process in this pod: `namespace/pod`, a pod name, or a pod UID
