@@ -231,6 +231,28 @@ fn attach_owners<'a>(
     }
 }
 
+/// True when the calling thread's network namespace has no TCP socket at all, by
+/// `/proc/thread-self/net/sockstat{,6}` (`TCP: inuse 0 ... tw 0`, `TCP6: inuse 0`). False when
+/// unsure.
+fn has_no_tcp_sockets() -> bool {
+    let field = |text: &str, line: &str, key: &str| -> Option<u64> {
+        let l = text.lines().find(|l| l.starts_with(line))?;
+        let toks: Vec<&str> = l[line.len()..].split_whitespace().collect();
+        toks.windows(2)
+            .find(|w| w[0] == key)
+            .and_then(|w| w[1].parse().ok())
+    };
+    let (Ok(v4), Ok(v6)) = (
+        std::fs::read_to_string("/proc/thread-self/net/sockstat"),
+        std::fs::read_to_string("/proc/thread-self/net/sockstat6"),
+    ) else {
+        return false;
+    };
+    field(&v4, "TCP:", "inuse") == Some(0)
+        && field(&v4, "TCP:", "tw") == Some(0)
+        && field(&v6, "TCP6:", "inuse") == Some(0)
+}
+
 /// Dumps TCP sockets in each of `namespaces` (entered in turn on one dedicated thread), while
 /// one `/proc` scan maps them all to processes when asked. A namespace that vanished or cannot
 /// be entered is listed in [`MultiDump::skipped`], never an error; `keep` filters as in
@@ -245,6 +267,11 @@ pub fn dump_namespaces(
         .then(|| std::thread::spawn(|| ProcMap::scan(None)));
     let results = crate::netns::visit(namespaces, |_| {
         let mut sockets = Vec::new();
+        if has_no_tcp_sockets() {
+            // Every dump walks the kernel's host-wide tables: skip namespaces with nothing in
+            // them (most of a node's pod namespaces hold a few sockets, many none).
+            return Ok((sockets, 0));
+        }
         dump_each(req, |s| {
             if keep(&s) {
                 sockets.push(s)
@@ -359,6 +386,18 @@ pub fn dump_each(
         (req.ipv6, libc::AF_INET6 as u8),
     ];
     let mut sock = netlink::DiagSocket::open()?;
+    if req.ipv4 && req.ipv6 {
+        // One walk of the kernel's tables for both families; per family if refused.
+        let mut seen = 0usize;
+        match sock.dump_both(mask, &mut |s| {
+            seen += 1;
+            each(s)
+        }) {
+            Ok(n) => return Ok(n),
+            Err(DiagError::Kernel(_)) if seen == 0 => {}
+            Err(e) => return Err(e),
+        }
+    }
     for (_, family) in families.into_iter().filter(|(on, _)| *on) {
         undecodable += sock.dump_family(family, mask, &mut each)?;
     }
