@@ -9,6 +9,11 @@
 # Python processes that enter the namespaces with setns. Needs root, ip, ss, nsenter, python3.
 # Removes every namespace and process it created, also on Ctrl-C or failure.
 #
+# The kernel keeps every namespace's TCP sockets in one host-wide table unless
+# net.ipv4.tcp_child_ehash_entries gives new namespaces their own: then each namespace's dump
+# (netblame's and ss's alike) walks the whole host's table. CHILD_EHASH=N runs the bench with
+# that sysctl at N for the namespaces it creates (restored afterwards), to show both.
+#
 # Usage: bench/netns.sh [NAMESPACES] [CONNS] [RUNS]   (defaults 200, 50 and 5). Not run by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,9 +47,12 @@ delete_namespaces() {
     for ns in "${CREATED[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
     CREATED=()
 }
+EHASH_SYSCTL=/proc/sys/net/ipv4/tcp_child_ehash_entries
+EHASH_WAS=""
 cleanup() {
     kill_holders
     delete_namespaces
+    if [[ -n $EHASH_WAS ]]; then echo "$EHASH_WAS" > "$EHASH_SYSCTL"; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -99,6 +107,12 @@ exec_loop() {
     for ns in "${NS_LIST[@]}"; do ip netns exec "$ns" ss -tinm; done
 }
 
+if [[ -n ${CHILD_EHASH:-} ]]; then
+    [[ -w $EHASH_SYSCTL ]] || { echo "this kernel has no tcp_child_ehash_entries" >&2; exit 1; }
+    EHASH_WAS=$(cat "$EHASH_SYSCTL")
+    echo "$CHILD_EHASH" > "$EHASH_SYSCTL"
+    echo "new namespaces get their own TCP table of $CHILD_EHASH buckets (tcp_child_ehash_entries)"
+fi
 SOCKETS=$(( NAMESPACES * CONNS * 2 ))
 host_sockets=$(ss -Htn | wc -l)
 

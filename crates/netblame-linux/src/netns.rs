@@ -299,60 +299,75 @@ pub fn discover() -> Discovery {
     }
 }
 
-/// Runs `f` inside each namespace in turn, on one dedicated thread that enters them with
-/// `setns` (this process's own namespace runs on that thread too). One result per namespace,
-/// in order: a namespace that vanished or could not be entered is an error, and the rest still
-/// run.
+/// Runs `f` inside each namespace, on dedicated threads that enter them with `setns` (this
+/// process's own namespace runs on such a thread too): one thread per CPU, at most four, each
+/// visiting its share of the namespaces in turn. One result per namespace, in order: a
+/// namespace that vanished or could not be entered is an error, and the rest still run.
 pub fn visit<T: Send>(
     namespaces: &[Netns],
     f: impl Fn(&Netns) -> T + Sync,
 ) -> Vec<Result<T, NetnsError>> {
-    let home = File::open("/proc/self/ns/net").ok();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // A few namespaces are not worth a second thread.
+    let workers = cpus.min(4).min(namespaces.len().div_ceil(16)).max(1);
+    let chunk = namespaces.len().div_ceil(workers).max(1);
+    let f = &f;
     std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut out = Vec::with_capacity(namespaces.len());
-            let mut away = false;
-            for ns in namespaces {
-                let r = (|| {
-                    if ns.current {
-                        if away {
-                            // Back home: enter the process's own namespace again.
-                            let home = home
-                                .as_ref()
-                                .ok_or_else(|| NetnsError::Vanished(ns.id.label()))?;
-                            // SAFETY: as in `enter`.
-                            if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                                return Err(NetnsError::Enter(
-                                    ns.id.label(),
-                                    io::Error::last_os_error(),
-                                ));
-                            }
-                            away = false;
-                        }
-                        return Ok(f(ns));
-                    }
-                    let file = ns.open()?;
-                    enter(&file, ns)?;
-                    away = true;
-                    Ok(f(ns))
-                })();
-                out.push(r);
-            }
-            out
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            namespaces
-                .iter()
-                .map(|ns| {
-                    Err(NetnsError::Enter(
-                        ns.id.label(),
-                        io::Error::other("worker thread panicked"),
-                    ))
+        let handles: Vec<_> = namespaces
+            .chunks(chunk)
+            .map(|part| (part, s.spawn(move || visit_in_turn(part, f))))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(part, h)| {
+                h.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|ns| {
+                            Err(NetnsError::Enter(
+                                ns.id.label(),
+                                io::Error::other("worker thread panicked"),
+                            ))
+                        })
+                        .collect()
                 })
-                .collect()
-        })
+            })
+            .collect()
     })
+}
+
+/// Visits `namespaces` one after another on the calling thread (a dedicated one: it is left in
+/// the last namespace entered).
+fn visit_in_turn<T>(
+    namespaces: &[Netns],
+    f: &(impl Fn(&Netns) -> T + Sync),
+) -> Vec<Result<T, NetnsError>> {
+    let home = File::open("/proc/self/ns/net").ok();
+    let mut out = Vec::with_capacity(namespaces.len());
+    let mut away = false;
+    for ns in namespaces {
+        let r = (|| {
+            if ns.current {
+                if away {
+                    // Back home: enter the process's own namespace again.
+                    let home = home
+                        .as_ref()
+                        .ok_or_else(|| NetnsError::Vanished(ns.id.label()))?;
+                    // SAFETY: as in `enter`.
+                    if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(NetnsError::Enter(ns.id.label(), io::Error::last_os_error()));
+                    }
+                    away = false;
+                }
+                return Ok(f(ns));
+            }
+            let file = ns.open()?;
+            enter(&file, ns)?;
+            away = true;
+            Ok(f(ns))
+        })();
+        out.push(r);
+    }
+    out
 }
 
 #[cfg(test)]
