@@ -415,3 +415,70 @@ fn unknown_netns_is_a_usage_error() {
     assert!(err.contains("not a network namespace"), "{err}");
     let _ = std::io::stderr().flush();
 }
+
+#[test]
+fn host_and_doctor_read_each_namespace_on_its_own() {
+    if !require_root("host_and_doctor_read_each_namespace_on_its_own") {
+        return;
+    }
+    let ns = Netns::new("nbh");
+    ns.exec(&[
+        "ip", "link", "add", "nbv0", "type", "veth", "peer", "name", "nbv1",
+    ]);
+    ns.exec(&["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 65536 1048576"]);
+    let h = Holder::start(&ns);
+
+    // --netns alone: the whole audit runs inside; its sysctls and interfaces are the namespace's.
+    let pid = h.pid.to_string();
+    for arg in [ns.name(), pid.as_str()] {
+        let doc = json(&["host", "--netns", arg, "--duration", "200ms", "--json"]);
+        let snap = &doc["snapshot"];
+        assert_eq!(snap["sysctls"]["net.ipv4.tcp_rmem"], "4096 65536 1048576");
+        let devs: HashSet<&str> = snap["after"]["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["device"].as_str().unwrap())
+            .collect();
+        assert_eq!(devs, HashSet::from(["lo", "nbv0", "nbv1"]), "--netns {arg}");
+        assert_eq!(snap["after"]["tcp_inuse"], 2 * CONNS + 1, "--netns {arg}");
+    }
+    // --all-netns: this host's audit, and the namespace's own counters beside it, once.
+    let doc = json(&["host", "--all-netns", "--duration", "200ms", "--json"]);
+    let listed: Vec<&Value> = doc["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["netns"]["name"] == ns.name())
+        .collect();
+    assert_eq!(listed.len(), 1);
+    let devs: Vec<&str> = listed[0]["deltas"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
+    assert!(devs.contains(&"nbv0"), "{devs:?}");
+    // Host-wide counters are not repeated per namespace.
+    assert!(listed[0]["deltas"]["softnet"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(listed[0]["deltas"]["cgroups"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // doctor --netns: the namespace's connections are the ones judged.
+    let doc = json(&[
+        "doctor",
+        "--netns",
+        ns.name(),
+        "--duration",
+        "300ms",
+        "--json",
+    ]);
+    assert_eq!(doc["connections"]["sampled"], 2 * CONNS);
+    assert_eq!(doc["connections"]["judged_over_window"], 2 * CONNS);
+    drop(h);
+}
