@@ -427,6 +427,10 @@ fn host_and_doctor_read_each_namespace_on_its_own() {
     ]);
     ns.exec(&["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 65536 1048576"]);
     let h = Holder::start(&ns);
+    // Its owner in a cgroup of its own: cgroups are host-wide, watched once for every namespace.
+    let mut created = Created::default();
+    let cg = format!("/{}", unique_name("nbnscg"));
+    created.cgroup(Path::new("/sys/fs/cgroup/cpu"), &cg, h.pid);
 
     // --netns alone: the whole audit runs inside; its sysctls and interfaces are the namespace's.
     let pid = h.pid.to_string();
@@ -468,6 +472,11 @@ fn host_and_doctor_read_each_namespace_on_its_own() {
         .as_array()
         .unwrap()
         .is_empty());
+    let cgroups = doc["deltas"]["cgroups"].as_array().unwrap();
+    assert!(
+        cgroups.iter().any(|c| c["path"] == cg.as_str()),
+        "the namespace's socket owner's cgroup {cg} not watched: {cgroups:?}"
+    );
 
     // doctor --netns: the namespace's connections are the ones judged.
     let doc = json(&[
@@ -481,4 +490,5 @@ fn host_and_doctor_read_each_namespace_on_its_own() {
     assert_eq!(doc["connections"]["sampled"], 2 * CONNS);
     assert_eq!(doc["connections"]["judged_over_window"], 2 * CONNS);
     drop(h);
+    drop(created);
 }

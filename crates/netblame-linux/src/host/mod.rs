@@ -182,7 +182,9 @@ pub fn read_sysctls(skipped: &mut Vec<Skipped>) -> BTreeMap<String, String> {
 }
 
 /// Processes owning TCP sockets, `(pid, command, sockets)`, from a socket dump with owners.
-pub fn socket_owners(sockets: &[SocketSnapshot]) -> Vec<(u32, String, u64)> {
+pub fn socket_owners<'a>(
+    sockets: impl IntoIterator<Item = &'a SocketSnapshot>,
+) -> Vec<(u32, String, u64)> {
     let mut by_pid: BTreeMap<u32, (String, u64)> = BTreeMap::new();
     for s in sockets {
         for o in &s.owners {
@@ -200,6 +202,15 @@ pub fn socket_owners(sockets: &[SocketSnapshot]) -> Vec<(u32, String, u64)> {
 
 /// The cgroups of the processes that own `sockets` (see [`socket_owners`]).
 pub fn cgroup_targets(sockets: &[SocketSnapshot], skipped: &mut Vec<Skipped>) -> Vec<CgroupTarget> {
+    cgroup_targets_of(sockets, skipped)
+}
+
+/// Like [`cgroup_targets`], for sockets from anywhere (e.g. every namespace of a
+/// [`crate::diag::MultiDump`]), without collecting them first.
+pub fn cgroup_targets_of<'a>(
+    sockets: impl IntoIterator<Item = &'a SocketSnapshot>,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<CgroupTarget> {
     let owners = socket_owners(sockets);
     if owners.is_empty() {
         return Vec::new();

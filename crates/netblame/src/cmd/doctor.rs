@@ -140,13 +140,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         Some(first_dump)
     };
-    let first_sockets: Vec<SocketSnapshot> = first
-        .as_ref()
-        .map(|d| d.iter().map(|(_, s)| s.clone()).collect())
-        .unwrap_or_default();
     let mut cg_skipped = Vec::new();
-    let targets = netblame_linux::host::cgroup_targets(&first_sockets, &mut cg_skipped);
-    drop(first_sockets);
+    let targets = netblame_linux::host::cgroup_targets_of(
+        first.iter().flat_map(|d| d.iter().map(|(_, s)| s)),
+        &mut cg_skipped,
+    );
     notes.extend(cg_skipped.into_iter().map(|s| (s.section, s.reason)));
     let pending_ns = crate::cmd::host::begin_other_namespaces(&selection);
     let progress = Progress::new(window, "watching TCP for");

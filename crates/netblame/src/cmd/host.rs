@@ -102,14 +102,27 @@ impl Progress {
 
 /// Dumps established sockets with their owning processes: the processes whose cgroups the
 /// audit watches. Returns what it could not do as a skipped note.
+/// With `namespaces`, the socket owners of every one of them (cgroups are host-wide: read
+/// once).
 pub(crate) fn socket_owner_targets(
     pending_notes: &mut Vec<(String, String)>,
+    namespaces: &[netblame_linux::netns::Netns],
 ) -> Vec<linux_host::CgroupTarget> {
     let req = DumpRequest {
         states: vec![TcpState::Established, TcpState::CloseWait],
         processes: true,
         ..Default::default()
     };
+    if !namespaces.is_empty() {
+        let d = netblame_linux::diag::dump_namespaces(&req, namespaces, |_| true);
+        if let Some(l) = d.stats.limitation() {
+            pending_notes.push(("cgroup".into(), l));
+        }
+        let mut skipped = Vec::new();
+        let t = linux_host::cgroup_targets_of(d.iter().map(|(_, s)| s), &mut skipped);
+        pending_notes.extend(skipped.into_iter().map(|s| (s.section, s.reason)));
+        return t;
+    }
     match dump(&req) {
         Ok(d) => {
             if let Some(l) = d.stats.limitation() {
@@ -473,9 +486,14 @@ pub(crate) fn host_text(s: &HostSnapshot, verbose: bool) -> String {
 }
 
 /// Collects a live snapshot over `window`, with a progress bar on a terminal.
-pub(crate) fn collect_live(window: Duration) -> HostSnapshot {
+/// With `namespaces` (--all-netns, several --netns), the cgroups watched are those of the
+/// socket owners in all of them.
+pub(crate) fn collect_live(
+    window: Duration,
+    namespaces: &[netblame_linux::netns::Netns],
+) -> HostSnapshot {
     let mut notes = Vec::new();
-    let targets = socket_owner_targets(&mut notes);
+    let targets = socket_owner_targets(&mut notes, namespaces);
     let progress = Progress::new(window, "reading host counters");
     let (snap, (), _) = collect_live_with(
         targets,
@@ -544,8 +562,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(!a.duration.is_zero(), "--duration must be more than zero");
             let window = a.duration;
             match &inside {
-                Some(ns) => (ns.run(|| collect_live(window))?, "live"),
-                None => (collect_live(window), "live"),
+                Some(ns) => (ns.run(|| collect_live(window, &[]))?, "live"),
+                None => {
+                    let all: &[netblame_linux::netns::Netns] = match &selection {
+                        Some(sel) if sel.namespaces.len() > 1 => &sel.namespaces,
+                        _ => &[],
+                    };
+                    (collect_live(window, all), "live")
+                }
             }
         }
     };
