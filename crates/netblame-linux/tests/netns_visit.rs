@@ -164,3 +164,32 @@ fn a_process_that_exits_between_dump_and_owner_lookup_is_counted_not_fatal() {
     assert_eq!(d.stats.unmapped_sockets, 6);
     assert!(d.iter().all(|(_, s)| s.owners.is_empty()));
 }
+
+#[test]
+fn a_refresh_carries_owners_over_and_maps_only_new_sockets() {
+    // --watch's refresh: the second dump (no /proc scan) takes the owners of sockets it already
+    // knew from the first and scans /proc only for the new ones.
+    let here = [Netns::current().unwrap()];
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mine = move |s: &netblame_core::observe::SocketSnapshot| {
+        s.local.port() == port || s.peer.port() == port
+    };
+    let a = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let a2 = l.accept().unwrap().0;
+    let mut first = dump_namespaces(&established(), &here, mine);
+    assert_eq!(first.stats.sockets, 2);
+    let b = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let b2 = l.accept().unwrap().0;
+    let mut req = established();
+    req.processes = false;
+    let mut second = dump_namespaces(&req, &here, mine);
+    assert_eq!(second.stats.sockets, 4);
+    assert!(second.iter().all(|(_, s)| s.owners.is_empty()));
+    second.inherit_owners(&mut first);
+    assert_eq!(second.stats.unmapped_sockets, 0);
+    for (_, s) in second.iter() {
+        assert_eq!(s.owners[0].pid, std::process::id(), "{}", s.label());
+    }
+    drop((a, a2, b, b2));
+}
