@@ -80,6 +80,11 @@ fn lossy_path_blames_the_network_not_the_receiver() {
 }
 
 #[test]
+fn terminating_backend_blames_a_timeout_and_retry() {
+    run("terminating-backend");
+}
+
+#[test]
 fn healthy_finds_nothing_above_info() {
     run("healthy");
 }

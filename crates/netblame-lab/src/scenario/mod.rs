@@ -67,6 +67,14 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
                       the buffer, the kernel collapses and prunes it. Expected: rmem-collapse-spikes (host).",
     },
     ScenarioInfo {
+        name: "terminating-backend",
+        incident: "Datadog: requests sent to terminating pods time out and are retried",
+        description: "20 ms RTT. HTTP probes go through a proxy that spreads requests over four backends \
+                      round-robin and retries on the next after 250 ms without an answer; one backend is \
+                      terminating: its listener stays open, it accepts and never answers. Expected: \
+                      timeout-and-retry (application): every fourth probe answers ~250 ms late.",
+    },
+    ScenarioInfo {
         name: "healthy",
         incident: "Control: RTT only, autotuned",
         description: "20 ms RTT, no rate limit, no loss, default buffers. Expected: no finding above info.",
@@ -169,6 +177,9 @@ enum Work {
     Connects(usize),
     /// A transfer judged also by the host rules on the receiver namespace's counters.
     TransferWithHost(TransferSpec),
+    /// HTTP probes from the client through a proxy (and its backends) on the server side,
+    /// judged by the probe rules.
+    ProxiedProbes(crate::proxy::ProxySpec, u64),
 }
 
 fn part(
@@ -197,6 +208,16 @@ fn part(
     let mut findings = match work {
         Work::Transfer(spec) => judge_transfer(&workload::transfer(&lab, &spec)?),
         Work::Connects(n) => judge_connects(&workload::connects(&lab, n)?),
+        Work::ProxiedProbes(spec, count) => {
+            let proxy = crate::proxy::Proxy::start(&lab, spec)?;
+            let runs = probes_through(&lab, proxy.addr, count);
+            proxy.stop();
+            let ctx = netblame_core::rules::probe::ProbeContext {
+                kernel: netblame_linux::sysctl::kernel_version().ok(),
+                syn: netblame_core::rules::probe::SynSchedule::CLASSIC,
+            };
+            netblame_core::rules::probe::judge(&runs?, &ctx)
+        }
         Work::TransferWithHost(spec) => {
             let rns = lab.netns(spec.sender.peer());
             let before = workload::counters(&rns)?;
@@ -226,6 +247,34 @@ fn part(
         counters,
         crosscheck,
         elapsed_ms: start.elapsed().as_millis() as u64,
+    })
+}
+
+/// `count` HTTP probes, 100 ms apart, from the client side to `addr` (netblame-probe's
+/// prober, run inside the client namespace).
+fn probes_through(
+    lab: &Lab,
+    addr: std::net::SocketAddr,
+    count: u64,
+) -> std::io::Result<Vec<netblame_core::observe::latency::TargetLatency>> {
+    use netblame_probe::{ProbeConfig, ProbeKind, Target};
+    crate::netns::run_in(&lab.netns(Side::Client), move || {
+        let target = Target::parse(&format!("http://{addr}/"), ProbeKind::Http)
+            .map_err(std::io::Error::other)?;
+        let cfg = ProbeConfig {
+            kind: ProbeKind::Http,
+            targets: vec![target],
+            interval: ms(100),
+            count,
+            timeout: Duration::from_secs(2),
+            size: 0,
+            request: false,
+            window: Duration::from_secs(1),
+        };
+        let runs = netblame_probe::start(cfg)
+            .map_err(std::io::Error::other)?
+            .wait();
+        Ok(runs.into_iter().map(|r| r.latency).collect())
     })
 }
 
@@ -436,6 +485,21 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<ScenarioReport, LabError> {
                 cfg,
                 Work::TransferWithHost(spec),
                 expect("rmem-collapse-spikes", Layer::Host),
+            )?);
+        }
+        "terminating-backend" => {
+            let cfg = LabConfig::symmetric(&lab_name(name, 1), ms(20), None);
+            let spec = crate::proxy::ProxySpec {
+                backends: 4,
+                terminating: Some(3),
+                upstream_timeout: ms(250),
+            };
+            parts.push(part(
+                opts,
+                "one of four backends accepts and never answers; the proxy retries after 250 ms",
+                cfg,
+                Work::ProxiedProbes(spec, if q { 16 } else { 40 }),
+                expect("timeout-and-retry", Layer::Application),
             )?);
         }
         "healthy" => {
