@@ -4,6 +4,10 @@
 //! Envoy does), in front of backends of which one may be *terminating*: its listener stays open
 //! and accepts, but it never answers — a terminating pod's.
 //!
+//! For `throttled-proxy`, the proxy can burn CPU per request inside a CPU-limited cgroup of its
+//! own (the cgroup v1 `cpu` hierarchy: its threads are moved through `tasks`), as an Envoy
+//! sidecar under a pod CPU limit does.
+//!
 //! Every thread polls a stop flag; [`Proxy::stop`] (or drop) ends them and closes every socket,
 //! so a lab can be torn down right after.
 
@@ -30,6 +34,69 @@ pub struct ProxySpec {
     pub terminating: Option<usize>,
     /// How long the proxy waits for a backend before it retries on the next one.
     pub upstream_timeout: Duration,
+    /// CPU time the proxy spends on each request (parsing, TLS, filters...).
+    pub work_per_request: Duration,
+    /// Run the proxy in a cgroup of its own with this CPU quota per period (`cfs_quota_us`,
+    /// `cfs_period_us`).
+    pub cpu_limit: Option<(u64, u64)>,
+}
+
+/// A CPU-limited cgroup the proxy's threads run in, removed on drop.
+#[derive(Debug)]
+pub struct ProxyCgroup {
+    /// Path below the hierarchy's root (`/netblame-lab-NAME`).
+    pub path: String,
+    /// The directory.
+    pub dir: std::path::PathBuf,
+}
+
+impl Drop for ProxyCgroup {
+    fn drop(&mut self) {
+        // Threads that ended have left it; a few retries cover the last ones exiting.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+fn cpu_cgroup(lab: &Lab, quota_us: u64, period_us: u64) -> io::Result<ProxyCgroup> {
+    let root = netblame_linux::host::cgroup::mounts().v1_cpu.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a CPU-limited proxy needs the cgroup v1 cpu hierarchy (its threads are moved through `tasks`)",
+        )
+    })?;
+    let path = format!("/netblame-lab-{}", lab.name());
+    let dir = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir(&dir)?;
+    let cg = ProxyCgroup { path, dir };
+    std::fs::write(cg.dir.join("cpu.cfs_period_us"), period_us.to_string())?;
+    std::fs::write(cg.dir.join("cpu.cfs_quota_us"), quota_us.to_string())?;
+    Ok(cg)
+}
+
+/// Burns `d` of this thread's CPU time.
+fn burn(d: Duration) {
+    let cpu = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into a valid timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    };
+    let start = cpu();
+    let mut x = 0u64;
+    while cpu() - start < d {
+        for i in 0..1000u64 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+    }
 }
 
 /// A running proxy and its backends.
@@ -40,6 +107,8 @@ pub struct Proxy {
     pub retries: Arc<AtomicU64>,
     /// The proxy's address (the server side's address, [`PROXY_PORT`]).
     pub addr: SocketAddr,
+    /// The proxy's cgroup, with a CPU limit.
+    pub cgroup: Option<ProxyCgroup>,
 }
 
 fn read_head(s: &mut TcpStream, stop: &AtomicBool) -> io::Result<Vec<u8>> {
@@ -145,11 +214,24 @@ impl Proxy {
         }
         let next = Arc::new(AtomicU64::new(0));
         let timeout = spec.upstream_timeout;
+        let work = spec.work_per_request;
+        let cgroup = match spec.cpu_limit {
+            Some((q, p)) => Some(cpu_cgroup(lab, q, p)?),
+            None => None,
+        };
+        let tasks = cgroup.as_ref().map(|c| c.dir.join("tasks"));
         threads.push(netns::spawn_in(&ns, move || {
+            if let Some(tasks) = tasks {
+                // This thread, and the handler threads it starts, run in the limited cgroup.
+                // SAFETY: gettid has no preconditions.
+                let tid = unsafe { libc::gettid() };
+                std::fs::write(tasks, tid.to_string())?;
+            }
             serve(proxy, st, move |mut client, stop| {
                 let Ok(request) = read_head(&mut client, stop) else {
                     return;
                 };
+                burn(work);
                 let first = next.fetch_add(1, Ordering::Relaxed) as usize;
                 for attempt in 0..addrs.len() {
                     let backend = addrs[(first + attempt) % addrs.len()];
@@ -169,12 +251,29 @@ impl Proxy {
             threads,
             retries,
             addr: SocketAddr::from((Side::Server.addr(), PROXY_PORT)),
+            cgroup,
         })
     }
 
-    /// Stops every thread and closes every socket.
+    /// Stops every thread and closes every socket (the cgroup goes with the value).
     pub fn stop(mut self) {
         self.shutdown();
+    }
+
+    /// The proxy cgroup's CPU accounting now, as the host audit reads it.
+    pub fn cpu(&self) -> Option<netblame_core::observe::host::CgroupCpu> {
+        let cg = self.cgroup.as_ref()?;
+        let target = netblame_linux::host::CgroupTarget {
+            version: "v1",
+            path: cg.path.clone(),
+            dir: cg.dir.clone(),
+            owners: vec![netblame_core::observe::host::OwnerProcess {
+                pid: std::process::id(),
+                command: "proxy".into(),
+                sockets: 0,
+            }],
+        };
+        netblame_linux::host::cgroup::read(&target).ok()
     }
 
     fn shutdown(&mut self) {
