@@ -393,7 +393,7 @@ fn without_root_says_other_namespaces_were_not_visited() {
         .expect("setpriv");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("not root: ") && err.contains("were not visited"),
+        err.contains("not root: ") && err.contains("not visited"),
         "{err}"
     );
     drop(h);
