@@ -75,6 +75,9 @@ pub struct Observations<'a> {
     pub host: Option<&'a HostSnapshot>,
     /// A path the user named (`--rate`/`--rtt`).
     pub path: Option<PathSpec>,
+    /// Other network namespaces' own counters and sysctls over the same window, by label:
+    /// judged each, without repeating what the host's own snapshot already says.
+    pub namespaces: Vec<(String, &'a HostSnapshot)>,
     /// Live sockets, with the host they live on and the time between the two samples.
     pub sockets: Vec<SocketPair<'a>>,
     pub socket_host: HostContext,
@@ -166,6 +169,12 @@ pub struct Diagnosis {
     /// Every captured connection's findings (ranked), in the order of `Observations::flows`.
     #[serde(skip)]
     pub flows: Vec<Vec<Finding>>,
+    /// The host's own findings (ranked): its snapshot's, without other namespaces' or connections'.
+    #[serde(skip)]
+    pub host: Vec<Finding>,
+    /// Every other namespace's findings (ranked), in the order of `Observations::namespaces`.
+    #[serde(skip)]
+    pub namespaces: Vec<Vec<Finding>>,
     /// Every finding before merging, ranked.
     #[serde(skip)]
     pub all: Vec<Finding>,
@@ -193,6 +202,30 @@ pub fn diagnose(obs: &Observations) -> Diagnosis {
     let mut all = Vec::new();
     if let Some(snap) = obs.host {
         all.extend(judge_host(snap, obs.path));
+    }
+    rank(&mut all);
+    let own = all.clone();
+    let namespaces: Vec<Vec<Finding>> = obs
+        .namespaces
+        .iter()
+        .map(|(label, snap)| {
+            let mut f: Vec<Finding> = judge_host(snap, obs.path)
+                .into_iter()
+                .filter(|f| !own.iter().any(|h| h.id == f.id && h.summary == f.summary))
+                .map(|mut f| {
+                    f.subject = Some(match f.subject.take() {
+                        Some(s) => format!("netns {label}: {s}"),
+                        None => format!("netns {label}"),
+                    });
+                    f
+                })
+                .collect();
+            rank(&mut f);
+            f
+        })
+        .collect();
+    for f in &namespaces {
+        all.extend(f.iter().cloned());
     }
     let connections: Vec<ConnectionVerdict> = obs
         .sockets
@@ -226,6 +259,8 @@ pub fn diagnose(obs: &Observations) -> Diagnosis {
         findings,
         connections,
         flows,
+        host: own,
+        namespaces,
         all,
     }
 }

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod emulator;
 pub mod lab;
 pub mod netns;
+pub mod proxy;
 pub mod scenario;
 pub mod tun;
 pub mod vnet;

@@ -80,6 +80,29 @@ fn lossy_path_blames_the_network_not_the_receiver() {
 }
 
 #[test]
+fn throttled_proxy_blames_the_proxys_cgroup() {
+    run("throttled-proxy");
+    // Its cgroup is gone with the lab.
+    let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/cpu")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n.starts_with("netblame-lab-sc-throttled-")
+                        && n.contains(&format!("-{}-", std::process::id() % 100_000))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left cgroups {left:?}");
+}
+
+#[test]
+fn terminating_backend_blames_a_timeout_and_retry() {
+    run("terminating-backend");
+}
+
+#[test]
 fn healthy_finds_nothing_above_info() {
     run("healthy");
 }

@@ -3,8 +3,10 @@
 //! types. Observes only;
 //! decisions belong to netblame-core.
 
+pub mod container;
 pub mod diag;
 pub mod host;
+pub mod netns;
 pub mod procmap;
 pub mod sockopt;
 pub mod sysctl;

@@ -1,8 +1,9 @@
 //! Socket inode -> owning processes (pid, command, fd, cgroup), from one pass over `/proc`:
 //! `/proc/PID/fd/*` links read `socket:[INODE]`. Other users' processes are unreadable without
-//! root; the map counts them so a command can say what it could not see.
+//! root; the map counts them so a command can say what it could not see. Each owner's container
+//! or pod identity is parsed from the same `/proc/PID/cgroup` read (see [`crate::container`]).
 
-use netblame_core::observe::SocketOwner;
+use netblame_core::observe::{ContainerRef, SocketOwner};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -12,8 +13,12 @@ use std::path::Path;
 #[derive(Debug, Clone, Default)]
 pub struct ProcMap {
     by_inode: HashMap<u64, Vec<SocketOwner>>,
+    /// Container or pod identity of each socket-owning process that runs in one.
+    pub containers: HashMap<u32, ContainerRef>,
     /// Processes whose fd table could not be read (permission).
     pub unreadable_processes: usize,
+    /// Processes that exited while they were being read (their sockets may be unmapped).
+    pub exited_processes: usize,
     /// Processes scanned.
     pub processes: usize,
 }
@@ -70,9 +75,8 @@ fn read_trimmed(path: &Path) -> Option<String> {
         .map(|s| s.trim_end().to_string())
 }
 
-/// The cgroup v2 path (`0::/path`), else the first hierarchy's path.
-fn cgroup_of(proc_dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(proc_dir.join("cgroup")).ok()?;
+/// The cgroup v2 path (`0::/path`), else the first hierarchy's path, from `/proc/PID/cgroup`.
+fn cgroup_of(text: &str) -> Option<String> {
     let line = text
         .lines()
         .find(|l| l.starts_with("0::"))
@@ -106,7 +110,7 @@ impl ProcMap {
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                     map.unreadable_processes += 1
                 }
-                Err(_) => {} // exited meanwhile
+                Err(_) => map.exited_processes += 1,
             }
         }
         map
@@ -131,8 +135,17 @@ impl ProcMap {
         if found.is_empty() {
             return Ok(());
         }
-        let command = read_trimmed(&dir.join("comm")).unwrap_or_else(|| "?".into());
-        let cgroup = cgroup_of(dir);
+        let (Some(command), Ok(cgroup_text)) = (
+            read_trimmed(&dir.join("comm")),
+            std::fs::read_to_string(dir.join("cgroup")),
+        ) else {
+            // Exited between reading its descriptors and its identity: skipped, counted.
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        };
+        let cgroup = cgroup_of(&cgroup_text);
+        if let Some(c) = crate::container::from_proc_cgroup(&cgroup_text) {
+            self.containers.insert(pid, c);
+        }
         for (inode, fd) in found {
             let owners = self.by_inode.entry(inode).or_default();
             if owners.iter().any(|o| o.pid == pid) {

@@ -10,6 +10,6 @@ pub mod trace;
 pub mod transfer;
 
 pub use limits::LimitShares;
-pub use socket::{SkMemInfo, SocketOwner, SocketSnapshot, TcpState};
+pub use socket::{ContainerRef, NetnsRef, SkMemInfo, SocketOwner, SocketSnapshot, TcpState};
 pub use tcp_info::TcpInfo;
 pub use transfer::Transfer;

@@ -152,6 +152,98 @@ pub struct SocketOwner {
     pub cgroup: Option<String>,
 }
 
+/// A network namespace: its nsfs inode (what `ls -L -i /proc/PID/ns/net` shows) and its name
+/// under `/run/netns` when it has one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NetnsRef {
+    /// The namespace's inode: two sockets or processes share a namespace when it is equal.
+    pub inode: u64,
+    /// The name under `/run/netns` (`ip netns add NAME`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl NetnsRef {
+    /// The name, else `net:[INODE]` as `/proc/PID/ns/net` links read.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("net:[{}]", self.inode),
+        }
+    }
+}
+
+/// Who a socket's owner is, as its cgroup path tells: a Kubernetes pod's container, a
+/// containerd, CRI-O, Docker or Podman container, or a systemd unit. Names (`namespace`, `pod`,
+/// `container`) come from the node's pod log directories when present; ids from the path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ContainerRef {
+    /// The cgroup path the identity was parsed from.
+    pub cgroup: String,
+    /// `containerd`, `cri-o`, `docker`, `podman`, or `None` when the path does not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// The container id (64 hex digits, as the runtime names it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The Kubernetes pod UID (with dashes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// The pod's QoS class: `guaranteed`, `burstable` or `besteffort`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// The Kubernetes namespace of the pod, when the node names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The pod's name, when the node names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The container's name, when the node names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The systemd unit (`nginx.service`, `session-3.scope`) when the owner is not in a container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+impl ContainerRef {
+    /// The pod as `namespace/pod`, else `pod <uid>`; `None` outside Kubernetes.
+    pub fn pod_label(&self) -> Option<String> {
+        match (&self.namespace, &self.pod, &self.pod_uid) {
+            (Some(ns), Some(p), _) => Some(format!("{ns}/{p}")),
+            (_, _, Some(uid)) => Some(format!("pod {uid}")),
+            _ => None,
+        }
+    }
+
+    /// The container's name, else its runtime and short id (`docker 3f2a9c1b0d4e`).
+    pub fn container_label(&self) -> Option<String> {
+        if let Some(c) = &self.container {
+            return Some(c.clone());
+        }
+        let id = self.id.as_ref()?;
+        let short = &id[..id.len().min(12)];
+        Some(match &self.runtime {
+            Some(r) => format!("{r} {short}"),
+            None => format!("container {short}"),
+        })
+    }
+
+    /// One label: `namespace/pod/container`, `pod UID/containerd 0123abcd`, `docker 0123abcd`,
+    /// or the systemd unit.
+    pub fn label(&self) -> String {
+        match (self.pod_label(), self.container_label()) {
+            (Some(p), Some(c)) if self.namespace.is_some() && self.container.is_some() => {
+                format!("{p}/{c}")
+            }
+            (Some(p), Some(c)) => format!("{p} / {c}"),
+            (Some(p), None) => p,
+            (None, Some(c)) => c,
+            (None, None) => self.unit.clone().unwrap_or_else(|| self.cgroup.clone()),
+        }
+    }
+}
+
 /// One TCP socket at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SocketSnapshot {

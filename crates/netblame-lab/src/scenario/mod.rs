@@ -67,6 +67,22 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
                       the buffer, the kernel collapses and prunes it. Expected: rmem-collapse-spikes (host).",
     },
     ScenarioInfo {
+        name: "throttled-proxy",
+        incident: "Datadog: an Envoy sidecar throttled by its pod's CPU limit",
+        description: "20 ms RTT. HTTP probes every 50 ms go through a proxy in the server namespace that spends \
+                      8 ms of CPU per request inside a cgroup limited to 0.1 CPU (10 ms per 100 ms period): \
+                      it is throttled in most periods and the probes see latency spikes. Expected: \
+                      cpu-throttled (host) on the proxy's cgroup, with the probes' tail beside it.",
+    },
+    ScenarioInfo {
+        name: "terminating-backend",
+        incident: "Datadog: requests sent to terminating pods time out and are retried",
+        description: "20 ms RTT. HTTP probes go through a proxy that spreads requests over four backends \
+                      round-robin and retries on the next after 250 ms without an answer; one backend is \
+                      terminating: its listener stays open, it accepts and never answers. Expected: \
+                      timeout-and-retry (application): every fourth probe answers ~250 ms late.",
+    },
+    ScenarioInfo {
         name: "healthy",
         incident: "Control: RTT only, autotuned",
         description: "20 ms RTT, no rate limit, no loss, default buffers. Expected: no finding above info.",
@@ -133,6 +149,18 @@ pub fn abort_and_clean_up() {
             let _ = crate::netns::delete(&ns);
         }
     }
+    // A throttled-proxy's cgroup (its threads are gone with this process's exit; rmdir then
+    // works, so try now and leave nothing if it already does).
+    if let Some(root) = netblame_linux::host::cgroup::mounts().v1_cpu {
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with("netblame-lab-sc-") && n.contains(&mine) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+    }
 }
 
 fn lab_name(scenario: &str, part: usize) -> String {
@@ -169,6 +197,9 @@ enum Work {
     Connects(usize),
     /// A transfer judged also by the host rules on the receiver namespace's counters.
     TransferWithHost(TransferSpec),
+    /// HTTP probes from the client through a proxy (and its backends) on the server side,
+    /// judged by the probe rules.
+    ProxiedProbes(crate::proxy::ProxySpec, u64, Duration),
 }
 
 fn part(
@@ -197,9 +228,35 @@ fn part(
     let mut transfers = Vec::new();
     let mut connects = Vec::new();
     let mut snap = None;
+    let mut latency = Vec::new();
     match work {
         Work::Transfer(spec) => transfers.push(workload::transfer(&lab, &spec)?),
         Work::Connects(n) => connects.push(workload::connects(&lab, n)?),
+        Work::ProxiedProbes(spec, count, interval) => {
+            let proxy = crate::proxy::Proxy::start(&lab, spec)?;
+            let before = proxy.cpu();
+            let t0 = Instant::now();
+            let runs = probes_through(&lab, proxy.addr, count, interval);
+            let (after, window) = (proxy.cpu(), t0.elapsed());
+            proxy.stop();
+            if let (Some(b), Some(a)) = (before, after) {
+                // The proxy's cgroup, judged by the host rules as `netblame host` would.
+                snap = Some(HostSnapshot {
+                    collector: "netblame-lab (proxy cgroup)".into(),
+                    window_us: window.as_micros() as u64,
+                    before: HostCounters {
+                        cgroups: vec![b],
+                        ..Default::default()
+                    },
+                    after: HostCounters {
+                        cgroups: vec![a],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                });
+            }
+            latency = runs?;
+        }
         Work::TransferWithHost(spec) => {
             let rns = lab.netns(spec.sender.peer());
             let before = workload::counters(&rns)?;
@@ -209,10 +266,15 @@ fn part(
             snap = Some(host_snapshot(&rns, before, after, t0.elapsed())?);
         }
     }
+    let probe_ctx = netblame_core::rules::latency::ProbeContext {
+        kernel: netblame_linux::sysctl::kernel_version().ok(),
+        syn: netblame_core::rules::latency::SynSchedule::CLASSIC,
+    };
     let findings = diagnose::diagnose(&diagnose::Observations {
         host: snap.as_ref(),
         transfers,
         connects,
+        latency: (!latency.is_empty()).then_some((latency.as_slice(), &probe_ctx)),
         ..Default::default()
     })
     .all;
@@ -232,6 +294,36 @@ fn part(
         counters,
         crosscheck,
         elapsed_ms: start.elapsed().as_millis() as u64,
+    })
+}
+
+/// `count` HTTP probes, `interval` apart, from the client side to `addr` (netblame-probe's
+/// prober, run inside the client namespace).
+fn probes_through(
+    lab: &Lab,
+    addr: std::net::SocketAddr,
+    count: u64,
+    interval: Duration,
+) -> std::io::Result<Vec<netblame_core::observe::latency::TargetLatency>> {
+    use netblame_probe::{ProbeConfig, ProbeKind, Target};
+    crate::netns::run_in(&lab.netns(Side::Client), move || {
+        let target = Target::parse(&format!("http://{addr}/"), ProbeKind::Http)
+            .map_err(std::io::Error::other)?;
+        let cfg = ProbeConfig {
+            kind: ProbeKind::Http,
+            targets: vec![target],
+            interval,
+            count,
+            timeout: Duration::from_secs(2),
+            size: 0,
+            request: false,
+            window: Duration::from_secs(1),
+            tls: Default::default(),
+        };
+        let runs = netblame_probe::start(cfg)
+            .map_err(std::io::Error::other)?
+            .wait();
+        Ok(runs.into_iter().map(|r| r.latency).collect())
     })
 }
 
@@ -442,6 +534,40 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<ScenarioReport, LabError> {
                 cfg,
                 Work::TransferWithHost(spec),
                 expect("rmem-collapse-spikes", Layer::Host),
+            )?);
+        }
+        "terminating-backend" => {
+            let cfg = LabConfig::symmetric(&lab_name(name, 1), ms(20), None);
+            let spec = crate::proxy::ProxySpec {
+                backends: 4,
+                terminating: Some(3),
+                upstream_timeout: ms(250),
+                work_per_request: Duration::ZERO,
+                cpu_limit: None,
+            };
+            parts.push(part(
+                opts,
+                "one of four backends accepts and never answers; the proxy retries after 250 ms",
+                cfg,
+                Work::ProxiedProbes(spec, if q { 16 } else { 40 }, ms(100)),
+                expect("timeout-and-retry", Layer::Application),
+            )?);
+        }
+        "throttled-proxy" => {
+            let cfg = LabConfig::symmetric(&lab_name(name, 1), ms(20), None);
+            let spec = crate::proxy::ProxySpec {
+                backends: 2,
+                terminating: None,
+                upstream_timeout: Duration::from_secs(2),
+                work_per_request: ms(8),
+                cpu_limit: Some((10_000, 100_000)),
+            };
+            parts.push(part(
+                opts,
+                "proxy limited to 0.1 CPU, 8 ms of CPU per request, 20 requests/s",
+                cfg,
+                Work::ProxiedProbes(spec, if q { 30 } else { 60 }, ms(50)),
+                expect("cpu-throttled", Layer::Host),
             )?);
         }
         "healthy" => {

@@ -23,6 +23,13 @@ use std::net::SocketAddr as IpSocketAddr;
 const INET_DIAG_MSG_LEN: usize = 72;
 /// Receive buffer per batch: the kernel fills up to about 32 KiB per dump reply.
 const RECV_BUF: usize = 64 * 1024;
+/// `TCPDIAG_GETSOCK`: the original inet_diag request. Its dumps cover IPv4 and IPv6 in one walk
+/// of the kernel's socket tables (`sdiag_family = AF_UNSPEC`), where `SOCK_DIAG_BY_FAMILY`
+/// needs one walk per family; `ss` uses it for the same reason. Replies carry this type.
+const TCPDIAG_GETSOCK: u16 = 18;
+/// `sizeof(struct inet_diag_req)`: family, src_len, dst_len, ext, a 48-byte socket id, states,
+/// dbs.
+const INET_DIAG_REQ_V1_LEN: usize = 60;
 
 pub(super) struct DiagSocket {
     sock: Socket,
@@ -74,6 +81,41 @@ impl DiagSocket {
         Ok(self.seq)
     }
 
+    /// Sends a `TCPDIAG_GETSOCK` dump request for both families at once.
+    fn send_request_both(&mut self, states: u32) -> Result<u32, DiagError> {
+        self.seq += 1;
+        let len = 16 + INET_DIAG_REQ_V1_LEN;
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&(len as u32).to_ne_bytes());
+        out.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+        out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        out.extend_from_slice(&self.seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        let ext = ExtensionFlags::INFO
+            | ExtensionFlags::CONG
+            | ExtensionFlags::SKMEMINFO
+            | ExtensionFlags::SHUTDOWN;
+        // family (ignored by the dump: both), src_len, dst_len, ext.
+        out.extend_from_slice(&[0, 0, 0, ext.bits()]);
+        out.extend_from_slice(&[0u8; 48]); // socket id: any
+        out.extend_from_slice(&states.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes()); // dbs
+        self.sock.send(&out, 0).map_err(DiagError::Socket)?;
+        Ok(self.seq)
+    }
+
+    /// Dumps IPv4 and IPv6 in one walk (`TCPDIAG_GETSOCK`), calling `each` per socket; returns
+    /// the count of undecodable messages. A kernel that refuses the request gives
+    /// [`DiagError::Kernel`]: use [`DiagSocket::dump_family`] per family then.
+    pub(super) fn dump_both(
+        &mut self,
+        states: u32,
+        each: &mut impl FnMut(SocketSnapshot),
+    ) -> Result<usize, DiagError> {
+        let seq = self.send_request_both(states)?;
+        self.receive(seq, each)
+    }
+
     /// Dumps one family, calling `each` per socket; returns the count of undecodable messages.
     pub(super) fn dump_family(
         &mut self,
@@ -82,6 +124,15 @@ impl DiagSocket {
         each: &mut impl FnMut(SocketSnapshot),
     ) -> Result<usize, DiagError> {
         let seq = self.send_request(family, states)?;
+        self.receive(seq, each)
+    }
+
+    /// Receives a dump's batches until `NLMSG_DONE`, decoding each socket as it arrives.
+    fn receive(
+        &mut self,
+        seq: u32,
+        each: &mut impl FnMut(SocketSnapshot),
+    ) -> Result<usize, DiagError> {
         let mut undecodable = 0;
         loop {
             let n = {
@@ -113,7 +164,7 @@ impl DiagSocket {
                                 return Err(DiagError::Kernel(io::Error::from_raw_os_error(code)));
                             }
                         }
-                        SOCK_DIAG_BY_FAMILY => match decode(nl.payload()) {
+                        SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => match decode(nl.payload()) {
                             Some(s) => each(s),
                             None => undecodable += 1,
                         },

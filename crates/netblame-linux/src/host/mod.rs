@@ -47,6 +47,21 @@ fn permission_hint(e: &std::io::Error) -> String {
 
 /// Reads every counter now. `cgroups` are the cgroups to read `cpu.stat` from.
 pub fn read_counters(cgroups: &[CgroupTarget], skipped: &mut Vec<Skipped>) -> HostCounters {
+    read_scoped(cgroups, skipped, false)
+}
+
+/// Reads the counters a network namespace has of its own: `/proc/net/{netstat,snmp,dev,
+/// sockstat}` and qdiscs. Host-wide ones (softnet, NIC statistics, cgroups) are left out: read
+/// them once, with [`read_counters`].
+pub fn read_netns_counters(skipped: &mut Vec<Skipped>) -> HostCounters {
+    read_scoped(&[], skipped, true)
+}
+
+fn read_scoped(
+    cgroups: &[CgroupTarget],
+    skipped: &mut Vec<Skipped>,
+    netns_only: bool,
+) -> HostCounters {
     let mut c = HostCounters::default();
     for file in ["netstat", "snmp"] {
         match procfs::read_proc_net(file) {
@@ -54,9 +69,11 @@ pub fn read_counters(cgroups: &[CgroupTarget], skipped: &mut Vec<Skipped>) -> Ho
             Err(e) => skip(skipped, &format!("/proc/net/{file}"), e.to_string()),
         }
     }
-    match procfs::read_proc_net("softnet_stat") {
-        Ok(t) => c.softnet = procfs::parse_softnet(&t),
-        Err(e) => skip(skipped, "/proc/net/softnet_stat", e.to_string()),
+    if !netns_only {
+        match procfs::read_proc_net("softnet_stat") {
+            Ok(t) => c.softnet = procfs::parse_softnet(&t),
+            Err(e) => skip(skipped, "/proc/net/softnet_stat", e.to_string()),
+        }
     }
     match procfs::read_proc_net("dev") {
         Ok(t) => c.devices = procfs::parse_dev(&t),
@@ -73,6 +90,9 @@ pub fn read_counters(cgroups: &[CgroupTarget], skipped: &mut Vec<Skipped>) -> Ho
             "qdisc",
             format!("rtnetlink RTM_GETQDISC: {}", permission_hint(&e)),
         ),
+    }
+    if netns_only {
+        return c;
     }
     for dev in c
         .devices
@@ -162,7 +182,9 @@ pub fn read_sysctls(skipped: &mut Vec<Skipped>) -> BTreeMap<String, String> {
 }
 
 /// Processes owning TCP sockets, `(pid, command, sockets)`, from a socket dump with owners.
-pub fn socket_owners(sockets: &[SocketSnapshot]) -> Vec<(u32, String, u64)> {
+pub fn socket_owners<'a>(
+    sockets: impl IntoIterator<Item = &'a SocketSnapshot>,
+) -> Vec<(u32, String, u64)> {
     let mut by_pid: BTreeMap<u32, (String, u64)> = BTreeMap::new();
     for s in sockets {
         for o in &s.owners {
@@ -180,6 +202,15 @@ pub fn socket_owners(sockets: &[SocketSnapshot]) -> Vec<(u32, String, u64)> {
 
 /// The cgroups of the processes that own `sockets` (see [`socket_owners`]).
 pub fn cgroup_targets(sockets: &[SocketSnapshot], skipped: &mut Vec<Skipped>) -> Vec<CgroupTarget> {
+    cgroup_targets_of(sockets, skipped)
+}
+
+/// Like [`cgroup_targets`], for sockets from anywhere (e.g. every namespace of a
+/// [`crate::diag::MultiDump`]), without collecting them first.
+pub fn cgroup_targets_of<'a>(
+    sockets: impl IntoIterator<Item = &'a SocketSnapshot>,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<CgroupTarget> {
     let owners = socket_owners(sockets);
     if owners.is_empty() {
         return Vec::new();
@@ -206,10 +237,21 @@ pub struct Pending {
     started: Instant,
     snapshot: HostSnapshot,
     cgroups: Vec<CgroupTarget>,
+    netns_only: bool,
 }
 
 /// Reads the sysctls, the kernel version and the first counters.
 pub fn begin(cgroups: Vec<CgroupTarget>) -> Pending {
+    begin_scoped(cgroups, false)
+}
+
+/// Like [`begin`], for a network namespace other than the host's: its own sysctls (`net.*` are
+/// per namespace) and only its own counters ([`read_netns_counters`]).
+pub fn begin_netns() -> Pending {
+    begin_scoped(Vec::new(), true)
+}
+
+fn begin_scoped(cgroups: Vec<CgroupTarget>, netns_only: bool) -> Pending {
     let mut skipped = Vec::new();
     let sysctls = read_sysctls(&mut skipped);
     let kernel = match crate::sysctl::kernel_version() {
@@ -221,7 +263,7 @@ pub fn begin(cgroups: Vec<CgroupTarget>) -> Pending {
     };
     let hostname = crate::sysctl::read("kernel.hostname").ok();
     let started = Instant::now();
-    let before = read_counters(&cgroups, &mut skipped);
+    let before = read_scoped(&cgroups, &mut skipped, netns_only);
     Pending {
         started,
         snapshot: HostSnapshot {
@@ -234,6 +276,7 @@ pub fn begin(cgroups: Vec<CgroupTarget>) -> Pending {
             ..Default::default()
         },
         cgroups,
+        netns_only,
     }
 }
 
@@ -251,7 +294,7 @@ impl Pending {
     /// Reads the counters a second time and returns the snapshot.
     pub fn finish(mut self) -> HostSnapshot {
         let mut skipped = std::mem::take(&mut self.snapshot.skipped);
-        self.snapshot.after = read_counters(&self.cgroups, &mut skipped);
+        self.snapshot.after = read_scoped(&self.cgroups, &mut skipped, self.netns_only);
         self.snapshot.window_us = self.started.elapsed().as_micros() as u64;
         self.snapshot.skipped = skipped;
         self.snapshot
@@ -263,4 +306,61 @@ pub fn collect(window: Duration, cgroups: Vec<CgroupTarget>) -> HostSnapshot {
     let p = begin(cgroups);
     std::thread::sleep(window.saturating_sub(p.elapsed()));
     p.finish()
+}
+
+/// Collections in progress in several network namespaces (see [`begin_namespaces`]).
+#[derive(Debug)]
+pub struct NetnsPending(
+    Vec<(
+        crate::netns::Netns,
+        Result<Pending, crate::netns::NetnsError>,
+    )>,
+);
+
+/// Starts a per-namespace collection ([`begin_netns`]) inside each of `namespaces`, entered in
+/// turn on one dedicated thread. A namespace that cannot be entered is kept as its error.
+pub fn begin_namespaces(namespaces: &[crate::netns::Netns]) -> NetnsPending {
+    let started = crate::netns::visit(namespaces, |_| begin_netns());
+    NetnsPending(namespaces.iter().cloned().zip(started).collect())
+}
+
+impl NetnsPending {
+    /// Reads each namespace's counters a second time: one snapshot per namespace, or why it
+    /// could not be read (it vanished meanwhile, no permission).
+    pub fn finish(
+        self,
+    ) -> Vec<(
+        netblame_core::observe::NetnsRef,
+        Result<HostSnapshot, crate::netns::NetnsError>,
+    )> {
+        let mut ok = Vec::new();
+        let mut slots = Vec::new();
+        let mut out: Vec<(_, Option<Result<HostSnapshot, _>>)> = Vec::new();
+        for (ns, p) in self.0 {
+            match p {
+                Ok(p) => {
+                    slots.push(std::sync::Mutex::new(Some(p)));
+                    ok.push(ns.clone());
+                    out.push((ns.id, None));
+                }
+                Err(e) => out.push((ns.id, Some(Err(e)))),
+            }
+        }
+        let done = crate::netns::visit(&ok, |ns| {
+            let i = ok.iter().position(|n| std::ptr::eq(n, ns)).unwrap_or(0);
+            let pending = slots[i].lock().ok().and_then(|mut s| s.take());
+            pending.map(Pending::finish)
+        });
+        let mut done = done.into_iter();
+        out.into_iter()
+            .map(|(id, r)| {
+                let r = r.unwrap_or_else(|| match done.next() {
+                    Some(Ok(Some(snap))) => Ok(snap),
+                    Some(Err(e)) => Err(e),
+                    _ => Err(crate::netns::NetnsError::Vanished(id.label())),
+                });
+                (id, r)
+            })
+            .collect()
+    }
 }

@@ -8,7 +8,7 @@ use netblame_core::diagnose::{diagnose, HostContext, Observations, Ranked, Socke
 use netblame_core::observe::{SocketSnapshot, TcpState};
 use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Layer, Severity};
-use netblame_linux::diag::{dump, DumpRequest};
+use netblame_linux::diag::{dump_namespaces, DumpRequest};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -40,6 +40,8 @@ pub struct Args {
     /// Exit with code 3 when a finding reaches this severity (for scripts).
     #[arg(long, value_enum)]
     fail_on: Option<FailOn>,
+    #[command(flatten)]
+    netns: crate::cmd::netns::NetnsArgs,
 }
 
 #[derive(Serialize)]
@@ -47,6 +49,12 @@ struct ProblemConnection {
     connection: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     process: Option<String>,
+    /// Its network namespace (with --netns / --all-netns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<String>,
+    /// Its owner's pod/container, when it runs in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     limit: Option<String>,
     findings: Vec<&'static str>,
@@ -89,33 +97,49 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!window.is_zero(), "--duration must be more than zero");
     let path = path_spec(a.rate, a.rtt)?;
     let mut notes: Vec<(String, String)> = Vec::new();
+    let selection = a.netns.select()?;
+    let namespaces = &selection.namespaces;
+    notes.extend(
+        selection
+            .notes
+            .iter()
+            .map(|n| ("netns".to_string(), n.clone())),
+    );
+    let named = selection.explicit;
 
     // First socket sample (with owners), then the host's first counter read, both at the start
-    // of the window; the second samples at its end.
+    // of the window; the second samples at its end. Sockets come from every selected namespace;
+    // other namespaces' own counters are read and judged each on their own.
     let t0 = Instant::now();
-    let first = match dump(&sock_request(true)) {
-        Ok(d) => {
-            if let Some(l) = d.stats.limitation() {
-                notes.push(("sockets".into(), l));
-            }
-            Some(d.sockets)
+    let first_dump = dump_namespaces(&sock_request(true), namespaces, |_| true);
+    for (_, e) in &first_dump.skipped {
+        notes.push(("sockets".into(), format!("{e}: skipped")));
+    }
+    let first = if first_dump.namespaces.is_empty() {
+        notes.push((
+            "sockets".into(),
+            "sock_diag dump failed: no per-connection verdicts".into(),
+        ));
+        None
+    } else {
+        if let Some(l) = first_dump.stats.limitation() {
+            notes.push(("sockets".into(), l));
         }
-        Err(e) => {
-            notes.push((
-                "sockets".into(),
-                format!("sock_diag dump failed ({e}): no per-connection verdicts"),
-            ));
-            None
-        }
+        Some(first_dump)
     };
     let mut cg_skipped = Vec::new();
-    let targets =
-        netblame_linux::host::cgroup_targets(first.as_deref().unwrap_or(&[]), &mut cg_skipped);
+    let targets = netblame_linux::host::cgroup_targets_of(
+        first.iter().flat_map(|d| d.iter().map(|(_, s)| s)),
+        &mut cg_skipped,
+    );
     notes.extend(cg_skipped.into_iter().map(|s| (s.section, s.reason)));
+    let pending_ns = crate::cmd::host::begin_other_namespaces(&selection);
     let progress = Progress::new(window, "watching TCP for");
     let (snap, second, interval) = collect_live_with(targets, notes, t0, window, &progress, || {
         let t1 = Instant::now();
-        let d = first.as_ref().map(|_| dump(&sock_request(false)));
+        let d = first
+            .as_ref()
+            .map(|_| dump_namespaces(&sock_request(false), namespaces, |_| true));
         (d, t1)
     });
     progress.finish();
@@ -131,47 +155,57 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         judged_over_window: 0,
         with_problems: 0,
     };
-    let mut current: Vec<SocketSnapshot> = Vec::new();
-    match second {
-        Some(Ok(d)) => current = d.sockets,
-        Some(Err(e)) => skipped.push(netblame_core::observe::host::Skipped {
-            section: "sockets".into(),
-            reason: format!("second sock_diag dump failed ({e}): no per-connection verdicts"),
-        }),
-        None => {}
-    }
-    let prev: HashMap<u64, &SocketSnapshot> = first
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .map(|s| (s.cookie, s))
-        .collect();
-    for s in &mut current {
-        if let Some(p) = prev.get(&s.cookie) {
-            if s.owners.is_empty() {
-                s.owners = p.owners.clone();
+    // Each socket of the second dump with its namespace, its first sample and its owners.
+    let mut current: Vec<(netblame_core::observe::NetnsRef, SocketSnapshot)> = Vec::new();
+    let mut prev: HashMap<(u64, u64), &SocketSnapshot> = HashMap::new();
+    match (second, &first) {
+        (Some(d), Some(first)) if !d.namespaces.is_empty() => {
+            prev = first
+                .iter()
+                .map(|(n, s)| ((n.inode, s.cookie), s))
+                .collect();
+            counts.sampled = d.stats.sockets;
+            for (ns, s) in d.iter() {
+                let mut s = s.clone();
+                if let Some(p) = prev.get(&(ns.inode, s.cookie)) {
+                    counts.judged_over_window += 1;
+                    if s.owners.is_empty() && !p.owners.is_empty() {
+                        s.owners = p.owners.clone();
+                    }
+                }
+                current.push((ns.clone(), s));
             }
         }
+        (Some(_), Some(_)) => skipped.push(netblame_core::observe::host::Skipped {
+            section: "sockets".into(),
+            reason: "second sock_diag dump failed: no per-connection verdicts".into(),
+        }),
+        _ => {}
     }
-    counts.sampled = current.len();
-    let pairs: Vec<SocketPair> = current
-        .iter()
-        .map(|s| SocketPair {
-            prev: prev.get(&s.cookie).copied(),
-            cur: s,
-        })
-        .collect();
-    counts.judged_over_window = pairs.iter().filter(|p| p.prev.is_some()).count();
+    let (ns_snaps, ns_notes) = crate::cmd::host::finish_other_namespaces(pending_ns);
+    for n in ns_notes {
+        skipped.push(netblame_core::observe::host::Skipped {
+            section: "netns".into(),
+            reason: n,
+        });
+    }
     let diagnosis = diagnose(&Observations {
         host: Some(&snap),
         path,
-        sockets: pairs,
+        namespaces: crate::cmd::host::namespace_observations(&ns_snaps),
+        sockets: current
+            .iter()
+            .map(|(ns, s)| SocketPair {
+                prev: prev.get(&(ns.inode, s.cookie)).copied(),
+                cur: s,
+            })
+            .collect(),
         socket_host: ctx,
         socket_interval: interval,
         ..Default::default()
     });
     let mut problems: Vec<(Option<Severity>, ProblemConnection)> = Vec::new();
-    for (s, v) in current.iter().zip(&diagnosis.connections) {
+    for ((ns, s), v) in current.iter().zip(&diagnosis.connections) {
         if v.is_problem() {
             counts.with_problems += 1;
             problems.push((
@@ -179,6 +213,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 ProblemConnection {
                     connection: s.label(),
                     process: s.process_label(),
+                    netns: named.then(|| ns.label()),
+                    container: first
+                        .as_ref()
+                        .and_then(|f| f.container_of(s))
+                        .map(|c| c.label()),
                     limit: v.limit.map(|l| l.to_string()),
                     findings: v.findings.iter().map(|f| f.id).collect(),
                 },
@@ -237,7 +276,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             print!("{}", render::findings(std::slice::from_ref(&r.finding)));
             if r.seen > 1 {
                 println!(
-                    "    seen on:  {} connections (the one shown is the most severe)",
+                    "    seen:     {} times (connections or namespaces; the one shown is the most severe)",
                     r.seen
                 );
             }
@@ -249,8 +288,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             "connections with problems (most severe first; all with netblame sockets --problems):"
         );
         for (_, p) in problems.iter().take(10) {
+            let mut place = String::new();
+            if let Some(ns) = &p.netns {
+                place += &format!("  netns {ns}");
+            }
+            if let Some(c) = &p.container {
+                place += &format!("  {c}");
+            }
             println!(
-                "  {}  {}  {}",
+                "  {}  {}{place}  {}",
                 p.connection,
                 p.process.as_deref().unwrap_or("-"),
                 p.findings.join(", ")

@@ -40,6 +40,8 @@ pub struct Args {
     /// Judge a snapshot written by --save (on any machine) instead of this host.
     #[arg(long, value_name = "FILE")]
     load: Option<PathBuf>,
+    #[command(flatten)]
+    netns: crate::cmd::netns::NetnsArgs,
 }
 
 /// The path named by `--rate`/`--rtt`, if both were given.
@@ -100,14 +102,27 @@ impl Progress {
 
 /// Dumps established sockets with their owning processes: the processes whose cgroups the
 /// audit watches. Returns what it could not do as a skipped note.
+/// With `namespaces`, the socket owners of every one of them (cgroups are host-wide: read
+/// once).
 pub(crate) fn socket_owner_targets(
     pending_notes: &mut Vec<(String, String)>,
+    namespaces: &[netblame_linux::netns::Netns],
 ) -> Vec<linux_host::CgroupTarget> {
     let req = DumpRequest {
         states: vec![TcpState::Established, TcpState::CloseWait],
         processes: true,
         ..Default::default()
     };
+    if !namespaces.is_empty() {
+        let d = netblame_linux::diag::dump_namespaces(&req, namespaces, |_| true);
+        if let Some(l) = d.stats.limitation() {
+            pending_notes.push(("cgroup".into(), l));
+        }
+        let mut skipped = Vec::new();
+        let t = linux_host::cgroup_targets_of(d.iter().map(|(_, s)| s), &mut skipped);
+        pending_notes.extend(skipped.into_iter().map(|s| (s.section, s.reason)));
+        return t;
+    }
     match dump(&req) {
         Ok(d) => {
             if let Some(l) = d.stats.limitation() {
@@ -164,6 +179,108 @@ struct Report<'a> {
     snapshot: &'a HostSnapshot,
     deltas: Deltas,
     findings: &'a [Finding],
+    /// Other network namespaces (--netns, --all-netns): their own counters, judged each.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    namespaces: &'a [NetnsReport],
+    /// Namespaces that could not be read, and why.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    namespaces_skipped: &'a [String],
+}
+
+/// One other network namespace's counters and findings.
+#[derive(Serialize)]
+pub(crate) struct NetnsReport {
+    pub(crate) netns: netblame_core::observe::NetnsRef,
+    pub(crate) deltas: Deltas,
+    pub(crate) findings: Vec<Finding>,
+    pub(crate) skipped: Vec<netblame_core::observe::host::Skipped>,
+}
+
+/// Starts the per-namespace collections of the selected namespaces other than this one.
+pub(crate) fn begin_other_namespaces(
+    sel: &crate::cmd::netns::Selection,
+) -> Option<linux_host::NetnsPending> {
+    let others: Vec<_> = sel
+        .namespaces
+        .iter()
+        .filter(|n| !n.current)
+        .cloned()
+        .collect();
+    (!others.is_empty()).then(|| linux_host::begin_namespaces(&others))
+}
+
+/// Finishes them: each namespace's own snapshot, and a note per namespace that could not be read.
+pub(crate) fn finish_other_namespaces(
+    pending: Option<linux_host::NetnsPending>,
+) -> (
+    Vec<(netblame_core::observe::NetnsRef, HostSnapshot)>,
+    Vec<String>,
+) {
+    let Some(p) = pending else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (id, r) in p.finish() {
+        match r {
+            Ok(snap) => out.push((id, snap)),
+            Err(e) => errors.push(e),
+        }
+    }
+    (out, crate::cmd::netns::skipped_notes(errors.iter()))
+}
+
+/// The other namespaces as the diagnose step sees them (label, snapshot).
+pub(crate) fn namespace_observations(
+    snaps: &[(netblame_core::observe::NetnsRef, HostSnapshot)],
+) -> Vec<(String, &HostSnapshot)> {
+    snaps.iter().map(|(id, s)| (id.label(), s)).collect()
+}
+
+/// Each other namespace's report: its counters and the findings the diagnose step made for it
+/// (those already made for this host's own namespace are not repeated).
+pub(crate) fn namespace_reports(
+    snaps: Vec<(netblame_core::observe::NetnsRef, HostSnapshot)>,
+    findings: &[Vec<Finding>],
+) -> Vec<NetnsReport> {
+    snaps
+        .into_iter()
+        .zip(findings)
+        .map(|((netns, snap), f)| NetnsReport {
+            netns,
+            deltas: deltas(&snap),
+            findings: f.clone(),
+            skipped: snap.skipped,
+        })
+        .collect()
+}
+
+/// The text for other namespaces: a table, then each one's findings.
+pub(crate) fn namespaces_text(reports: &[NetnsReport], notes: &[String]) -> String {
+    let mut out = String::new();
+    if !reports.is_empty() {
+        let rows: Vec<Vec<String>> = reports
+            .iter()
+            .map(|r| {
+                vec![
+                    r.netns.label(),
+                    r.netns.inode.to_string(),
+                    r.deltas.proto.len().to_string(),
+                    r.findings.len().to_string(),
+                ]
+            })
+            .collect();
+        out += &format!("\nother network namespaces ({}):\n", reports.len());
+        out += &render::table(&["netns", "inode", "counters moved", "findings"], &rows);
+        for r in reports.iter().filter(|r| !r.findings.is_empty()) {
+            out += &format!("\n== netns {} ==\n", r.netns.label());
+            out += &render::findings(&r.findings);
+        }
+    }
+    for n in notes {
+        out += &format!("note: {n}\n");
+    }
+    out
 }
 
 /// The host sections of a text report (everything but the findings).
@@ -378,9 +495,14 @@ pub(crate) fn host_text(s: &HostSnapshot, verbose: bool) -> String {
 }
 
 /// Collects a live snapshot over `window`, with a progress bar on a terminal.
-pub(crate) fn collect_live(window: Duration) -> HostSnapshot {
+/// With `namespaces` (--all-netns, several --netns), the cgroups watched are those of the
+/// socket owners in all of them.
+pub(crate) fn collect_live(
+    window: Duration,
+    namespaces: &[netblame_linux::netns::Netns],
+) -> HostSnapshot {
     let mut notes = Vec::new();
-    let targets = socket_owner_targets(&mut notes);
+    let targets = socket_owner_targets(&mut notes, namespaces);
     let progress = Progress::new(window, "reading host counters");
     let (snap, (), _) = collect_live_with(
         targets,
@@ -417,6 +539,23 @@ pub(crate) fn collect_live_with<T>(
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let path = path_spec(a.rate, a.rtt)?;
+    let selection = match &a.load {
+        None => Some(a.netns.select()?),
+        Some(_) => None,
+    };
+    let mut ns_notes: Vec<String> = selection
+        .as_ref()
+        .map(|s| s.notes.clone())
+        .unwrap_or_default();
+    // One namespace asked for: the whole audit runs inside it.
+    let inside = selection
+        .as_ref()
+        .filter(|s| s.namespaces.len() == 1 && !s.namespaces[0].current)
+        .map(|s| s.namespaces[0].clone());
+    let pending = match (&selection, &inside) {
+        (Some(sel), None) => begin_other_namespaces(sel),
+        _ => None,
+    };
     let (snap, source) = match &a.load {
         Some(file) => {
             let text = crate::args::read_loadable(file)?;
@@ -430,27 +569,51 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         None => {
             anyhow::ensure!(!a.duration.is_zero(), "--duration must be more than zero");
-            (collect_live(a.duration), "live")
+            let window = a.duration;
+            match &inside {
+                Some(ns) => (ns.run(|| collect_live(window, &[]))?, "live"),
+                None => {
+                    let all: &[netblame_linux::netns::Netns] = match &selection {
+                        Some(sel) if sel.namespaces.len() > 1 => &sel.namespaces,
+                        _ => &[],
+                    };
+                    (collect_live(window, all), "live")
+                }
+            }
         }
     };
+
     if let Some(file) = &a.save {
         let text = serde_json::to_string_pretty(&snap)?;
         std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
     }
+    let (ns_snaps, more) = finish_other_namespaces(pending);
+    ns_notes.extend(more);
     let diagnosis = diagnose(&Observations {
         host: Some(&snap),
         path,
+        namespaces: namespace_observations(&ns_snaps),
         ..Default::default()
     });
-    let findings = diagnosis.plain();
+    let findings = diagnosis.host.clone();
+    let ns_reports = namespace_reports(ns_snaps, &diagnosis.namespaces);
     if a.json {
         render::print_json(&Report {
             source,
             snapshot: &snap,
             deltas: deltas(&snap),
             findings: &findings,
+            namespaces: &ns_reports,
+            namespaces_skipped: &ns_notes,
         })?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(ns) = &inside {
+        println!(
+            "network namespace {} (inode {})\n",
+            ns.id.label(),
+            ns.id.inode
+        );
     }
     if let Some(file) = &a.load {
         println!("snapshot {} ({})\n", file.display(), snap.collector);
@@ -462,6 +625,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         println!("\nFindings:\n");
         print!("{}", render::findings(&findings));
     }
+    print!("{}", namespaces_text(&ns_reports, &ns_notes));
     if let Some(file) = &a.save {
         println!(
             "\nsaved to {} (judge it anywhere with: netblame host --load {})",

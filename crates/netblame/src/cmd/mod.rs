@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod host;
 pub mod lab;
 pub mod man;
+pub mod netns;
 pub mod pcap;
 pub mod probe;
 pub mod serve;

@@ -1,13 +1,14 @@
 //! `netblame sockets`: every TCP connection with its `tcp_info`, memory and a verdict on what
 //! limits it (`ss -tinm`, explained).
 
+use crate::cmd::netns::{skipped_notes, NetnsArgs};
 use crate::render;
-use anyhow::Context;
 use netblame_core::diagnose::{diagnose, ConnectionVerdict, HostContext, Observations, SocketPair};
-use netblame_core::observe::{SocketSnapshot, TcpState};
+use netblame_core::observe::{ContainerRef, NetnsRef, SocketSnapshot, TcpState};
 use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Bytes, Finding};
-use netblame_linux::diag::{dump_filtered, DumpRequest, DumpStats};
+use netblame_linux::diag::{dump_namespaces, DumpRequest, DumpStats, MultiDump};
+use netblame_linux::netns::Netns;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -52,12 +53,23 @@ pub struct Args {
     /// default: every state but listen.
     #[arg(long, value_delimiter = ',', value_parser = parse_state)]
     state: Vec<StateArg>,
-    /// Only connections with a finding of warning or worse.
+    /// Only connections with a finding of warning or worse (with --watch --json: one small JSON
+    /// line per refresh holding only those).
     #[arg(long)]
     problems: bool,
-    /// Do not map sockets to processes (skips the /proc scan; --pid and --process need it).
-    #[arg(long, conflicts_with_all = ["pid", "process"])]
+    /// Only sockets held by a process in this pod: `namespace/pod`, a pod name, or a pod UID
+    /// (substring match).
+    #[arg(long)]
+    pod: Option<String>,
+    /// Only sockets held by a process in this container: a name, or a container id prefix.
+    #[arg(long)]
+    container: Option<String>,
+    /// Do not map sockets to processes (skips the /proc scan; --pid, --process, --pod and
+    /// --container need it).
+    #[arg(long, conflicts_with_all = ["pid", "process", "pod", "container"])]
     no_processes: bool,
+    #[command(flatten)]
+    netns: NetnsArgs,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +127,8 @@ struct Filters {
     peer: Option<PeerFilter>,
     pid: Option<u32>,
     process: Option<String>,
+    pod: Option<String>,
+    container: Option<String>,
 }
 
 impl Filters {
@@ -146,6 +160,8 @@ impl Filters {
             peer: a.peer.clone(),
             pid: a.pid,
             process: a.process.clone(),
+            pod: a.pod.clone(),
+            container: a.container.clone(),
         })
     }
 
@@ -163,7 +179,28 @@ impl Filters {
         true
     }
 
-    fn keep_late(&self, s: &SocketSnapshot) -> bool {
+    fn keep_late(&self, s: &SocketSnapshot, c: Option<&ContainerRef>) -> bool {
+        if let Some(want) = &self.pod {
+            let Some(c) = c else { return false };
+            let hit = [&c.pod_label(), &c.pod, &c.pod_uid]
+                .into_iter()
+                .flatten()
+                .any(|v| v.contains(want.as_str()));
+            if !hit {
+                return false;
+            }
+        }
+        if let Some(want) = &self.container {
+            let Some(c) = c else { return false };
+            let hit = c.container.as_deref() == Some(want.as_str())
+                || c.id
+                    .as_ref()
+                    .is_some_and(|id| id.starts_with(want.as_str()))
+                || c.unit.as_deref() == Some(want.as_str());
+            if !hit {
+                return false;
+            }
+        }
         if let Some(pid) = self.pid {
             if !s.owners.iter().any(|o| o.pid == pid) {
                 return false;
@@ -178,11 +215,47 @@ impl Filters {
     }
 }
 
-fn sample(f: &Filters) -> anyhow::Result<(Vec<SocketSnapshot>, DumpStats, Instant)> {
+/// One sample of every selected namespace. With `prev` (a --watch refresh), owners of sockets
+/// already seen are carried over and `/proc` is scanned only for new sockets.
+fn sample(
+    f: &Filters,
+    namespaces: &[Netns],
+    prev: Option<&mut MultiDump>,
+) -> anyhow::Result<(MultiDump, Instant)> {
     let at = Instant::now();
-    let mut d = dump_filtered(&f.request, |s| f.keep_early(s)).context("dumping TCP sockets")?;
-    d.sockets.retain(|s| f.keep_late(s));
-    Ok((d.sockets, d.stats, at))
+    let mut req = f.request.clone();
+    let inherit = prev.is_some() && req.processes;
+    if inherit {
+        req.processes = false;
+    }
+    let mut d = dump_namespaces(&req, namespaces, |s| f.keep_early(s));
+    if let (true, Some(p)) = (inherit, prev) {
+        d.inherit_owners(p);
+    }
+    if d.namespaces.is_empty() {
+        if let Some((_, e)) = d.skipped.first() {
+            if namespaces.len() == 1 {
+                anyhow::bail!("dumping TCP sockets: {e}");
+            }
+        }
+    }
+    let containers = std::mem::take(&mut d.containers);
+    for n in d.namespaces.iter_mut() {
+        n.sockets.retain(|s| {
+            let c = s.owners.iter().find_map(|o| containers.get(&o.pid));
+            f.keep_late(s, c)
+        });
+    }
+    d.containers = containers;
+    d.stats.sockets = d.namespaces.iter().map(|n| n.sockets.len()).sum();
+    Ok((d, at))
+}
+
+/// What a sample could not see, as note lines.
+fn sample_notes(d: &MultiDump) -> Vec<String> {
+    let mut out = skipped_notes(d.skipped.iter().map(|(_, e)| e));
+    out.extend(d.stats.limitation());
+    out
 }
 
 fn host_context() -> (HostContext, Option<String>) {
@@ -202,23 +275,68 @@ fn host_context() -> (HostContext, Option<String>) {
 
 /// One connection in the output.
 #[derive(Serialize)]
-struct Connection {
+struct Connection<'a> {
     #[serde(flatten)]
-    socket: SocketSnapshot,
+    socket: &'a SocketSnapshot,
+    /// The network namespace the socket lives in.
+    netns: &'a NetnsRef,
+    /// The container or pod of its owner, when it runs in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'a ContainerRef>,
     /// Bytes acknowledged plus received per second over the interval (both directions).
     #[serde(skip_serializing_if = "Option::is_none")]
     throughput_bits_per_second: Option<f64>,
     verdict: ConnectionVerdict,
 }
 
+/// A namespace in the output.
 #[derive(Serialize)]
-struct Report {
+struct NamespaceRow<'a> {
+    #[serde(flatten)]
+    netns: &'a NetnsRef,
+    current: bool,
+    connections: usize,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
     kernel: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     interval_us: Option<u64>,
-    stats: DumpStats,
+    stats: &'a DumpStats,
     limitations: Vec<String>,
-    connections: Vec<Connection>,
+    namespaces: Vec<NamespaceRow<'a>>,
+    connections: Vec<Connection<'a>>,
+}
+
+impl<'a> Report<'a> {
+    fn new(
+        kernel: Option<String>,
+        interval: Option<Duration>,
+        d: &'a MultiDump,
+        limitations: Vec<String>,
+        connections: Vec<Connection<'a>>,
+    ) -> Report<'a> {
+        Report {
+            kernel,
+            interval_us: interval.map(|i| i.as_micros() as u64),
+            stats: &d.stats,
+            limitations,
+            namespaces: d
+                .namespaces
+                .iter()
+                .map(|n| NamespaceRow {
+                    netns: &n.netns,
+                    current: n.current,
+                    connections: connections
+                        .iter()
+                        .filter(|c| c.netns.inode == n.netns.inode)
+                        .count(),
+                })
+                .collect(),
+            connections,
+        }
+    }
 }
 
 fn throughput(prev: Option<&SocketSnapshot>, cur: &SocketSnapshot, secs: f64) -> Option<f64> {
@@ -228,21 +346,23 @@ fn throughput(prev: Option<&SocketSnapshot>, cur: &SocketSnapshot, secs: f64) ->
     Some(bytes as f64 * 8.0 / secs.max(1e-6))
 }
 
-fn build(
-    prev: Option<&[SocketSnapshot]>,
-    cur: Vec<SocketSnapshot>,
+fn build<'a>(
+    prev: Option<&MultiDump>,
+    cur: &'a MultiDump,
     interval: Option<Duration>,
     host: &HostContext,
     problems_only: bool,
-) -> Vec<Connection> {
-    let by_cookie: HashMap<u64, &SocketSnapshot> =
-        prev.unwrap_or(&[]).iter().map(|s| (s.cookie, s)).collect();
+) -> Vec<Connection<'a>> {
+    let by_cookie: HashMap<(u64, u64), &SocketSnapshot> = prev
+        .map(|p| p.iter().map(|(n, s)| ((n.inode, s.cookie), s)).collect())
+        .unwrap_or_default();
     let iv = interval.unwrap_or(Duration::ZERO);
+    let all: Vec<_> = cur.iter().collect();
     let diagnosis = diagnose(&Observations {
-        sockets: cur
+        sockets: all
             .iter()
-            .map(|s| SocketPair {
-                prev: by_cookie.get(&s.cookie).copied(),
+            .map(|(ns, s)| SocketPair {
+                prev: by_cookie.get(&(ns.inode, s.cookie)).copied(),
                 cur: s,
             })
             .collect(),
@@ -250,19 +370,23 @@ fn build(
         socket_interval: iv,
         ..Default::default()
     });
-    let mut out: Vec<Connection> = cur
+    let mut out: Vec<Connection> = all
         .into_iter()
         .zip(diagnosis.connections)
-        .map(|(s, verdict)| {
-            let p = by_cookie.get(&s.cookie).copied();
-            Connection {
-                throughput_bits_per_second: interval
-                    .and_then(|i| throughput(p, &s, i.as_secs_f64())),
-                socket: s,
-                verdict,
+        .filter_map(|((ns, s), verdict)| {
+            let p = by_cookie.get(&(ns.inode, s.cookie)).copied();
+            if problems_only && !verdict.is_problem() {
+                return None;
             }
+            Some(Connection {
+                throughput_bits_per_second: interval
+                    .and_then(|i| throughput(p, s, i.as_secs_f64())),
+                socket: s,
+                netns: ns,
+                container: cur.container_of(s),
+                verdict,
+            })
         })
-        .filter(|c| !problems_only || c.verdict.is_problem())
         .collect();
     // Problems first (most severe first), then the busiest.
     let weight = |c: &Connection| {
@@ -341,7 +465,14 @@ fn explain(c: &Connection) -> String {
         s.process_label()
             .unwrap_or_else(|| "(process unknown)".into())
     );
-    if let Some(o) = s.owners.first() {
+    out += &format!(
+        "    netns:    {} (inode {})\n",
+        c.netns.label(),
+        c.netns.inode
+    );
+    if let Some(ct) = c.container {
+        out += &format!("    owner:    {}  (cgroup {})\n", ct.label(), ct.cgroup);
+    } else if let Some(o) = s.owners.first() {
         if let Some(cg) = &o.cgroup {
             out += &format!("    cgroup:   {cg}\n");
         }
@@ -421,7 +552,85 @@ fn explain(c: &Connection) -> String {
     out
 }
 
-fn print_text(conns: &[Connection], a: &Args, limitations: &[String], interval: Option<Duration>) {
+/// The group a connection is listed under: its namespace (when several were asked for) and its
+/// owner's pod/container.
+fn group_label(c: &Connection, namespaces: bool) -> String {
+    let owner = match c.container {
+        Some(ct) => match (ct.pod_label(), ct.container_label()) {
+            (Some(p), Some(k)) => format!("pod {p}  container {k}"),
+            (Some(p), None) => format!("pod {p}"),
+            (None, Some(k)) => format!("container {k}"),
+            (None, None) => ct.label(),
+        },
+        None => "no container".to_string(),
+    };
+    if namespaces {
+        format!("netns {}  {owner}", c.netns.label())
+    } else {
+        owner
+    }
+}
+
+/// One table, or one per namespace and pod/container (groups in order of their first, most
+/// severe, connection).
+fn grouped_tables(conns: &[Connection], grouped: Grouping) -> String {
+    if grouped == Grouping::None {
+        let rows: Vec<Vec<String>> = conns.iter().map(row).collect();
+        return render::table(&HEADER, &rows);
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: HashMap<String, Vec<&Connection>> = HashMap::new();
+    for c in conns {
+        let key = group_label(c, grouped == Grouping::NamespaceAndOwner);
+        if !groups.contains_key(&key) {
+            order.push(key.clone());
+        }
+        groups.entry(key).or_default().push(c);
+    }
+    let mut out = String::new();
+    for (i, key) in order.iter().enumerate() {
+        let members = &groups[key];
+        if i > 0 {
+            out += "\n";
+        }
+        out += &format!(
+            "== {key} ({}) ==\n",
+            render::plural(members.len(), "connection")
+        );
+        let rows: Vec<Vec<String>> = members.iter().map(|c| row(c)).collect();
+        out += &render::table(&HEADER, &rows);
+    }
+    out
+}
+
+/// How text output groups connections.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Grouping {
+    /// One table (one namespace, no container owners).
+    None,
+    /// By pod/container.
+    Owner,
+    /// By namespace and pod/container.
+    NamespaceAndOwner,
+}
+
+fn grouping(conns: &[Connection], explicit_netns: bool) -> Grouping {
+    if explicit_netns {
+        Grouping::NamespaceAndOwner
+    } else if conns.iter().any(|c| c.container.is_some()) {
+        Grouping::Owner
+    } else {
+        Grouping::None
+    }
+}
+
+fn print_text(
+    conns: &[Connection],
+    a: &Args,
+    limitations: &[String],
+    interval: Option<Duration>,
+    grouped: Grouping,
+) {
     let mut out = String::new();
     match interval {
         Some(i) => {
@@ -438,8 +647,7 @@ fn print_text(conns: &[Connection], a: &Args, limitations: &[String], interval: 
             )
         }
     }
-    let rows: Vec<Vec<String>> = conns.iter().map(row).collect();
-    out += &render::table(&HEADER, &rows);
+    out += &grouped_tables(conns, grouped);
     let with_findings: Vec<&Finding> = conns
         .iter()
         .flat_map(|c| c.verdict.findings.iter())
@@ -492,58 +700,70 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--watch must be more than zero");
     }
     let filters = Filters::from_args(&a)?;
+    let selection = a.netns.select()?;
+    let namespaces = &selection.namespaces;
     let (host, host_note) = host_context();
     let kernel = host.kernel.as_ref().map(|k| k.to_string());
     let mut limitations: Vec<String> = host_note.into_iter().collect();
-    let limit_line = |stats: &DumpStats| stats.limitation();
+    limitations.extend(selection.notes.iter().cloned());
+    let with = |extra: Vec<String>| -> Vec<String> {
+        let mut l = limitations.clone();
+        l.extend(extra);
+        l
+    };
 
-    let (first, first_stats, t0) = sample(&filters)?;
+    let (first, t0) = sample(&filters, namespaces, None)?;
     if a.once {
-        limitations.extend(limit_line(&first_stats));
-        let conns = build(None, first, None, &host, a.problems);
-        return output(&a, conns, first_stats, limitations, kernel, None);
+        let conns = build(None, &first, None, &host, a.problems);
+        let g = grouping(&conns, selection.explicit);
+        let lims = with(sample_notes(&first));
+        return output(&a, conns, &first, lims, kernel, None, g);
     }
 
     let Some(every) = a.watch else {
         std::thread::sleep(a.interval);
-        let (second, stats, t1) = sample(&filters)?;
-        limitations.extend(limit_line(&stats));
+        let (second, t1) = sample(&filters, namespaces, None)?;
         let iv = t1 - t0;
-        let conns = build(Some(&first), second, Some(iv), &host, a.problems);
-        return output(&a, conns, stats, limitations, kernel, Some(iv));
+        let conns = build(Some(&first), &second, Some(iv), &host, a.problems);
+        let g = grouping(&conns, selection.explicit);
+        let lims = with(sample_notes(&second));
+        return output(&a, conns, &second, lims, kernel, Some(iv), g);
     };
 
-    // --watch: refresh with deltas since the previous refresh.
+    // --watch: refresh with deltas since the previous refresh, on a fixed schedule (a round
+    // that overran starts the next at once). Each round reuses the previous one's owners, so
+    // /proc is scanned only for sockets that are new.
     let mut prev = first;
     let mut t_prev = t0;
     let mut n = 0u64;
     loop {
-        std::thread::sleep(every);
-        let (cur, stats, t) = sample(&filters)?;
-        let iv = t - t_prev;
-        let keep = cur.clone();
-        let conns = build(Some(&prev), cur, Some(iv), &host, a.problems);
-        let mut lims = limitations.clone();
-        lims.extend(limit_line(&stats));
-        if a.json {
-            write_json_line(
-                &Report {
-                    kernel: kernel.clone(),
-                    interval_us: Some(iv.as_micros() as u64),
-                    stats,
-                    limitations: lims,
-                    connections: conns,
-                },
-                false,
-            )?;
-        } else {
-            if std::io::stdout().is_terminal() {
-                print!("\x1b[2J\x1b[H");
-            }
-            print_text(&conns, &a, &lims, Some(iv));
-            println!();
+        // The next sample starts one interval after the previous one started: the time spent
+        // judging and printing does not add to the interval.
+        let next = t_prev + every;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
         }
-        prev = keep;
+        let (cur, t) = sample(&filters, namespaces, Some(&mut prev))?;
+        let iv = t - t_prev;
+        {
+            let conns = build(Some(&prev), &cur, Some(iv), &host, a.problems);
+            let lims = with(sample_notes(&cur));
+            if a.json {
+                write_json_line(
+                    &Report::new(kernel.clone(), Some(iv), &cur, lims, conns),
+                    false,
+                )?;
+            } else {
+                if std::io::stdout().is_terminal() {
+                    print!("\x1b[2J\x1b[H");
+                }
+                let g = grouping(&conns, selection.explicit);
+                print_text(&conns, &a, &lims, Some(iv), g);
+                println!();
+            }
+        }
+        prev = cur;
         t_prev = t;
         n += 1;
         if a.count.is_some_and(|c| n >= c) {
@@ -555,26 +775,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 fn output(
     a: &Args,
     conns: Vec<Connection>,
-    stats: DumpStats,
+    dump: &MultiDump,
     limitations: Vec<String>,
     kernel: Option<String>,
     interval: Option<Duration>,
+    grouped: Grouping,
 ) -> anyhow::Result<ExitCode> {
     if a.json {
         // Compact when large: a pretty document of tens of thousands of sockets is mostly spaces.
         let pretty = conns.len() <= 200;
-        let report = Report {
-            kernel,
-            interval_us: interval.map(|i| i.as_micros() as u64),
-            stats,
-            limitations,
-            connections: conns,
-        };
+        let report = Report::new(kernel, interval, dump, limitations, conns);
         write_json_line(&report, pretty)?;
         // Tens of thousands of connections: the process exits next, let it drop them wholesale.
         std::mem::forget(report);
     } else {
-        print_text(&conns, a, &limitations, interval);
+        print_text(&conns, a, &limitations, interval, grouped);
     }
     Ok(ExitCode::SUCCESS)
 }
