@@ -106,6 +106,18 @@ pub struct PartReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crosscheck: Option<crosscheck::CrossCheck>,
     pub elapsed_ms: u64,
+    /// What the workload observed, as handed to the rules (for plots; not in JSON).
+    #[serde(skip)]
+    pub observed: Observed,
+}
+
+/// What a part's workload observed.
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// A transfer: throughput over time, limit shares, RTT.
+    Transfer(netblame_core::rules::lab::TransferObservation),
+    /// Sequential connects: each one's time.
+    Connects(netblame_core::rules::lab::ConnectObservation),
 }
 
 /// A whole scenario.
@@ -194,9 +206,20 @@ fn part(
         Work::Connects(n) => Some(Cross::Probe(*n)),
         _ => None,
     };
+    let observed;
     let mut findings = match work {
-        Work::Transfer(spec) => judge_transfer(&workload::transfer(&lab, &spec)?),
-        Work::Connects(n) => judge_connects(&workload::connects(&lab, n)?),
+        Work::Transfer(spec) => {
+            let obs = workload::transfer(&lab, &spec)?;
+            let f = judge_transfer(&obs);
+            observed = Observed::Transfer(obs);
+            f
+        }
+        Work::Connects(n) => {
+            let obs = workload::connects(&lab, n)?;
+            let f = judge_connects(&obs);
+            observed = Observed::Connects(obs);
+            f
+        }
         Work::TransferWithHost(spec) => {
             let rns = lab.netns(spec.sender.peer());
             let before = workload::counters(&rns)?;
@@ -206,6 +229,7 @@ fn part(
             let snap = host_snapshot(&rns, before, after, t0.elapsed())?;
             let mut f = judge_transfer(&obs);
             f.extend(netblame_core::rules::host::judge(&snap, None));
+            observed = Observed::Transfer(obs);
             f
         }
     };
@@ -226,6 +250,7 @@ fn part(
         counters,
         crosscheck,
         elapsed_ms: start.elapsed().as_millis() as u64,
+        observed,
     })
 }
 

@@ -135,6 +135,10 @@ struct ClientArgs {
     /// One iperf3-layout JSON document (with a `netblame` key) instead of text.
     #[arg(short = 'J', long)]
     json: bool,
+    /// Also draw an SVG: throughput, cwnd, RTT and what limited the sender per interval, from
+    /// both ends when the server is netblame.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -217,6 +221,9 @@ fn client(a: ClientArgs) -> anyhow::Result<ExitCode> {
         .flat_map(transfer::judge)
         .collect();
     rank(&mut findings);
+    if let Some(p) = &a.plot {
+        crate::plot::save(p, &crate::plot::bench::render(&outcome)?)?;
+    }
     if json {
         render::print_json(&report::iperf3_json(&outcome, &findings))?;
     } else {

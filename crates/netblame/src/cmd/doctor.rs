@@ -42,6 +42,10 @@ pub struct Args {
     /// Exit with code 3 when a finding reaches this severity (for scripts).
     #[arg(long, value_enum)]
     fail_on: Option<FailOn>,
+    /// Also write a self-contained HTML report (verdict, findings by layer with evidence and
+    /// fix, pictures; no network needed to view it).
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<std::path::PathBuf>,
 }
 
 /// A finding with how many connections showed it (0 for host findings).
@@ -143,6 +147,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         with_problems: 0,
     };
     let mut problems: Vec<(Option<Severity>, ProblemConnection)> = Vec::new();
+    let mut limits = Vec::new();
     match second {
         Some(Ok(d)) => {
             let prev: HashMap<u64, &SocketSnapshot> = first
@@ -161,6 +166,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
                 let v = judge_connection(p, &s, interval, &ctx);
+                if let Some(sh) = v.shares {
+                    limits.push((s.label(), sh));
+                }
                 if v.is_problem() {
                     counts.with_problems += 1;
                     problems.push((
@@ -227,6 +235,34 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         _ => ExitCode::SUCCESS,
     };
 
+    if let Some(path) = &a.report {
+        crate::plot::report::write_doctor(
+            path,
+            &crate::plot::report::DoctorPage {
+                verdict: &v,
+                context: format!(
+                    "{} window; {} sampled, {} judged over the window, {} with problems; kernel {}",
+                    format_duration(Duration::from_micros(snap.window_us)),
+                    render::plural(counts.sampled, "connection"),
+                    counts.judged_over_window,
+                    counts.with_problems,
+                    snap.kernel.as_ref().map_or("unknown".into(), |k| k.to_string())
+                ),
+                findings: all.iter().map(|r| (&r.finding, r.connections)).collect(),
+                problems: problems
+                    .iter()
+                    .map(|(_, p)| crate::plot::report::ProblemRow {
+                        connection: &p.connection,
+                        process: p.process.as_deref(),
+                        limit: p.limit.as_deref(),
+                        findings: &p.findings,
+                    })
+                    .collect(),
+                skipped: &skipped,
+                limits: &limits,
+            },
+        )?;
+    }
     if a.json {
         render::print_json(&Report {
             verdict: v,
