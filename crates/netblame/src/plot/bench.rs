@@ -61,6 +61,7 @@ pub fn render(o: &ClientOutcome) -> anyhow::Result<String> {
         })
         .collect();
     let panels = 3 + ends.len().max(1);
+    // Bars of what limited the sender need a sender with the kernel's stopwatches.
     let x_max = top(
         lines
             .iter()
@@ -99,7 +100,7 @@ pub fn render(o: &ClientOutcome) -> anyhow::Result<String> {
         }
         panel(&areas[0], "throughput (Mbit/s)", x_max, &lines, &|p| {
             Some(p.bits_per_second / 1e6)
-        }, None)?;
+        }, Some(&|v| format!("{v:.0}")))?;
         panel(&areas[1], "congestion window (sender)", x_max, &lines, &|p| {
             p.sender.then_some(p.snd_cwnd_bytes as f64)
         }, Some(&|v| bytes_label(*v)))?;
@@ -231,7 +232,6 @@ fn shares(area: &Area, server: bool, x_max: f64, lines: &[Line]) -> anyhow::Resu
         .margin(8)
         .x_label_area_size(32)
         .y_label_area_size(75)
-        .right_y_label_area_size(10)
         .build_cartesian_2d(0f64..x_max, 0f64..100f64)?;
     chart
         .configure_mesh()

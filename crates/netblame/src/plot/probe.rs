@@ -133,21 +133,16 @@ fn over_time(area: &Area, t: &TargetLatency, spikes: &[Spike], n: usize) -> anyh
     if !spikes.is_empty() {
         chart
             .draw_series(spikes.iter().map(|s| {
-                Circle::new(
-                    (s.at_us as f64 / 1e6, s.latency_us as f64 / 1e3),
-                    7,
-                    ALERT.stroke_width(2),
-                )
+                EmptyElement::at((s.at_us as f64 / 1e6, s.latency_us as f64 / 1e3))
+                    + Circle::new((0, 0), 7, ALERT.stroke_width(2))
+                    + Text::new(
+                        format!("{} #{}", ms(s.latency_us as f64 / 1e3), s.seq),
+                        (9, -16),
+                        (FONT, 11).into_font().color(&ALERT),
+                    )
             }))?
             .label("largest")
             .legend(|(x, y)| Circle::new((x, y), 5, ALERT.stroke_width(2)));
-        chart.draw_series(spikes.iter().map(|s| {
-            Text::new(
-                format!("{} #{}", ms(s.latency_us as f64 / 1e3), s.seq),
-                (s.at_us as f64 / 1e6, s.latency_us as f64 / 1e3),
-                (FONT, 11).into_font().color(&ALERT),
-            )
-        }))?;
     }
     chart
         .configure_series_labels()
@@ -205,6 +200,7 @@ fn histogram(area: &Area, t: &TargetLatency, n: usize) -> anyhow::Result<()> {
                 )),
         )
         .y_desc("replies")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style((FONT, 12))
         .axis_desc_style((FONT, 13))
         .light_line_style(RGBColor(235, 235, 235))

@@ -5,8 +5,8 @@
 //! ACK line. Sequence numbers are relative to the sender's first one.
 //!
 //! Long connections are thinned to what the picture can show: per pixel column, one bar from
-//! the lowest to the highest byte sent there, and the highest ACK and window edge; every
-//! retransmission and zero window stays (up to a few thousand each).
+//! the lowest to the highest byte sent there (one for first transmissions, one for
+//! retransmissions), the highest ACK, the last window edge and one zero-window mark.
 
 use super::{bytes_label, colour, note, svg, top, Area, ALERT, FONT};
 use netblame_core::observe::flow::{FlowObservation, Side};
@@ -75,8 +75,14 @@ fn lines(sender: Side, points: &[SegmentPoint], t_max: f64) -> Lines {
             }
             let seg = (t, p.seq as f64, (p.seq + p.len as i64) as f64);
             if p.retransmission {
-                if l.retrans.len() < MAX_MARKS {
-                    l.retrans.push(seg);
+                let room = l.retrans.len() < MAX_MARKS;
+                match l.retrans.last_mut() {
+                    Some(last) if thin && col(last.0) == col(t) => {
+                        last.1 = last.1.min(seg.1);
+                        last.2 = last.2.max(seg.2);
+                    }
+                    _ if room => l.retrans.push(seg),
+                    _ => {}
                 }
                 continue;
             }
@@ -89,7 +95,8 @@ fn lines(sender: Side, points: &[SegmentPoint], t_max: f64) -> Lines {
             }
         } else if let (Some(ack), Some(edge)) = (p.ack, p.window_edge()) {
             let (ack, edge) = (ack as f64, edge as f64);
-            if p.zero_window && l.zero.len() < MAX_MARKS {
+            let zero_seen = l.zero.last().is_some_and(|q| thin && col(q.0) == col(t));
+            if p.zero_window && !zero_seen && l.zero.len() < MAX_MARKS {
                 l.zero.push((t, ack));
             }
             let same_col = |v: &Vec<(f64, f64)>| v.last().is_some_and(|q| thin && col(q.0) == col(t));
@@ -166,15 +173,6 @@ fn draw(root: &Area, title: &str, l: &Lines, t_max: f64, dropped: u64) -> anyhow
         .axis_desc_style((FONT, 13))
         .light_line_style(RGBColor(238, 238, 238))
         .draw()?;
-    let data = colour(0);
-    chart
-        .draw_series(
-            l.data
-                .iter()
-                .map(|&(t, a, b)| PathElement::new([(t, a), (t, b)], data.stroke_width(2))),
-        )?
-        .label("data sent")
-        .legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], data.stroke_width(3)));
     if !l.ack.is_empty() {
         chart
             .draw_series(LineSeries::new(l.ack.iter().copied(), ACK.stroke_width(1)))?
@@ -188,12 +186,21 @@ fn draw(root: &Area, title: &str, l: &Lines, t_max: f64, dropped: u64) -> anyhow
             .label("receive window edge (ACK + window)")
             .legend(|(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], WINDOW.stroke_width(2)));
     }
+    let data = colour(0);
+    chart
+        .draw_series(
+            l.data
+                .iter()
+                .map(|&(t, a, b)| PathElement::new([(t, a), (t, b)], data.stroke_width(2))),
+        )?
+        .label("data sent")
+        .legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], data.stroke_width(3)));
     if !l.retrans.is_empty() {
         chart
             .draw_series(l.retrans.iter().map(|&(t, a, b)| {
                 PathElement::new([(t, a), (t, b)], ALERT.stroke_width(3))
             }))?
-            .label(format!("retransmission ({})", l.retrans.len()))
+            .label("retransmission")
             .legend(|(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], ALERT.stroke_width(3)));
         chart.draw_series(
             l.retrans
@@ -206,9 +213,9 @@ fn draw(root: &Area, title: &str, l: &Lines, t_max: f64, dropped: u64) -> anyhow
             .draw_series(
                 l.zero
                     .iter()
-                    .map(|&(t, a)| TriangleMarker::new((t, a), 6, ALERT.filled())),
+                    .map(|&(t, a)| TriangleMarker::new((t, a), 4, ALERT.mix(0.7).filled())),
             )?
-            .label(format!("zero window advertised ({})", l.zero.len()))
+            .label("zero window advertised")
             .legend(|(x, y)| TriangleMarker::new((x, y), 5, ALERT.filled()));
     }
     chart.draw_series(l.syn_fin_rst.iter().map(|&(t, s, m)| {
