@@ -42,19 +42,21 @@ pub fn findings_by_layer(findings: &[&Finding]) -> anyhow::Result<String> {
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(40)
-            .build_cartesian_2d(0f64..4f64, 0f64..top(max.max(1.0)))?;
+            .build_cartesian_2d(-0.5f64..3.5f64, 0f64..top(max.max(1.0)))?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(5)
+            .x_labels(4)
             .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                if (x - x.floor()).abs() < 1e-9 && i < 4 {
-                    LAYERS[i].to_string()
+                let i = x.round();
+                if (x - i).abs() < 1e-9 && (0.0..4.0).contains(&i) {
+                    LAYERS[i as usize].to_string()
                 } else {
                     String::new()
                 }
             })
+            .y_labels((max as usize + 1).min(10))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("findings")
             .label_style((FONT, 12))
             .axis_desc_style((FONT, 12))
@@ -66,7 +68,7 @@ pub fn findings_by_layer(findings: &[&Finding]) -> anyhow::Result<String> {
                 .draw_series(counts.iter().enumerate().map(|(i, n)| {
                     let below = n[..k].iter().sum::<usize>() as f64;
                     Rectangle::new(
-                        [(i as f64 + 0.2, below), (i as f64 + 0.8, below + n[k] as f64)],
+                        [(i as f64 - 0.3, below), (i as f64 + 0.3, below + n[k] as f64)],
                         c.filled(),
                     )
                 }))?

@@ -214,15 +214,15 @@ fn bars(area: &Area, rep: &ScenarioReport) -> anyhow::Result<()> {
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, 0f64..y_max * 1.25)?;
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..y_max * 1.25)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n + 1)
+        .x_labels(n)
         .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - x.floor()).abs() < 1e-9 && i < n {
-                format!("part {}", i + 1)
+            let i = x.round();
+            if (x - i).abs() < 1e-9 && i >= 0.0 && (i as usize) < n {
+                format!("part {}", i as usize + 1)
             } else {
                 String::new()
             }
@@ -236,7 +236,7 @@ fn bars(area: &Area, rep: &ScenarioReport) -> anyhow::Result<()> {
         let c = colour(i);
         let x = i as f64;
         chart.draw_series([Rectangle::new(
-            [(x + 0.15, 0.0), (x + 0.85, *v)],
+            [(x - 0.35, 0.0), (x + 0.35, *v)],
             c.mix(0.85).filled(),
         )])?;
         let finding = p
@@ -249,13 +249,13 @@ fn bars(area: &Area, rep: &ScenarioReport) -> anyhow::Result<()> {
         chart.draw_series([
             Text::new(
                 format!("{v:.1}"),
-                (x + 0.2, top_y + y_max * 0.14),
+                (x - 0.3, top_y + y_max * 0.14),
                 (FONT, 13).into_font().style(FontStyle::Bold),
             ),
-            Text::new(finding.to_string(), (x + 0.2, top_y + y_max * 0.08), (FONT, 11).into_font()),
+            Text::new(finding.to_string(), (x - 0.3, top_y + y_max * 0.08), (FONT, 11).into_font()),
             Text::new(
                 if p.matched { "verdict matched" } else { "verdict MISMATCH" }.to_string(),
-                (x + 0.2, top_y + y_max * 0.02),
+                (x - 0.3, top_y + y_max * 0.02),
                 (FONT, 11)
                     .into_font()
                     .color(if p.matched { &RGBColor(0, 120, 60) } else { &ALERT }),
