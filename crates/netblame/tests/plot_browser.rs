@@ -437,9 +437,11 @@ fn doctor_report_renders_in_a_browser() {
     };
     let dir = TempDir::new("nb-report");
     let (_srv, port) = bench_server();
+    let bench_svg = dir.file("bench.svg");
     let mut client = Command::new(env!("CARGO_BIN_EXE_netblame"))
         .args(["bench", "client", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", "6", "--rcvbuf", "64k"])
+        .args(["-t", "4", "--rcvbuf", "64k", "--plot"])
+        .arg(&bench_svg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -453,7 +455,7 @@ fn doctor_report_renders_in_a_browser() {
         "--report",
         html.to_str().unwrap(),
     ]);
-    let _ = client.wait();
+    assert!(client.wait().unwrap().success());
     assert_eq!(code, 0, "{e}");
     assert!(e.contains("report written to"), "{e}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -480,6 +482,34 @@ fn doctor_report_renders_in_a_browser() {
     }
     assert!(dom.contains("id=\"plot-findings-by-layer\""));
     assert!(dom.contains("findings per layer"));
+
+    // Another command's picture attached: an image inside the page.
+    let html2 = dir.file("attached.html");
+    let (code, _, e) = netblame(&[
+        "doctor",
+        "--duration",
+        "1s",
+        "--report",
+        html2.to_str().unwrap(),
+        "--attach",
+        bench_svg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{e}");
+    let dom = check_rendered(&browser, &dir, &html2, (1200, 2400));
+    assert!(dom.contains("id=\"attached-1\""));
+    assert!(dom.contains("<img alt=") && dom.contains("src=\"data:image/svg+xml;base64,"));
+    // Only SVG documents are attached.
+    let (code, _, e) = netblame(&[
+        "doctor",
+        "--duration",
+        "1s",
+        "--report",
+        html2.to_str().unwrap(),
+        "--attach",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{e}");
+    assert!(e.contains("not an SVG document"), "{e}");
 }
 
 /// A lab scenario's before/after picture (root: namespaces).

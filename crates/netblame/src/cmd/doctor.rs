@@ -46,6 +46,10 @@ pub struct Args {
     /// fix, pictures; no network needed to view it).
     #[arg(long, value_name = "FILE.html")]
     report: Option<std::path::PathBuf>,
+    /// Add an SVG to the report's pictures (repeatable), e.g. from `bench client --plot` or
+    /// `pcap --conn ID --plot`; embedded as an image, so nothing in it runs.
+    #[arg(long, value_name = "FILE.svg", requires = "report")]
+    attach: Vec<std::path::PathBuf>,
 }
 
 /// A finding with how many connections showed it (0 for host findings).
@@ -260,6 +264,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     .collect(),
                 skipped: &skipped,
                 limits: &limits,
+                attach: &a.attach,
             },
         )?;
     }

@@ -46,6 +46,8 @@ pub struct DoctorPage<'a> {
     pub skipped: &'a [Skipped],
     /// What limited each connection over the window, where the kernel says.
     pub limits: &'a [(String, LimitShares)],
+    /// SVG files to add to the pictures (`--attach`).
+    pub attach: &'a [std::path::PathBuf],
 }
 
 const CSS: &str = r#"
@@ -145,6 +147,16 @@ pub fn doctor_html(p: &DoctorPage) -> anyhow::Result<String> {
             escape(caption)
         );
     }
+    for (i, path) in p.attach.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<figure id=\"attached-{}\">\n<img alt=\"{}\" src=\"data:image/svg+xml;base64,{}\">\n<figcaption>{}</figcaption>\n</figure>\n",
+            i + 1,
+            escape(&path.display().to_string()),
+            base64(&read_svg(path)?),
+            escape(&path.display().to_string())
+        );
+    }
     h.push_str("</section>\n");
 
     if !p.problems.is_empty() {
@@ -228,6 +240,42 @@ fn finding(h: &mut String, f: &Finding, connections: usize) {
     h.push_str("</dl>\n</article>\n");
 }
 
+/// The most an attached SVG may weigh.
+const MAX_ATTACH: u64 = 16 << 20;
+
+/// Reads an SVG to attach: a regular file, at most 16 MiB, that is an SVG document.
+fn read_svg(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    let meta = std::fs::metadata(path).with_context(|| format!("--attach {}", path.display()))?;
+    anyhow::ensure!(
+        meta.is_file() && meta.len() <= MAX_ATTACH,
+        "--attach {}: not a regular file of at most 16 MiB",
+        path.display()
+    );
+    let data = std::fs::read(path).with_context(|| format!("--attach {}", path.display()))?;
+    let head = String::from_utf8_lossy(&data[..data.len().min(512)]).to_string();
+    anyhow::ensure!(
+        head.trim_start().starts_with("<svg") || head.trim_start().starts_with("<?xml") && head.contains("<svg"),
+        "--attach {}: not an SVG document",
+        path.display()
+    );
+    Ok(data)
+}
+
+/// Standard base64 with padding (RFC 4648), for a data: URL.
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        out.push(A[(n >> 18) as usize & 63] as char);
+        out.push(A[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
+    }
+    out
+}
+
 /// An SVG document's `<?xml ...?>` line, if any, is not allowed inside HTML.
 fn strip_xml_prolog(svg: &str) -> &str {
     match svg.find("<svg") {
@@ -246,6 +294,21 @@ pub fn write_doctor(path: &Path, page: &DoctorPage) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
 
     #[test]
     fn escapes_markup_and_quotes() {
