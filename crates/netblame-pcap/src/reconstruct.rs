@@ -26,11 +26,11 @@
 //! - RTT samples: never from retransmitted data (Karn) nor from a 0 ns difference.
 
 use crate::decode::{flags as tcpflags, Segment, ECN_CE};
+use crate::segments::{Recorder, Seen, SegmentTrace};
 use netblame_core::observe::flow::{
     CapturePoint, CloseKind, DirectionStats, Endpoint, FlowObservation, Handshake, IdleGap,
     IntervalSample, Side, TcpOptions, ZeroWindowEpisode,
 };
-use crate::segments::{Recorder, Seen, SegmentTrace};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 

@@ -56,9 +56,15 @@ fn chromium(test: &str) -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("NETBLAME_REQUIRE_ROOT").as_deref() == Ok("1") {
-        panic!("{test}: {} is missing (apt-get install chromium)", path.display());
+        panic!(
+            "{test}: {} is missing (apt-get install chromium)",
+            path.display()
+        );
     }
-    eprintln!("{test}: skipped: no browser at {} (apt-get install chromium)", path.display());
+    eprintln!(
+        "{test}: skipped: no browser at {} (apt-get install chromium)",
+        path.display()
+    );
     None
 }
 
@@ -189,7 +195,11 @@ fn check_rendered(browser: &Path, dir: &TempDir, file: &Path, size: (u32, u32)) 
         shot.inked * 100.0
     );
     let dom = browse(browser, file, &["--dump-dom".to_string()]);
-    assert!(dom.contains("<svg"), "{}: no svg in the DOM", file.display());
+    assert!(
+        dom.contains("<svg"),
+        "{}: no svg in the DOM",
+        file.display()
+    );
     assert!(
         dom.contains("<text"),
         "{}: no text in the DOM",
@@ -242,7 +252,10 @@ fn probe_plot_renders_in_a_browser() {
     assert_eq!(code, 0, "{out}{e}");
     assert!(e.contains("plot written to"), "{e}");
     let dom = check_rendered(&browser, &dir, &svg, (1200, 360));
-    assert!(dom.contains(&format!("{listen}: round trip over time (40 sent, 0 lost)")), "{dom}");
+    assert!(
+        dom.contains(&format!("{listen}: round trip over time (40 sent, 0 lost)")),
+        "{dom}"
+    );
     assert!(dom.contains("round trip histogram"));
     assert!(dom.contains("largest"));
 }
@@ -251,7 +264,15 @@ fn probe_plot_renders_in_a_browser() {
 fn bench_server() -> (Proc, u16) {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_netblame"))
-        .args(["bench", "server", "-B", "127.0.0.1", "-p", &port.to_string(), "--one-off"])
+        .args([
+            "bench",
+            "server",
+            "-B",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--one-off",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -319,13 +340,29 @@ fn pcap_time_sequence_graph_renders_in_a_browser() {
     let pcap = dir.file("slow.pcap");
     let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     l.set_recv_buffer_size(64 * 1024).unwrap();
-    l.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
-        .unwrap();
+    l.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     l.listen(1).unwrap();
     let l: TcpListener = l.into();
     let port = l.local_addr().unwrap().port();
     let mut dump = Command::new("tcpdump")
-        .args(["-i", "lo", "-U", "--immediate-mode", "-n", "-s", "128", "-Z", "root", "-w"])
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "--immediate-mode",
+            "-n",
+            "-s",
+            "128",
+            "-Z",
+            "root",
+            "-w",
+        ])
         .arg(&pcap)
         .arg(format!("tcp port {port}"))
         .stdout(Stdio::null())
@@ -381,7 +418,10 @@ fn pcap_time_sequence_graph_renders_in_a_browser() {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !closed() {
-        assert!(Instant::now() < deadline, "tcpdump wrote no complete connection");
+        assert!(
+            Instant::now() < deadline,
+            "tcpdump wrote no complete connection"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = Command::new("kill")
@@ -461,7 +501,14 @@ fn doctor_report_renders_in_a_browser() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let text = std::fs::read_to_string(&html).unwrap();
     // Self-contained: nothing to fetch, nothing to run.
-    for bad in ["src=\"http", "href=\"http", "url(", "@import", "<script", "<link"] {
+    for bad in [
+        "src=\"http",
+        "href=\"http",
+        "url(",
+        "@import",
+        "<script",
+        "<link",
+    ] {
         assert!(!text.contains(bad), "the report has {bad:?}");
     }
     let dom = check_rendered(&browser, &dir, &html, (1200, 1800));
@@ -470,7 +517,12 @@ fn doctor_report_renders_in_a_browser() {
     assert!(verdict < findings, "the verdict comes first");
     let headline = v["verdict"]["headline"].as_str().unwrap();
     assert!(
-        dom.contains(&headline.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")),
+        dom.contains(
+            &headline
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        ),
         "headline {headline:?} not on the page"
     );
     for f in v["findings"].as_array().unwrap() {

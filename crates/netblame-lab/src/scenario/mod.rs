@@ -114,8 +114,8 @@ pub struct PartReport {
 /// What a part's workload observed.
 #[derive(Debug, Clone)]
 pub enum Observed {
-    /// A transfer: throughput over time, limit shares, RTT.
-    Transfer(netblame_core::rules::lab::TransferObservation),
+    /// A transfer: bytes, time, the sender's `tcp_info` at both ends (limit shares), RTT.
+    Transfer(Box<netblame_core::rules::lab::TransferObservation>),
     /// Sequential connects: each one's time.
     Connects(netblame_core::rules::lab::ConnectObservation),
 }
@@ -211,7 +211,7 @@ fn part(
         Work::Transfer(spec) => {
             let obs = workload::transfer(&lab, &spec)?;
             let f = judge_transfer(&obs);
-            observed = Observed::Transfer(obs);
+            observed = Observed::Transfer(Box::new(obs));
             f
         }
         Work::Connects(n) => {
@@ -229,7 +229,7 @@ fn part(
             let snap = host_snapshot(&rns, before, after, t0.elapsed())?;
             let mut f = judge_transfer(&obs);
             f.extend(netblame_core::rules::host::judge(&snap, None));
-            observed = Observed::Transfer(obs);
+            observed = Observed::Transfer(Box::new(obs));
             f
         }
     };

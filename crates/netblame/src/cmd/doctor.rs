@@ -250,7 +250,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     render::plural(counts.sampled, "connection"),
                     counts.judged_over_window,
                     counts.with_problems,
-                    snap.kernel.as_ref().map_or("unknown".into(), |k| k.to_string())
+                    snap.kernel
+                        .as_ref()
+                        .map_or("unknown".into(), |k| k.to_string())
                 ),
                 findings: all.iter().map(|r| (&r.finding, r.connections)).collect(),
                 problems: problems

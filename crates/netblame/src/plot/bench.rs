@@ -22,10 +22,9 @@ struct Line {
 fn collect(end: &str, server: bool, intervals: &[IntervalSample], out: &mut Vec<Line>) {
     for iv in intervals {
         for s in &iv.streams {
-            match out
-                .iter_mut()
-                .find(|l| l.server == server && l.points[0].id == s.id && l.points[0].sender == s.sender)
-            {
+            match out.iter_mut().find(|l| {
+                l.server == server && l.points[0].id == s.id && l.points[0].sender == s.sender
+            }) {
                 Some(l) => l.points.push(s.clone()),
                 None => {
                     let n = out.len();
@@ -55,19 +54,17 @@ pub fn render(o: &ClientOutcome) -> anyhow::Result<String> {
     let ends: Vec<bool> = [false, true]
         .into_iter()
         .filter(|srv| {
-            lines
-                .iter()
-                .any(|l| l.server == *srv && l.points.iter().any(|p| p.sender && p.shares().is_some()))
+            lines.iter().any(|l| {
+                l.server == *srv && l.points.iter().any(|p| p.sender && p.shares().is_some())
+            })
         })
         .collect();
     let panels = 3 + ends.len().max(1);
     // Bars of what limited the sender need a sender with the kernel's stopwatches.
-    let x_max = top(
-        lines
-            .iter()
-            .flat_map(|l| l.points.iter().map(|p| p.end))
-            .fold(0.0, f64::max),
-    );
+    let x_max = top(lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.end))
+        .fold(0.0, f64::max));
     let direction = if o.params.bidir {
         "both directions"
     } else if o.params.reverse {
@@ -98,15 +95,30 @@ pub fn render(o: &ClientOutcome) -> anyhow::Result<String> {
         if lines.is_empty() {
             return note(&areas[0], "bench", "no interval samples");
         }
-        panel(&areas[0], "throughput (Mbit/s)", x_max, &lines, &|p| {
-            Some(p.bits_per_second / 1e6)
-        }, Some(&|v| format!("{v:.0}")))?;
-        panel(&areas[1], "congestion window (sender)", x_max, &lines, &|p| {
-            p.sender.then_some(p.snd_cwnd_bytes as f64)
-        }, Some(&|v| bytes_label(*v)))?;
-        panel(&areas[2], "smoothed RTT (ms)", x_max, &lines, &|p| {
-            (p.rtt_us > 0).then_some(p.rtt_us as f64 / 1e3)
-        }, None)?;
+        panel(
+            &areas[0],
+            "throughput (Mbit/s)",
+            x_max,
+            &lines,
+            &|p| Some(p.bits_per_second / 1e6),
+            Some(&|v| format!("{v:.0}")),
+        )?;
+        panel(
+            &areas[1],
+            "congestion window (sender)",
+            x_max,
+            &lines,
+            &|p| p.sender.then_some(p.snd_cwnd_bytes as f64),
+            Some(&|v| bytes_label(*v)),
+        )?;
+        panel(
+            &areas[2],
+            "smoothed RTT (ms)",
+            x_max,
+            &lines,
+            &|p| (p.rtt_us > 0).then_some(p.rtt_us as f64 / 1e3),
+            None,
+        )?;
         if ends.is_empty() {
             note(
                 &areas[3],
@@ -131,12 +143,10 @@ fn panel(
     get: Get,
     y_fmt: Option<&dyn Fn(&f64) -> String>,
 ) -> anyhow::Result<()> {
-    let y_max = top(
-        lines
-            .iter()
-            .flat_map(|l| l.points.iter().filter_map(get))
-            .fold(0.0, f64::max),
-    );
+    let y_max = top(lines
+        .iter()
+        .flat_map(|l| l.points.iter().filter_map(get))
+        .fold(0.0, f64::max));
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 15))
         .margin(8)
@@ -214,8 +224,8 @@ fn shares(area: &Area, server: bool, x_max: f64, lines: &[Line]) -> anyhow::Resu
                 .find(|b| (b.0 - p.start).abs() < 1e-6 && (b.1 - p.end).abs() < 1e-6)
             {
                 Some(b) => {
-                    for i in 0..4 {
-                        b.2[i] += v[i];
+                    for (sum, x) in b.2.iter_mut().zip(v) {
+                        *sum += x;
                     }
                     b.3 += s.interval_us as f64;
                 }
@@ -248,7 +258,10 @@ fn shares(area: &Area, server: bool, x_max: f64, lines: &[Line]) -> anyhow::Resu
                 let below: f64 = v[..k].iter().sum::<f64>() / total.max(1.0) * 100.0;
                 let mine = v[k] / total.max(1.0) * 100.0;
                 let w = (b - a) * 0.08;
-                Rectangle::new([(a + w, below), (b - w, (below + mine).min(100.0))], c.filled())
+                Rectangle::new(
+                    [(a + w, below), (b - w, (below + mine).min(100.0))],
+                    c.filled(),
+                )
             }))?
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x - 6, y - 5), (x + 6, y + 5)], c.filled()));

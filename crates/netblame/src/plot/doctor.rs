@@ -35,14 +35,18 @@ pub fn findings_by_layer(findings: &[&Finding]) -> anyhow::Result<String> {
             })
         })
         .collect();
-    let max = counts.iter().map(|c| c.iter().sum::<usize>()).max().unwrap_or(0) as f64;
+    let max = counts
+        .iter()
+        .map(|c| c.iter().sum::<usize>())
+        .max()
+        .unwrap_or(0) as f64;
     svg((560, 320), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption("findings per layer", (FONT, 16))
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(40)
-            .build_cartesian_2d(-0.5f64..3.5f64, 0f64..top(max.max(1.0)))?;
+            .build_cartesian_2d(-0.5f64..3.5f64, 0f64..top(max.max(1.0)) * 1.4)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -68,7 +72,10 @@ pub fn findings_by_layer(findings: &[&Finding]) -> anyhow::Result<String> {
                 .draw_series(counts.iter().enumerate().map(|(i, n)| {
                     let below = n[..k].iter().sum::<usize>() as f64;
                     Rectangle::new(
-                        [(i as f64 - 0.3, below), (i as f64 + 0.3, below + n[k] as f64)],
+                        [
+                            (i as f64 - 0.3, below),
+                            (i as f64 + 0.3, below + n[k] as f64),
+                        ],
                         c.filled(),
                     )
                 }))?
@@ -85,6 +92,9 @@ pub fn findings_by_layer(findings: &[&Finding]) -> anyhow::Result<String> {
         Ok(())
     })
 }
+
+/// The x axis runs past 100% to leave the legend a column of its own.
+const LEGEND_RIGHT: f64 = 135.0;
 
 /// Colours of the limits, left to right.
 const LIMITS: [(&str, RGBColor); 5] = [
@@ -110,7 +120,7 @@ pub fn connection_limits(conns: &[(String, LimitShares)]) -> anyhow::Result<Opti
     busy.truncate(MAX_CONNECTIONS);
     let n = busy.len();
     let labels: Vec<String> = busy.iter().map(|(l, _)| l.clone()).collect();
-    svg((1100, 90 + 28 * n as u32), |root| {
+    svg((1100, (90 + 28 * n as u32).max(200)), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(
                 "what limited each sending connection over the window",
@@ -119,7 +129,7 @@ pub fn connection_limits(conns: &[(String, LimitShares)]) -> anyhow::Result<Opti
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(380)
-            .build_cartesian_2d(0f64..100f64, 0f64..n as f64)?;
+            .build_cartesian_2d(0f64..LEGEND_RIGHT, 0f64..n as f64)?;
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -128,6 +138,13 @@ pub fn connection_limits(conns: &[(String, LimitShares)]) -> anyhow::Result<Opti
                 let i = (y - 0.5).round();
                 if (y - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
                     labels[n - 1 - i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .x_label_formatter(&|x| {
+                if *x <= 100.0 {
+                    format!("{x:.0}")
                 } else {
                     String::new()
                 }
@@ -153,7 +170,10 @@ pub fn connection_limits(conns: &[(String, LimitShares)]) -> anyhow::Result<Opti
                     let left: f64 = v[..k].iter().sum();
                     let y = (n - 1 - i) as f64;
                     Rectangle::new(
-                        [(left.min(100.0), y + 0.15), ((left + v[k]).min(100.0), y + 0.85)],
+                        [
+                            (left.min(100.0), y + 0.15),
+                            ((left + v[k]).min(100.0), y + 0.85),
+                        ],
                         c.filled(),
                     )
                 }))?
@@ -162,7 +182,7 @@ pub fn connection_limits(conns: &[(String, LimitShares)]) -> anyhow::Result<Opti
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.9))
             .border_style(RGBColor(180, 180, 180))
             .label_font((FONT, 11))

@@ -39,6 +39,9 @@ fn part_name(i: usize, p: &PartReport) -> String {
     format!("{}. {}", i + 1, p.label)
 }
 
+/// The x axis runs past 100% to leave the legend a column of its own.
+const LEGEND_RIGHT: f64 = 135.0;
+
 /// Colours of the limits, left to right.
 const LIMITS: [(&str, RGBColor); 5] = [
     ("receiver window", RGBColor(230, 159, 0)),
@@ -51,7 +54,11 @@ const LIMITS: [(&str, RGBColor); 5] = [
 /// One horizontal bar per transfer part: the share of the transfer each limit held the sender
 /// (the kernel's stopwatches between the first and the last sample).
 fn delivered(area: &Area, rep: &ScenarioReport) -> anyhow::Result<()> {
-    let parts: Vec<(usize, &PartReport, Option<netblame_core::observe::LimitShares>)> = rep
+    let parts: Vec<(
+        usize,
+        &PartReport,
+        Option<netblame_core::observe::LimitShares>,
+    )> = rep
         .parts
         .iter()
         .enumerate()
@@ -70,7 +77,7 @@ fn delivered(area: &Area, rep: &ScenarioReport) -> anyhow::Result<()> {
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(230)
-        .build_cartesian_2d(0f64..100f64, 0f64..n as f64 + 0.6)?;
+        .build_cartesian_2d(0f64..LEGEND_RIGHT, 0f64..n as f64)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
@@ -79,6 +86,13 @@ fn delivered(area: &Area, rep: &ScenarioReport) -> anyhow::Result<()> {
             let i = (y - 0.5).round();
             if (y - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
                 labels[labels.len() - 1 - i as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .x_label_formatter(&|x| {
+            if *x <= 100.0 {
+                format!("{x:.0}")
             } else {
                 String::new()
             }
@@ -105,7 +119,10 @@ fn delivered(area: &Area, rep: &ScenarioReport) -> anyhow::Result<()> {
                 let left: f64 = v[..k].iter().sum();
                 let y = (parts.len() - 1 - row) as f64;
                 Some(Rectangle::new(
-                    [(left.min(100.0), y + 0.15), ((left + v[k]).min(100.0), y + 0.85)],
+                    [
+                        (left.min(100.0), y + 0.15),
+                        ((left + v[k]).min(100.0), y + 0.85),
+                    ],
                     c.filled(),
                 ))
             }))?
@@ -129,7 +146,12 @@ fn connects(area: &Area, rep: &ScenarioReport) -> anyhow::Result<()> {
     for p in &rep.parts {
         if let Observed::Connects(c) = &p.observed {
             n_max = n_max.max(c.times.len());
-            y_max = y_max.max(c.times.iter().map(|t| t.as_secs_f64() * 1e3).fold(0.0, f64::max));
+            y_max = y_max.max(
+                c.times
+                    .iter()
+                    .map(|t| t.as_secs_f64() * 1e3)
+                    .fold(0.0, f64::max),
+            );
         }
     }
     let mut chart = ChartBuilder::on(area)
@@ -207,7 +229,11 @@ fn bars(area: &Area, rep: &ScenarioReport) -> anyhow::Result<()> {
                 } else {
                     "slowest connect per part"
                 },
-                if rep.passed { "scenario passed" } else { "scenario FAILED" }
+                if rep.passed {
+                    "scenario passed"
+                } else {
+                    "scenario FAILED"
+                }
             ),
             (FONT, 16),
         )
@@ -252,13 +278,24 @@ fn bars(area: &Area, rep: &ScenarioReport) -> anyhow::Result<()> {
                 (x - 0.3, top_y + y_max * 0.14),
                 (FONT, 13).into_font().style(FontStyle::Bold),
             ),
-            Text::new(finding.to_string(), (x - 0.3, top_y + y_max * 0.08), (FONT, 11).into_font()),
             Text::new(
-                if p.matched { "verdict matched" } else { "verdict MISMATCH" }.to_string(),
+                finding.to_string(),
+                (x - 0.3, top_y + y_max * 0.08),
+                (FONT, 11).into_font(),
+            ),
+            Text::new(
+                if p.matched {
+                    "verdict matched"
+                } else {
+                    "verdict MISMATCH"
+                }
+                .to_string(),
                 (x - 0.3, top_y + y_max * 0.02),
-                (FONT, 11)
-                    .into_font()
-                    .color(if p.matched { &RGBColor(0, 120, 60) } else { &ALERT }),
+                (FONT, 11).into_font().color(if p.matched {
+                    &RGBColor(0, 120, 60)
+                } else {
+                    &ALERT
+                }),
             ),
         ])?;
     }

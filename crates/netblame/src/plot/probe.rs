@@ -3,8 +3,8 @@
 //! loaded from a saved log has no per-probe samples: its row is the histogram alone.
 
 use super::{colour, note, svg, top, Area, ALERT, FONT};
-use netblame_core::observe::latency::{log2_buckets, Measures, ProbeOutcome, TargetLatency};
 use netblame_core::observe::latency::Spike;
+use netblame_core::observe::latency::{log2_buckets, Measures, ProbeOutcome, TargetLatency};
 use netblame_probe::report::TargetRun;
 use plotters::prelude::*;
 
@@ -80,7 +80,8 @@ fn over_time(area: &Area, t: &TargetLatency, spikes: &[Spike], n: usize) -> anyh
         .map(|s| s.at_us as f64 / 1e6)
         .fold(0.0, f64::max)
         .max(t.interval_us as f64 / 1e6);
-    let y_max = top(replies.iter().map(|p| p.1).fold(0.0, f64::max));
+    // Headroom above the largest for the legend and the loss marks.
+    let y_max = top(replies.iter().map(|p| p.1).fold(0.0, f64::max)) * 1.3;
     let mut chart = ChartBuilder::on(area)
         .caption(&title, (FONT, 16))
         .margin(10)
@@ -212,14 +213,17 @@ fn histogram(area: &Area, t: &TargetLatency, n: usize) -> anyhow::Result<()> {
             c.mix(0.8).filled(),
         )
     }))?;
-    chart.draw_series(rows.iter().enumerate().filter(|(_, r)| r.count > 0).map(
-        |(i, r)| {
-            Text::new(
-                r.count.to_string(),
-                (i as f64 + 0.2, r.count as f64 + max * 0.03),
-                (FONT, 11),
-            )
-        },
-    ))?;
+    chart.draw_series(
+        rows.iter()
+            .enumerate()
+            .filter(|(_, r)| r.count > 0)
+            .map(|(i, r)| {
+                Text::new(
+                    r.count.to_string(),
+                    (i as f64 + 0.2, r.count as f64 + max * 0.03),
+                    (FONT, 11),
+                )
+            }),
+    )?;
     Ok(())
 }

@@ -92,7 +92,11 @@ pub fn doctor_html(p: &DoctorPage) -> anyhow::Result<String> {
     let _ = write!(
         h,
         "<header id=\"verdict\" class=\"verdict{}\">\n<h1>{}</h1>\n<p>{}</p>\n</header>\n",
-        if p.verdict.blame.is_some() { " blame" } else { "" },
+        if p.verdict.blame.is_some() {
+            " blame"
+        } else {
+            ""
+        },
         escape(&p.verdict.headline),
         escape(&p.context)
     );
@@ -148,13 +152,17 @@ pub fn doctor_html(p: &DoctorPage) -> anyhow::Result<String> {
         );
     }
     for (i, path) in p.attach.iter().enumerate() {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| path.display().to_string());
         let _ = write!(
             h,
             "<figure id=\"attached-{}\">\n<img alt=\"{}\" src=\"data:image/svg+xml;base64,{}\">\n<figcaption>{}</figcaption>\n</figure>\n",
             i + 1,
-            escape(&path.display().to_string()),
+            escape(&name),
             base64(&read_svg(path)?),
-            escape(&path.display().to_string())
+            escape(&name)
         );
     }
     h.push_str("</section>\n");
@@ -255,7 +263,8 @@ fn read_svg(path: &Path) -> anyhow::Result<Vec<u8>> {
     let data = std::fs::read(path).with_context(|| format!("--attach {}", path.display()))?;
     let head = String::from_utf8_lossy(&data[..data.len().min(512)]).to_string();
     anyhow::ensure!(
-        head.trim_start().starts_with("<svg") || head.trim_start().starts_with("<?xml") && head.contains("<svg"),
+        head.trim_start().starts_with("<svg")
+            || head.trim_start().starts_with("<?xml") && head.contains("<svg"),
         "--attach {}: not an SVG document",
         path.display()
     );
@@ -267,11 +276,21 @@ fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         out.push(A[(n >> 18) as usize & 63] as char);
         out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            A[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }

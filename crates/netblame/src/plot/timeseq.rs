@@ -99,7 +99,8 @@ fn lines(sender: Side, points: &[SegmentPoint], t_max: f64) -> Lines {
             if p.zero_window && !zero_seen && l.zero.len() < MAX_MARKS {
                 l.zero.push((t, ack));
             }
-            let same_col = |v: &Vec<(f64, f64)>| v.last().is_some_and(|q| thin && col(q.0) == col(t));
+            let same_col =
+                |v: &Vec<(f64, f64)>| v.last().is_some_and(|q| thin && col(q.0) == col(t));
             // Steps: hold the previous value until this time.
             if same_col(&l.ack) {
                 let last = l.ack.last_mut().expect("checked");
@@ -197,9 +198,11 @@ fn draw(root: &Area, title: &str, l: &Lines, t_max: f64, dropped: u64) -> anyhow
         .legend(move |(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], data.stroke_width(3)));
     if !l.retrans.is_empty() {
         chart
-            .draw_series(l.retrans.iter().map(|&(t, a, b)| {
-                PathElement::new([(t, a), (t, b)], ALERT.stroke_width(3))
-            }))?
+            .draw_series(
+                l.retrans
+                    .iter()
+                    .map(|&(t, a, b)| PathElement::new([(t, a), (t, b)], ALERT.stroke_width(3))),
+            )?
             .label("retransmission")
             .legend(|(x, y)| PathElement::new([(x - 8, y), (x + 8, y)], ALERT.stroke_width(3)));
         chart.draw_series(
@@ -218,9 +221,11 @@ fn draw(root: &Area, title: &str, l: &Lines, t_max: f64, dropped: u64) -> anyhow
             .label("zero window advertised")
             .legend(|(x, y)| TriangleMarker::new((x, y), 5, ALERT.filled()));
     }
-    chart.draw_series(l.syn_fin_rst.iter().map(|&(t, s, m)| {
-        Text::new(m, (t, s), (FONT, 11).into_font().color(&BLACK))
-    }))?;
+    chart.draw_series(
+        l.syn_fin_rst
+            .iter()
+            .map(|&(t, s, m)| Text::new(m, (t, s), (FONT, 11).into_font().color(&BLACK))),
+    )?;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -249,8 +254,10 @@ pub fn save(path: &std::path::Path, a: &netblame_pcap::Analysis, id: u32) -> any
         .iter()
         .find(|f| f.id == id)
         .ok_or_else(|| anyhow::anyhow!("no connection #{id} to plot"))?;
-    let trace = a.segments.iter().find(|t| t.id == id).ok_or_else(|| {
-        anyhow::anyhow!("connection #{id} kept no segments: nothing to plot")
-    })?;
+    let trace = a
+        .segments
+        .iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| anyhow::anyhow!("connection #{id} kept no segments: nothing to plot"))?;
     super::save(path, &render(flow, trace)?)
 }
