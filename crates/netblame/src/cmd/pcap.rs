@@ -707,6 +707,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 fn two_captures(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.plot.is_some() {
+        return Err(crate::args::usage(
+            "--plot draws one connection of one capture: give one file",
+        ));
+    }
     if args.files.iter().any(|f| is_stdin(f)) {
         anyhow::bail!("standard input (-) cannot be one of two captures: give two files");
     }

@@ -35,8 +35,14 @@ pub fn render(reports: &[ScenarioReport]) -> anyhow::Result<String> {
     })
 }
 
+/// "1. label", cut to fit the label column.
 fn part_name(i: usize, p: &PartReport) -> String {
-    format!("{}. {}", i + 1, p.label)
+    let name = format!("{}. {}", i + 1, p.label);
+    if name.chars().count() <= 42 {
+        name
+    } else {
+        name.chars().take(41).collect::<String>() + "…"
+    }
 }
 
 /// The x axis runs past 100% to leave the legend a column of its own.
