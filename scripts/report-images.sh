@@ -93,7 +93,7 @@ done
 
 # The report: a second doctor run during a second transfer, with the pictures attached.
 "$nb" lab exec "$lab" client -- sh -c \
-  "\"$nb\" bench client \"\$NETBLAME_PEER\" -t 6 --rcvbuf 16k" >/dev/null &
+  "\"$nb\" bench client \"\$NETBLAME_PEER\" -t 6 --rcvbuf 8k" >/dev/null &
 bench=$!
 sleep 1.5
 "$nb" lab exec "$lab" client -- "$nb" doctor --duration 3s --report "$tmp/report.html" \
