@@ -104,4 +104,3 @@ shot "$tmp/report.html" "$out/report.png" 1200,1500
 shot "$tmp/probe.svg" "$out/probe.png" 1200,360
 shot "$tmp/bench.svg" "$out/bench.png" 1100,1070
 shot "$tmp/timeseq.svg" "$out/timeseq.png" 1200,720
-cp "$tmp/report.html" "$out/report.html"
