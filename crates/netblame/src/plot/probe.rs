@@ -58,12 +58,17 @@ fn over_time(area: &Area, t: &TargetLatency, spikes: &[Spike], n: usize) -> anyh
                 .map(|l| (s.at_us as f64 / 1e6, l as f64 / 1e3))
         })
         .collect();
+    let replies = thin(replies);
     let lost: Vec<f64> = t
         .samples
         .iter()
         .filter(|s| !matches!(s.outcome, ProbeOutcome::Reply { .. }))
         .map(|s| s.at_us as f64 / 1e6)
         .collect();
+    let lost = thin(lost.into_iter().map(|x| (x, 0.0)).collect())
+        .into_iter()
+        .map(|p| p.0)
+        .collect::<Vec<_>>();
     let title = format!(
         "{}: {} over time ({} sent, {} lost)",
         t.target,
@@ -155,6 +160,40 @@ fn over_time(area: &Area, t: &TargetLatency, spikes: &[Spike], n: usize) -> anyh
     Ok(())
 }
 
+/// Above this many points a series is thinned to what the picture can show.
+const THIN_ABOVE: usize = 10_000;
+
+/// Keeps, per pixel column of a long run, only its lowest and highest point (spikes stay).
+fn thin(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    if points.len() <= THIN_ABOVE {
+        return points;
+    }
+    let x_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
+    let col = |x: f64| (x / x_max * 1000.0) as i64;
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    let mut i = 0;
+    while i < points.len() {
+        let c = col(points[i].0);
+        let mut j = i;
+        let (mut lo, mut hi) = (points[i], points[i]);
+        while j < points.len() && col(points[j].0) == c {
+            if points[j].1 < lo.1 {
+                lo = points[j];
+            }
+            if points[j].1 > hi.1 {
+                hi = points[j];
+            }
+            j += 1;
+        }
+        out.push(lo);
+        if hi != lo {
+            out.push(hi);
+        }
+        i = j;
+    }
+    out
+}
+
 fn ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0} ms")
@@ -226,4 +265,30 @@ fn histogram(area: &Area, t: &TargetLatency, n: usize) -> anyhow::Result<()> {
             }),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinning_keeps_each_columns_extremes() {
+        let pts: Vec<(f64, f64)> = (0..100_000)
+            .map(|i| {
+                (
+                    i as f64 / 1000.0,
+                    if i == 54_321 {
+                        900.0
+                    } else {
+                        1.0 + (i % 7) as f64
+                    },
+                )
+            })
+            .collect();
+        let t = thin(pts);
+        assert!(t.len() <= 2_002, "{}", t.len());
+        assert!(t.contains(&(54.321, 900.0)));
+        assert!(t.iter().any(|p| p.1 == 1.0));
+        assert_eq!(thin(vec![(0.0, 1.0), (1.0, 2.0)]).len(), 2);
+    }
 }
