@@ -330,6 +330,60 @@ mod tests {
     }
 
     #[test]
+    fn host_text_on_the_page_is_escaped() {
+        use netblame_core::{catalogue::spec, rules::verdict::verdict, Severity};
+        let mut f = Finding::new(
+            spec("receiver-window-limited"),
+            Severity::Warning,
+            "<script>alert(1)</script> & more",
+        );
+        f.subject = Some("proc \"evil\" <img src=x onerror=alert(1)>".into());
+        f.fix = "a < b".into();
+        let v = verdict(std::slice::from_ref(&f));
+        let skipped = [Skipped {
+            section: "<sec>".into(),
+            reason: "'quoted'".into(),
+        }];
+        let shares = [(
+            "<conn>".to_string(),
+            LimitShares {
+                interval_us: 1000,
+                busy_us: 1000,
+                rwnd_limited_us: 600,
+                cwnd_limited_us: 400,
+                ..Default::default()
+            },
+        )];
+        let ids = ["receiver-window-limited"];
+        let page = DoctorPage {
+            verdict: &v,
+            context: "ctx <x>".into(),
+            findings: vec![(&f, 3)],
+            problems: vec![ProblemRow {
+                connection: "<conn>",
+                process: Some("<proc>"),
+                limit: None,
+                findings: &ids,
+            }],
+            skipped: &skipped,
+            limits: &shares,
+            attach: &[],
+        };
+        let h = doctor_html(&page).unwrap();
+        assert!(!h.contains("<script"), "{h}");
+        assert!(!h.contains("<img"), "{h}");
+        assert!(
+            !h.contains("<conn>") && !h.contains("<proc>") && !h.contains("<sec>"),
+            "{h}"
+        );
+        assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; more"));
+        assert!(h.contains("id=\"finding-receiver-window-limited\""));
+        assert!(h.contains("3 connections"));
+        // The verdict comes first.
+        assert!(h.find("id=\"verdict\"").unwrap() < h.find("id=\"findings\"").unwrap());
+    }
+
+    #[test]
     fn escapes_markup_and_quotes() {
         assert_eq!(
             escape(r#"<script>"a" & 'b'</script>"#),
