@@ -62,8 +62,8 @@ enum What {
         quick: bool,
         #[arg(long)]
         json: bool,
-        /// Also draw an SVG: each part's transfer (or connects) over time, and its throughput
-        /// beside the others' (before and after).
+        /// Also draw an SVG, before and after: what limited each part's sender (or each
+        /// connect's time), and its goodput (or slowest connect) beside the other parts'.
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<std::path::PathBuf>,
     },
