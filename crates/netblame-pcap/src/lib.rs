@@ -10,6 +10,7 @@ mod legacy;
 pub mod live;
 pub mod reader;
 pub mod reconstruct;
+pub mod segments;
 
 pub use reader::{Capture, RawPacket, ReadError, ReadOutcome};
 pub use reconstruct::{Analyzer, Config};
@@ -42,6 +43,8 @@ pub struct Analysis {
     /// What the reader repaired on the way (clamped lengths, timestamps out of range, skipped
     /// bytes), each with where.
     pub warnings: Vec<String>,
+    /// Every segment of the connections that recorded them ([`Config::segments`]), by id.
+    pub segments: Vec<segments::SegmentTrace>,
 }
 
 impl Analysis {
@@ -105,8 +108,10 @@ impl Accumulator {
             .map(|(k, n)| (k.to_string(), n))
             .collect();
         skipped.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let (flows, segments) = self.analyzer.finish_with_segments();
         Analysis {
-            flows: self.analyzer.finish(),
+            flows,
+            segments,
             frames: read.packets,
             tcp_segments: self.tcp,
             damage: read.damage,

@@ -26,6 +26,7 @@
 //! - RTT samples: never from retransmitted data (Karn) nor from a 0 ns difference.
 
 use crate::decode::{flags as tcpflags, Segment, ECN_CE};
+use crate::segments::{Recorder, Seen, SegmentTrace};
 use netblame_core::observe::flow::{
     CapturePoint, CloseKind, DirectionStats, Endpoint, FlowObservation, Handshake, IdleGap,
     IntervalSample, Side, TcpOptions, ZeroWindowEpisode,
@@ -45,6 +46,9 @@ pub struct Config {
     pub idle_gap: Duration,
     /// Only keep series for connections this predicate accepts (all when None).
     pub series_filter: Option<SeriesFilter>,
+    /// Also keep every segment of the connections that keep a series (for a time-sequence
+    /// graph; see [`crate::segments`]). Off by default: it costs memory per segment.
+    pub segments: bool,
 }
 
 impl Default for Config {
@@ -53,6 +57,7 @@ impl Default for Config {
             series_interval: None,
             idle_gap: Duration::from_secs(1),
             series_filter: None,
+            segments: false,
         }
     }
 }
@@ -236,6 +241,7 @@ struct Conn {
     close_ns: Option<u64>,
     series_interval_us: u64,
     series: Vec<IntervalSample>,
+    segments: Option<Recorder>,
 }
 
 fn opts_of(seg: &Segment) -> TcpOptions {
@@ -286,6 +292,7 @@ impl Conn {
             close_ns: None,
             series_interval_us: series_us,
             series: Vec::new(),
+            segments: None,
         }
     }
 
@@ -891,6 +898,21 @@ impl Conn {
                 }
             }
         }
+        if let Some(rec) = &mut self.segments {
+            rec.push(Seen {
+                at_us: rel,
+                side: s,
+                seq,
+                len: seglen,
+                ack: ackf.then_some(ack),
+                window_bytes,
+                syn,
+                fin,
+                rst,
+                retransmission: retrans,
+                zero_window,
+            });
+        }
     }
 
     fn conn_state(&self) -> &'static str {
@@ -1026,6 +1048,7 @@ pub struct Analyzer {
     next_id: u32,
     segments: u64,
     idle_gap_ns: u64,
+    traces: Vec<SegmentTrace>,
 }
 
 impl Analyzer {
@@ -1039,6 +1062,7 @@ impl Analyzer {
             next_id: 1,
             segments: 0,
             idle_gap_ns,
+            traces: Vec::new(),
         }
     }
 
@@ -1069,7 +1093,7 @@ impl Analyzer {
                 && c.synack_ack == Some(seg.seq.wrapping_add(1));
             if new_syn && !same_syn && !answered && (c.packets > 0) {
                 if let Some(old) = self.conns.remove(&key) {
-                    self.finished.push(old.finish());
+                    self.close(old);
                 }
             }
         }
@@ -1097,8 +1121,11 @@ impl Analyzer {
             };
             let id = self.next_id;
             self.next_id += 1;
-            self.conns
-                .insert(key, Conn::new(id, client, server, ts_ns, series_us));
+            let mut conn = Conn::new(id, client, server, ts_ns, series_us);
+            if self.cfg.segments && series_us > 0 {
+                conn.segments = Some(Recorder::new(id));
+            }
+            self.conns.insert(key, conn);
         }
         let idle = self.idle_gap_ns;
         if let Some(c) = self.conns.get_mut(&key) {
@@ -1119,16 +1146,33 @@ impl Analyzer {
             .collect();
         for k in done {
             if let Some(c) = self.conns.remove(&k) {
-                self.finished.push(c.finish());
+                self.close(c);
             }
         }
     }
 
+    /// Summarises a connection (and keeps its segments, if recorded).
+    fn close(&mut self, mut c: Conn) {
+        if let Some(r) = c.segments.take() {
+            self.traces.push(r.finish());
+        }
+        self.finished.push(c.finish());
+    }
+
     /// Summarises every connection, in order of first packet.
-    pub fn finish(mut self) -> Vec<FlowObservation> {
+    pub fn finish(self) -> Vec<FlowObservation> {
+        self.finish_with_segments().0
+    }
+
+    /// Summarises every connection, in order of first packet, with the segments of those that
+    /// recorded them ([`Config::segments`]), in the same order.
+    pub fn finish_with_segments(mut self) -> (Vec<FlowObservation>, Vec<SegmentTrace>) {
         let rest: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
-        self.finished.extend(rest.into_iter().map(Conn::finish));
+        for c in rest {
+            self.close(c);
+        }
         self.finished.sort_by_key(|f| f.id);
-        self.finished
+        self.traces.sort_by_key(|t| t.id);
+        (self.finished, self.traces)
     }
 }

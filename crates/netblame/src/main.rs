@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod args;
 mod cmd;
+mod plot;
 mod render;
 
 /// Tells you what to blame when TCP is slow or spiky — the network, the kernel, the host or the

@@ -122,6 +122,20 @@ pub struct PartReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crosscheck: Option<crosscheck::CrossCheck>,
     pub elapsed_ms: u64,
+    /// What the workload observed, as handed to the rules (for plots; not in JSON).
+    #[serde(skip)]
+    pub observed: Observed,
+}
+
+/// What a part's workload observed.
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// A transfer, as the rules saw it: bytes, goodput, the sender's limit shares, RTT.
+    Transfer(Box<netblame_core::observe::Transfer>),
+    /// Sequential connects: each one's time.
+    Connects(netblame_core::observe::transfer::ConnectObservation),
+    /// Probes through a proxy (judged as latency targets; not drawn).
+    Probes,
 }
 
 /// A whole scenario.
@@ -229,9 +243,18 @@ fn part(
     let mut connects = Vec::new();
     let mut snap = None;
     let mut latency = Vec::new();
+    let observed;
     match work {
-        Work::Transfer(spec) => transfers.push(workload::transfer(&lab, &spec)?),
-        Work::Connects(n) => connects.push(workload::connects(&lab, n)?),
+        Work::Transfer(spec) => {
+            let t = workload::transfer(&lab, &spec)?;
+            observed = Observed::Transfer(Box::new(t.clone()));
+            transfers.push(t);
+        }
+        Work::Connects(n) => {
+            let c = workload::connects(&lab, n)?;
+            observed = Observed::Connects(c.clone());
+            connects.push(c);
+        }
         Work::ProxiedProbes(spec, count, interval) => {
             let proxy = crate::proxy::Proxy::start(&lab, spec)?;
             let before = proxy.cpu();
@@ -256,12 +279,15 @@ fn part(
                 });
             }
             latency = runs?;
+            observed = Observed::Probes;
         }
         Work::TransferWithHost(spec) => {
             let rns = lab.netns(spec.sender.peer());
             let before = workload::counters(&rns)?;
             let t0 = Instant::now();
-            transfers.push(workload::transfer(&lab, &spec)?);
+            let t = workload::transfer(&lab, &spec)?;
+            observed = Observed::Transfer(Box::new(t.clone()));
+            transfers.push(t);
             let after = workload::counters(&rns)?;
             snap = Some(host_snapshot(&rns, before, after, t0.elapsed())?);
         }
@@ -294,6 +320,7 @@ fn part(
         counters,
         crosscheck,
         elapsed_ms: start.elapsed().as_millis() as u64,
+        observed,
     })
 }
 

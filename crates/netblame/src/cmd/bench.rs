@@ -175,6 +175,10 @@ struct ClientArgs {
     /// Append the output to this file instead of printing it (iperf3 --logfile).
     #[arg(long, value_name = "FILE")]
     logfile: Option<std::path::PathBuf>,
+    /// Also draw an SVG: throughput, cwnd, RTT and what limited the sender per interval, from
+    /// both ends when the server is netblame.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -262,6 +266,9 @@ fn client(a: ClientArgs) -> anyhow::Result<ExitCode> {
     };
     let outcome = netblame_bench::run_client(&cfg, &mut live)?;
     let findings = client_findings(&outcome, a.app_timeout);
+    if let Some(p) = &a.plot {
+        crate::plot::save(p, &crate::plot::bench::render(&outcome)?)?;
+    }
     if json {
         render::print_json(&report::iperf3_json(&outcome, &findings))?;
     } else {

@@ -42,6 +42,14 @@ pub struct Args {
     fail_on: Option<FailOn>,
     #[command(flatten)]
     netns: crate::cmd::netns::NetnsArgs,
+    /// Also write a self-contained HTML report (verdict, findings by layer with evidence and
+    /// fix, pictures; no network needed to view it).
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<std::path::PathBuf>,
+    /// Add an SVG to the report's pictures (repeatable), e.g. from `bench client --plot` or
+    /// `pcap --conn ID --plot`; embedded as an image, so nothing in it runs.
+    #[arg(long, value_name = "FILE.svg", requires = "report")]
+    attach: Vec<std::path::PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -234,6 +242,42 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         _ => ExitCode::SUCCESS,
     };
 
+    if let Some(path) = &a.report {
+        let limits: Vec<(String, netblame_core::observe::LimitShares)> = current
+            .iter()
+            .zip(&diagnosis.connections)
+            .filter_map(|((_, s), v)| Some((s.label(), v.shares?)))
+            .collect();
+        crate::plot::report::write_doctor(
+            path,
+            &crate::plot::report::DoctorPage {
+                verdict: &v,
+                context: format!(
+                    "{} window; {} sampled, {} judged over the window, {} with problems; kernel {}",
+                    format_duration(Duration::from_micros(snap.window_us)),
+                    render::plural(counts.sampled, "connection"),
+                    counts.judged_over_window,
+                    counts.with_problems,
+                    snap.kernel
+                        .as_ref()
+                        .map_or("unknown".into(), |k| k.to_string())
+                ),
+                findings: all.iter().map(|r| (&r.finding, r.seen)).collect(),
+                problems: problems
+                    .iter()
+                    .map(|(_, p)| crate::plot::report::ProblemRow {
+                        connection: &p.connection,
+                        process: p.process.as_deref(),
+                        limit: p.limit.as_deref(),
+                        findings: &p.findings,
+                    })
+                    .collect(),
+                skipped: &skipped,
+                limits: &limits,
+                attach: &a.attach,
+            },
+        )?;
+    }
     if a.json {
         render::print_json(&Report {
             verdict: v,

@@ -62,6 +62,10 @@ enum What {
         quick: bool,
         #[arg(long)]
         json: bool,
+        /// Also draw an SVG, before and after: what limited each part's sender (or each
+        /// connect's time), and its goodput (or slowest connect) beside the other parts'.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<std::path::PathBuf>,
     },
     /// The lab's own process (started by `lab up`; not for direct use).
     #[command(hide = true)]
@@ -197,7 +201,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             list,
             quick,
             json,
-        } => scenario_cmd(name, list, quick, json),
+            plot,
+        } => scenario_cmd(name, list, quick, json, plot),
         What::Daemon { config, emulator } => daemon_cmd(&config, emulator),
     }
 }
@@ -487,6 +492,7 @@ fn scenario_cmd(
     list: bool,
     quick: bool,
     json: bool,
+    plot: Option<std::path::PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     if list || name.is_none() {
         if json {
@@ -546,6 +552,9 @@ fn scenario_cmd(
             }
             Err(e) => bail!("{e}"),
         }
+    }
+    if let Some(p) = &plot {
+        crate::plot::save(p, &crate::plot::lab::render(&reports)?)?;
     }
     if json {
         if reports.len() == 1 {

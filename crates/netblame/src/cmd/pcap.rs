@@ -70,6 +70,10 @@ pub struct Args {
     /// One JSON document instead of text.
     #[arg(long)]
     json: bool,
+    /// With --conn: draw its time-sequence graph as an SVG (sequence and ACK lines, receive
+    /// window edge, retransmissions and zero windows marked).
+    #[arg(long, value_name = "FILE.svg", requires = "conn")]
+    plot: Option<PathBuf>,
 }
 
 fn selected(args: &Args, f: &FlowObservation) -> bool {
@@ -235,6 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut cfg = Config::default();
     if details {
         cfg.series_interval = Some(args.interval);
+        cfg.segments = args.plot.is_some();
         let (port, host) = (args.port, args.host);
         // A connection's id is not known when it opens: with --conn, a first pass without
         // series finds its endpoints, so the second keeps a series for that tuple only.
@@ -264,6 +269,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => read(&args.files[0], cfg)?,
     };
     warn_damage(&analysis)?;
+    if let (Some(path), Some(id)) = (&args.plot, args.conn) {
+        crate::plot::timeseq::save(path, &analysis, id)?;
+    }
     let notes = capture_notes(&analysis);
     let chosen: Vec<FlowObservation> = analysis
         .flows
@@ -708,6 +716,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 fn two_captures(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.plot.is_some() {
+        return Err(crate::args::usage(
+            "--plot draws one connection of one capture: give one file",
+        ));
+    }
     if args.files.iter().any(|f| is_stdin(f)) {
         anyhow::bail!("standard input (-) cannot be one of two captures: give two files");
     }

@@ -77,6 +77,10 @@ pub struct Args {
     /// One JSON document (every probe, histograms, windows, findings) instead of text.
     #[arg(long)]
     json: bool,
+    /// Also draw an SVG: latency over time with the largest marked and losses along the top,
+    /// beside each target's histogram.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -153,6 +157,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     })
     .all;
+    if let Some(p) = &args.plot {
+        crate::plot::save(p, &crate::plot::probe::render(&runs, &loaded)?)?;
+    }
     if args.json {
         render::print_json(&json_doc(&args, &runs, &loaded, &findings, &ctx))?;
     } else {
