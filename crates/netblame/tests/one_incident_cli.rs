@@ -63,6 +63,16 @@ impl Drop for Lab {
     }
 }
 
+/// A background process in the lab, stopped and reaped at the end (lab down kills it too).
+struct Bg(Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A temp directory removed at the end.
 struct Dir(std::path::PathBuf);
 
@@ -184,10 +194,10 @@ fn a_fixed_receive_buffer_is_rcvbuf_fixed_small_everywhere() {
     let lab = Lab::up(&["--rtt", "40ms", "--rate", "100mbit"]);
     let dir = Dir::new();
     let file = dir.file("rcvbuf.pcap");
-    let _server = lab.spawn(
+    let _server = Bg(lab.spawn(
         "server",
         &[BIN, "bench", "server", "-p", "5301", "--one-off"],
-    );
+    ));
     std::thread::sleep(Duration::from_millis(500));
     let dump = capture(&lab, &file, 9, 5301);
     let bench = lab.spawn(
@@ -233,10 +243,10 @@ fn a_lossy_path_is_network_loss_everywhere() {
     let lab = Lab::up(&["--rtt", "20ms", "--rate", "50mbit", "--loss", "2%"]);
     let dir = Dir::new();
     let file = dir.file("loss.pcap");
-    let _server = lab.spawn(
+    let _server = Bg(lab.spawn(
         "server",
         &[BIN, "bench", "server", "-p", "5302", "--one-off"],
-    );
+    ));
     std::thread::sleep(Duration::from_millis(500));
     let dump = capture(&lab, &file, 9, 5302);
     let bench = lab.spawn(
@@ -280,7 +290,7 @@ fn a_self_pacing_reader_is_the_application_everywhere() {
     std::fs::write(dir.0.join("big"), vec![0x42u8; 64 << 20]).unwrap();
     let file = dir.file("slow.pcap");
     let root = dir.0.to_string_lossy().into_owned();
-    let _web = lab.spawn(
+    let _web = Bg(lab.spawn(
         "server",
         &[
             "python3",
@@ -292,7 +302,7 @@ fn a_self_pacing_reader_is_the_application_everywhere() {
             "--directory",
             &root,
         ],
-    );
+    ));
     wait_listening(&lab, "server", 5303);
     let dump = capture(&lab, &file, 8, 5303);
     let url = format!("http://{SERVER}:5303/big");
