@@ -235,6 +235,9 @@ pub fn diagnose(obs: &Observations) -> Diagnosis {
     for c in &connections {
         all.extend(c.findings.iter().cloned());
     }
+    if let Some(snap) = obs.host {
+        join_throttled_owners(&mut all, snap, &obs.sockets, &connections);
+    }
     for t in &obs.transfers {
         all.extend(transfer(t));
     }
@@ -262,6 +265,66 @@ pub fn diagnose(obs: &Observations) -> Diagnosis {
         host: own,
         namespaces,
         all,
+    }
+}
+
+/// Joins a throttled cgroup (`cpu-throttled`) with what its processes' connections suffered:
+/// how many there are, and which findings they show, so the verdict names the container and
+/// the harm together (the Datadog chain: a throttled sidecar, then its peers' zero windows and
+/// retransmissions).
+fn join_throttled_owners(
+    all: &mut [Finding],
+    snap: &HostSnapshot,
+    sockets: &[SocketPair],
+    verdicts: &[ConnectionVerdict],
+) {
+    for cg in snap.cgroup_deltas() {
+        let subject = format!("cgroup {}", cg.path);
+        let Some(f) = all.iter_mut().find(|f| {
+            f.id == host::CPU_THROTTLED.id && f.subject.as_deref() == Some(subject.as_str())
+        }) else {
+            continue;
+        };
+        let pids: Vec<u32> = cg.owners.iter().map(|o| o.pid).collect();
+        let mut owned = 0usize;
+        let mut with_problems = 0usize;
+        let mut ids: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for (p, v) in sockets.iter().zip(verdicts) {
+            if !p.cur.owners.iter().any(|o| pids.contains(&o.pid)) {
+                continue;
+            }
+            owned += 1;
+            if v.is_problem() {
+                with_problems += 1;
+            }
+            for x in &v.findings {
+                *ids.entry(x.id).or_default() += 1;
+            }
+        }
+        if owned == 0 {
+            continue;
+        }
+        let shown: Vec<String> = ids.iter().map(|(id, n)| format!("{id} on {n}")).collect();
+        f.summary += &format!(
+            "; its {owned} connection{} show{} {}",
+            if owned == 1 { "" } else { "s" },
+            if owned == 1 { "s" } else { "" },
+            if shown.is_empty() {
+                "nothing wrong over the window".to_string()
+            } else {
+                shown.join(", ")
+            }
+        );
+        f.evidence.push(crate::finding::Evidence {
+            name: "owner_connections".into(),
+            value: owned as f64,
+            unit: crate::finding::Unit::Count,
+        });
+        f.evidence.push(crate::finding::Evidence {
+            name: "owner_connections_with_problems".into(),
+            value: with_problems as f64,
+            unit: crate::finding::Unit::Count,
+        });
     }
 }
 

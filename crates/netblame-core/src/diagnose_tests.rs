@@ -437,3 +437,81 @@ fn duplicates_merge_into_their_most_severe_instance() {
 fn nothing_or_notes_is_no_problem() {
     assert_eq!(verdict(&[]).headline, "No TCP problem found");
 }
+
+#[test]
+fn a_throttled_pod_is_named_with_what_its_connections_suffered() {
+    use crate::observe::host::{CgroupCpu, OwnerProcess};
+    use crate::observe::socket::{ContainerRef, SocketOwner};
+    let mut s = base();
+    let mut cg = CgroupCpu {
+        path: "/kubepods/burstable/pod1234/cafe".into(),
+        version: "v2".into(),
+        owners: vec![OwnerProcess {
+            pid: 42,
+            command: "envoy".into(),
+            sockets: 1,
+        }],
+        container: Some(ContainerRef {
+            cgroup: "/kubepods/burstable/pod1234/cafe".into(),
+            namespace: Some("default".into()),
+            pod: Some("web-7f9c".into()),
+            container: Some("envoy".into()),
+            ..Default::default()
+        }),
+        nr_periods: 2,
+        nr_throttled: 1,
+        ..Default::default()
+    };
+    s.before.cgroups.push(cg.clone());
+    cg.nr_periods = 42;
+    cg.nr_throttled = 39;
+    cg.throttled_usec = 2_000_000;
+    s.after.cgroups.push(cg);
+    let mut z = info(0, 0, 0);
+    z.rcv_wnd = Some(0);
+    let mut sock = snap(z, 60_000, 131072, 130_000);
+    sock.owners.push(SocketOwner {
+        pid: 42,
+        command: "envoy".into(),
+        fd: 9,
+        cgroup: None,
+    });
+    let d = diagnose(&Observations {
+        host: Some(&s),
+        sockets: vec![SocketPair {
+            prev: None,
+            cur: &sock,
+        }],
+        socket_host: ctx(),
+        socket_interval: SEC,
+        ..Default::default()
+    });
+    let cpu = d
+        .findings
+        .iter()
+        .find(|r| r.finding.id == "cpu-throttled")
+        .unwrap();
+    assert!(
+        cpu.finding
+            .summary
+            .starts_with("default/web-7f9c/envoy was CPU-throttled in 38 of 40 periods"),
+        "{}",
+        cpu.finding.summary
+    );
+    assert!(
+        cpu.finding
+            .summary
+            .contains("its 1 connection shows receiver-zero-window on 1"),
+        "{}",
+        cpu.finding.summary
+    );
+    assert_eq!(
+        cpu.finding.value("owner_connections_with_problems"),
+        Some(1.0)
+    );
+    assert!(
+        d.verdict().headline.contains("default/web-7f9c/envoy"),
+        "{}",
+        d.verdict().headline
+    );
+}

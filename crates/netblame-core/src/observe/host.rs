@@ -144,6 +144,9 @@ pub struct CgroupCpu {
     pub nr_throttled: u64,
     /// v2 `throttled_usec` (v1 `throttled_time` is nanoseconds and converted).
     pub throttled_usec: u64,
+    /// The container, pod or unit the path names, when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::observe::socket::ContainerRef>,
     /// CPU quota per period (`cpu.max` / `cpu.cfs_quota_us`), microseconds; `None` = unlimited.
     pub quota_usec: Option<u64>,
     pub period_usec: Option<u64>,

@@ -499,8 +499,13 @@ fn throttle_rule(snap: &HostSnapshot, out: &mut Vec<Finding>) {
             &CPU_THROTTLED,
             severity,
             format!(
-                "cgroup {} was throttled in {} of {} CPU periods",
-                cg.path, cg.nr_throttled, cg.nr_periods
+                "{} was CPU-throttled in {} of {} periods",
+                cg.container
+                    .as_ref()
+                    .map(|c| c.label())
+                    .unwrap_or_else(|| format!("cgroup {}", cg.path)),
+                cg.nr_throttled,
+                cg.nr_periods
             ),
         )
         .subject(format!("cgroup {}", cg.path))

@@ -170,6 +170,10 @@ pub fn read(target: &CgroupTarget) -> std::io::Result<CgroupCpu> {
     let mut c = parse_cpu(target.version, &stat, quota.as_deref(), period.as_deref());
     c.path = target.path.clone();
     c.owners = target.owners.clone();
+    c.container = crate::container::parse_cgroup_path(&target.path).map(|mut r| {
+        crate::container::PodNames::scan().name(&mut r);
+        r
+    });
     Ok(c)
 }
 
