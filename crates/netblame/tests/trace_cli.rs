@@ -162,3 +162,75 @@ fn lossy_lab_link_shows_retransmits_to_the_peer() {
     // The limits are the traced namespace's, not the host's.
     assert_eq!(last["summary"]["limits"]["tcp_rmem"][2], 2097152);
 }
+
+/// `doctor --trace`: the kernel's own evidence joins the one verdict (retransmits to one peer
+/// over a lossy lab link, traced host-wide while doctor watches).
+#[test]
+fn doctor_trace_adds_kernel_evidence_to_the_verdict() {
+    if !require_root("doctor_trace_adds_kernel_evidence_to_the_verdict") {
+        return;
+    }
+    let name = unique_name("trace-d");
+    let o = netblame(&[
+        "lab", "up", &name, "--rtt", "10ms", "--rate", "200mbit", "--loss", "5%",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let _lab = Lab(name.clone());
+    let doctor = Command::new(BIN)
+        .args(["doctor", "--trace", "--duration", "6s", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut server = Command::new(BIN)
+        .args([
+            "lab",
+            "exec",
+            &name,
+            "server",
+            "--",
+            BIN,
+            "bench",
+            "server",
+            "--one-off",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let c = Command::new(BIN)
+        .args([
+            "lab",
+            "exec",
+            &name,
+            "client",
+            "--",
+            "sh",
+            "-c",
+            &format!("{BIN} bench client $NETBLAME_PEER -t 3 -J"),
+        ])
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", text(&c));
+    let _ = server.wait();
+    let out = doctor.wait_with_output().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert!(
+        v["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["section"] != "trace"),
+        "tracing ran: {}",
+        v["skipped"]
+    );
+    let findings = v["findings"].as_array().unwrap();
+    let f = findings
+        .iter()
+        .find(|f| f["id"] == "retransmits-concentrated")
+        .unwrap_or_else(|| panic!("{findings:?}"));
+    assert_eq!(f["subject"], "198.19.0.1");
+}

@@ -30,7 +30,8 @@ pub struct AppDeadline {
     pub timeout: Duration,
     /// Bytes the application needs (`-n`), if any.
     pub bytes_needed: Option<u64>,
-    /// Cumulative bytes received at each interval end: (seconds, bytes).
+    /// Cumulative bytes received at each interval end: (seconds, bytes); empty when only the
+    /// size and timeout are known (then only the window model judges them).
     pub timeline: Vec<(f64, u64)>,
 }
 

@@ -176,8 +176,9 @@ pub fn rcvbuf_fixed_small(t: &Transfer) -> Vec<Finding> {
     let w = Workload {
         rtt: t.path.rtt,
         link_bps: t.path.link_bps,
+        size: t.deadline.as_ref().and_then(|d| d.bytes_needed),
+        timeout: t.deadline.as_ref().map(|d| d.timeout),
         mss: 1448,
-        ..Default::default()
     };
     let mut out = judge_model(&host.kernel, &m, &w);
     for f in &mut out {
@@ -335,7 +336,14 @@ pub fn judge_model(kernel: &KernelVersion, m: &WindowModel, w: &Workload) -> Vec
             ));
         }
     }
-    out.extend(timeout::misses_timeout(m, w));
+    let missed = timeout::misses_timeout(m, w);
+    if missed.is_some() {
+        // The fixed buffer is why the transfer misses its deadline: as bad as the miss.
+        for f in out.iter_mut().filter(|f| f.id == RCVBUF_FIXED_SMALL.id) {
+            f.severity = Severity::Critical;
+        }
+    }
+    out.extend(missed);
     out
 }
 

@@ -40,6 +40,11 @@ pub struct Args {
     /// Exit with code 3 when a finding reaches this severity (for scripts).
     #[arg(long, value_enum)]
     fail_on: Option<FailOn>,
+    /// Also trace the kernel (eBPF tracepoints) over the window: NET_RX softirq stalls, drops by
+    /// reason, retransmits by peer, receive-buffer growth join the verdict (root and BTF needed;
+    /// a line says so when tracing is unavailable).
+    #[arg(long)]
+    trace: bool,
     #[command(flatten)]
     netns: crate::cmd::netns::NetnsArgs,
     /// Also write a self-contained HTML report (verdict, findings by layer with evidence and
@@ -118,6 +123,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // First socket sample (with owners), then the host's first counter read, both at the start
     // of the window; the second samples at its end. Sockets come from every selected namespace;
     // other namespaces' own counters are read and judged each on their own.
+    // The tracer loads first, so its events cover the whole window.
+    let tracing = a.trace.then(crate::cmd::trace::Background::start);
     let t0 = Instant::now();
     let first_dump = dump_namespaces(&sock_request(true), namespaces, |_| true);
     for (_, e) in &first_dump.skipped {
@@ -153,6 +160,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     progress.finish();
 
     let mut skipped = snap.skipped.clone();
+    let trace = match tracing {
+        Some(Ok(t)) => t.finish(),
+        Some(Err(e)) => {
+            skipped.push(netblame_core::observe::host::Skipped {
+                section: "trace".into(),
+                reason: format!("kernel tracing unavailable ({e}): no kernel-event findings"),
+            });
+            None
+        }
+        None => None,
+    };
+
     let interval = interval.max(Duration::from_millis(1));
     let ctx = match &snap.kernel {
         Some(k) => HostContext::new(k.clone(), netblame_linux::sysctl::rcv_settings(k)),
@@ -198,6 +217,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         });
     }
     let diagnosis = diagnose(&Observations {
+        trace: trace.as_ref(),
         host: Some(&snap),
         path,
         namespaces: crate::cmd::host::namespace_observations(&ns_snaps),

@@ -93,6 +93,58 @@ struct Report<'a> {
     filtered: bool,
 }
 
+/// A trace running in the background over another command's window (`doctor --trace`,
+/// `probe --trace`): every event accumulated, nothing printed.
+pub struct Background {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<TraceSummary>,
+}
+
+impl Background {
+    /// Starts tracing on a thread of its own; the error says why tracing is unavailable.
+    pub fn start() -> Result<Background, String> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut tracer = match Tracer::start(&Config::default()) {
+                Ok(t) => {
+                    let _ = tx.send(Ok(()));
+                    t
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return TraceSummary::default();
+                }
+            };
+            while !flag.load(Ordering::Relaxed) {
+                tracer.poll(Duration::from_millis(100), &mut |_| {});
+            }
+            finish(
+                tracer,
+                netblame_trace::rmem_limits(),
+                &Filter::default(),
+                &[],
+            )
+        });
+        match rx.recv() {
+            Ok(Ok(())) => Ok(Background { stop, handle }),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => Err("the tracing thread ended before it started".into()),
+        }
+    }
+
+    /// Stops tracing and returns what it saw.
+    pub fn finish(self) -> Option<TraceSummary> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().ok()
+    }
+}
+
 /// Prints the one line that says why tracing is unavailable and returns its exit code.
 pub fn unavailable(e: &TraceError) -> ExitCode {
     eprintln!("netblame trace: {e}");
