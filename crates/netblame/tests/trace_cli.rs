@@ -234,3 +234,52 @@ fn doctor_trace_adds_kernel_evidence_to_the_verdict() {
         .unwrap_or_else(|| panic!("{findings:?}"));
     assert_eq!(f["subject"], "198.19.0.1");
 }
+
+/// `probe --trace`: each of the largest spikes comes with the kernel events while it was in
+/// flight, and the trace's summary rides along in JSON.
+#[test]
+fn probe_trace_puts_spikes_beside_kernel_events() {
+    if !require_root("probe_trace_puts_spikes_beside_kernel_events") {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut responder = Command::new(BIN)
+        .args(["probe", "serve", "--listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let o = netblame(&[
+        "probe",
+        "--kind",
+        "rr",
+        "--count",
+        "30",
+        "--interval",
+        "20ms",
+        "--spikes",
+        "3",
+        "--trace",
+        "--json",
+        &addr,
+    ]);
+    let _ = responder.kill();
+    let _ = responder.wait();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let near = v["spikes_with_kernel_events"]
+        .as_array()
+        .expect("spikes with kernel events");
+    assert_eq!(near.len(), 3, "{near:?}");
+    for s in near {
+        assert!(s["latency_us"].as_u64().unwrap() > 0);
+        assert!(s["kernel_events"].is_array());
+    }
+    assert!(v["trace"]["net_rx"].is_array(), "{}", v["trace"]);
+}

@@ -382,6 +382,24 @@ impl TraceSummary {
         t
     }
 
+    /// The kernel events kept with wall-clock times (the longest NET_RX runs, collapse and prune
+    /// calls) that overlap `[from_ns, to_ns]` (Unix nanoseconds): what the kernel was doing
+    /// around one probe's spike.
+    pub fn events_between(&self, from_ns: u64, to_ns: u64) -> Vec<&TraceEvent> {
+        self.longest_runs
+            .iter()
+            .filter(|e| {
+                let d = match e.kind {
+                    EventKind::NetRxLong { duration_ns }
+                    | EventKind::Collapse { duration_ns }
+                    | EventKind::Prune { duration_ns } => duration_ns,
+                    _ => 0,
+                };
+                e.wall_ns >= from_ns && e.wall_ns.saturating_sub(d) <= to_ns
+            })
+            .collect()
+    }
+
     /// Events lost over all kinds.
     pub fn lost_total(&self) -> u64 {
         self.lost.iter().map(|l| l.lost).sum()

@@ -74,6 +74,11 @@ pub struct Args {
     /// How many of the largest latencies to list per target (the report keeps the 5 largest).
     #[arg(long, default_value_t = 5)]
     spikes: usize,
+    /// Also trace the kernel (eBPF tracepoints) while probing: each of the largest spikes is
+    /// shown beside the kernel events around it (long NET_RX runs, collapse, prune), and the
+    /// kernel's findings join the verdict (root and BTF needed).
+    #[arg(long)]
+    trace: bool,
     /// One JSON document (every probe, histograms, windows, findings) instead of text.
     #[arg(long)]
     json: bool,
@@ -135,11 +140,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             histlog::load(path, &label)?,
         );
     }
+    let tracing =
+        (args.trace && !args.targets.is_empty()).then(crate::cmd::trace::Background::start);
     let runs = if args.targets.is_empty() {
         Vec::new()
     } else {
         probe(&args)?
     };
+    let trace = match tracing {
+        Some(Ok(t)) => t.finish(),
+        Some(Err(e)) => {
+            eprintln!(
+                "note: kernel tracing unavailable ({e}): spikes are shown without kernel events"
+            );
+            None
+        }
+        None => None,
+    };
+    let near = spikes_near_kernel_events(&runs, args.spikes, trace.as_ref());
     if let Some(path) = &args.save {
         if runs.is_empty() {
             return Err(crate::args::usage("--save needs targets to probe"));
@@ -154,6 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     let findings = diagnose(&Observations {
         latency: Some((&all, &ctx)),
+        trace: trace.as_ref(),
         ..Default::default()
     })
     .all;
@@ -161,9 +180,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         crate::plot::save(p, &crate::plot::probe::render(&runs, &loaded)?)?;
     }
     if args.json {
-        render::print_json(&json_doc(&args, &runs, &loaded, &findings, &ctx))?;
+        let mut doc = serde_json::to_value(json_doc(&args, &runs, &loaded, &findings, &ctx))?;
+        if trace.is_some() {
+            doc["spikes_with_kernel_events"] = serde_json::to_value(&near)?;
+            doc["trace"] = serde_json::to_value(&trace)?;
+        }
+        render::print_json(&doc)?;
     } else {
         print!("{}", text(&args, &runs, &loaded, &findings));
+        if trace.is_some() {
+            print!("{}", spikes_text(&near));
+        }
         if let Some(p) = &args.save {
             println!("saved: {}", p.display());
         }
@@ -344,6 +371,69 @@ fn histogram_text(rows: &[Log2Bucket]) -> String {
     for r in rows {
         let bar = (r.count * 50).div_ceil(max) as usize;
         out += &format!("{:>w$} |{:<50} {}\n", r.lower_us, "@".repeat(bar), r.count);
+    }
+    out
+}
+
+/// One of the largest spikes with the kernel events around it (`--trace`).
+#[derive(Serialize)]
+struct SpikeContext<'a> {
+    target: &'a str,
+    seq: u64,
+    latency_us: u64,
+    /// When the probe left, Unix milliseconds.
+    at_unix_ms: u64,
+    /// Long NET_RX runs (and collapse/prune calls where traced) overlapping the probe's flight.
+    kernel_events: Vec<&'a netblame_core::observe::trace::TraceEvent>,
+}
+
+/// Cloudflare's method: each of the largest spikes next to what the kernel did while that
+/// probe was in flight (from 10 ms before it left to when its reply came).
+fn spikes_near_kernel_events<'a>(
+    runs: &'a [TargetRun],
+    n: usize,
+    trace: Option<&'a netblame_core::observe::trace::TraceSummary>,
+) -> Vec<SpikeContext<'a>> {
+    let Some(trace) = trace else {
+        return Vec::new();
+    };
+    runs.iter()
+        .flat_map(|r| {
+            r.spikes.iter().take(n).map(move |s| {
+                let left_ns = (r.started_unix_ms * 1000 + s.at_us) * 1000;
+                SpikeContext {
+                    target: &r.latency.target,
+                    seq: s.seq,
+                    latency_us: s.latency_us,
+                    at_unix_ms: r.started_unix_ms + s.at_us / 1000,
+                    kernel_events: trace.events_between(
+                        left_ns.saturating_sub(10_000_000),
+                        left_ns + s.latency_us * 1000,
+                    ),
+                }
+            })
+        })
+        .collect()
+}
+
+fn spikes_text(near: &[SpikeContext]) -> String {
+    let mut out = String::from("\nlargest spikes and the kernel around them (--trace):\n");
+    for c in near {
+        out += &format!(
+            "  {} probe {} at {}: {}",
+            c.target,
+            c.seq,
+            clock(c.at_unix_ms),
+            format_duration(Duration::from_micros(c.latency_us))
+        );
+        if c.kernel_events.is_empty() {
+            out += " — no long NET_RX run, collapse or prune while it was in flight\n";
+            continue;
+        }
+        out += "\n";
+        for e in &c.kernel_events {
+            out += &format!("      cpu {} {}\n", e.cpu, crate::cmd::trace::event_line(e));
+        }
     }
     out
 }
