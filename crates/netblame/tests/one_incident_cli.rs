@@ -352,3 +352,32 @@ fn a_self_pacing_reader_is_the_application_everywhere() {
         );
     }
 }
+
+/// A deep queue at a 20 Mbit/s bottleneck: the capture at the sender shows RTT climbing with the
+/// data in flight, `bufferbloat` on the network.
+#[test]
+fn a_deep_bottleneck_queue_is_bufferbloat_in_the_capture() {
+    if !require_root("a_deep_bottleneck_queue_is_bufferbloat_in_the_capture") {
+        return;
+    }
+    let lab = Lab::up(&["--rtt", "10ms", "--rate", "20mbit", "--queue", "2M"]);
+    let dir = Dir::new();
+    let file = dir.file("bloat.pcap");
+    let _server = Bg(lab.spawn(
+        "server",
+        &[BIN, "bench", "server", "-p", "5304", "--one-off"],
+    ));
+    wait_listening(&lab, "server", 5304);
+    let dump = capture(&lab, &file, 8, 5304);
+    let bench = lab.spawn(
+        "client",
+        &[
+            BIN, "bench", "client", SERVER, "-p", "5304", "-t", "5", "-C", "cubic", "-J",
+        ],
+    );
+    let _ = bench_findings(bench);
+    let _ = dump.wait_with_output();
+    let doc = pcap(&file);
+    let got = pcap_ids(&doc);
+    names("pcap", &got, "bufferbloat", "network");
+}

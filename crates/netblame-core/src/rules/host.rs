@@ -129,7 +129,8 @@ fn collapse_rule(snap: &HostSnapshot, out: &mut Vec<Finding>) {
     let mut why = format!(
         "over {}: PruneCalled +{prune}, TCPRcvCollapsed +{collapsed} skbs, OfoPruned +{ofo_pruned}, RcvPruned +{rcv_pruned}. \
          A receive queue over its limit runs tcp_prune_queue: tcp_collapse copies the queue into dense skbs in softirq, \
-         then drops (RcvPruned).",
+         then drops (RcvPruned). Evidence from counters: how long each collapse took needs function \
+         tracing (`netblame trace` times tcp_collapse as tcp-collapse-stall where the kernel allows it).",
         window_text(snap)
     );
     if large {
