@@ -183,6 +183,46 @@ fn pcap(file: &str) -> Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// What each source said of one bench transfer through a lab: `netblame bench` itself,
+/// `netblame sockets` on the client's connections 2 s into it (when `sockets_interval` is
+/// given), and `netblame pcap` of a capture taken at the client meanwhile.
+struct Sources {
+    bench: Vec<(String, String, String)>,
+    sockets: Vec<(String, String, String)>,
+    pcap: Vec<(String, String, String)>,
+}
+
+fn bench_incident(
+    lab: &Lab,
+    port: u16,
+    client: &[&str],
+    sockets_interval: Option<&str>,
+) -> Sources {
+    let dir = Dir::new();
+    let file = dir.file("incident.pcap");
+    let p = port.to_string();
+    let _server = Bg(lab.spawn("server", &[BIN, "bench", "server", "-p", &p, "--one-off"]));
+    wait_listening(lab, "server", port);
+    let dump = capture(lab, &file, 9, port);
+    let mut args = vec![BIN, "bench", "client", SERVER, "-p", &p, "-t", "5", "-J"];
+    args.extend_from_slice(client);
+    let bench = lab.spawn("client", &args);
+    let sockets = sockets_interval.map(|iv| {
+        std::thread::sleep(Duration::from_millis(2000));
+        sockets_ids(&lab.json(
+            "client",
+            &[BIN, "sockets", "--json", "--interval", iv, "--port", &p],
+        ))
+    });
+    let bench = bench_findings(bench);
+    let _ = dump.wait_with_output();
+    Sources {
+        bench,
+        sockets: sockets.unwrap_or_default(),
+        pcap: pcap_ids(&pcap(&file)),
+    }
+}
+
 /// A receiver that sets SO_RCVBUF=64 KiB on a 40 ms path: `rcvbuf-fixed-small` from the
 /// receiving socket (its rcv_wscale), from the test (it asked for the buffer) and from the
 /// capture (the window scale in its SYN).
@@ -192,45 +232,14 @@ fn a_fixed_receive_buffer_is_rcvbuf_fixed_small_everywhere() {
         return;
     }
     let lab = Lab::up(&["--rtt", "40ms", "--rate", "100mbit"]);
-    let dir = Dir::new();
-    let file = dir.file("rcvbuf.pcap");
-    let _server = Bg(lab.spawn(
-        "server",
-        &[BIN, "bench", "server", "-p", "5301", "--one-off"],
-    ));
-    std::thread::sleep(Duration::from_millis(500));
-    let dump = capture(&lab, &file, 9, 5301);
-    let bench = lab.spawn(
-        "client",
-        &[
-            BIN, "bench", "client", SERVER, "-p", "5301", "-t", "5", "-R", "--rcvbuf", "64k", "-J",
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(2000));
-    let live = lab.json(
-        "client",
-        &[
-            BIN,
-            "sockets",
-            "--json",
-            "--interval",
-            "1s",
-            "--port",
-            "5301",
-        ],
-    );
-    let from_bench = bench_findings(bench);
-    let _ = dump.wait_with_output();
-    let from_pcap = pcap_ids(&pcap(&file));
-    let from_sockets = sockets_ids(&live);
-    names("bench", &from_bench, "rcvbuf-fixed-small", "application");
-    names(
-        "sockets",
-        &from_sockets,
-        "rcvbuf-fixed-small",
-        "application",
-    );
-    names("pcap", &from_pcap, "rcvbuf-fixed-small", "application");
+    let said = bench_incident(&lab, 5301, &["-R", "--rcvbuf", "64k"], Some("1s"));
+    for (source, got) in [
+        ("bench", &said.bench),
+        ("sockets", &said.sockets),
+        ("pcap", &said.pcap),
+    ] {
+        names(source, got, "rcvbuf-fixed-small", "application");
+    }
 }
 
 /// 2% loss on the path: `network-loss` on the network from the sending socket, the test and the
@@ -241,40 +250,14 @@ fn a_lossy_path_is_network_loss_everywhere() {
         return;
     }
     let lab = Lab::up(&["--rtt", "20ms", "--rate", "50mbit", "--loss", "2%"]);
-    let dir = Dir::new();
-    let file = dir.file("loss.pcap");
-    let _server = Bg(lab.spawn(
-        "server",
-        &[BIN, "bench", "server", "-p", "5302", "--one-off"],
-    ));
-    std::thread::sleep(Duration::from_millis(500));
-    let dump = capture(&lab, &file, 9, 5302);
-    let bench = lab.spawn(
-        "client",
-        &[
-            BIN, "bench", "client", SERVER, "-p", "5302", "-t", "5", "-C", "cubic", "-J",
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(2000));
-    let live = lab.json(
-        "client",
-        &[
-            BIN,
-            "sockets",
-            "--json",
-            "--interval",
-            "1500ms",
-            "--port",
-            "5302",
-        ],
-    );
-    let from_bench = bench_findings(bench);
-    let _ = dump.wait_with_output();
-    let from_pcap = pcap_ids(&pcap(&file));
-    let from_sockets = sockets_ids(&live);
-    names("bench", &from_bench, "network-loss", "network");
-    names("sockets", &from_sockets, "network-loss", "network");
-    names("pcap", &from_pcap, "network-loss", "network");
+    let said = bench_incident(&lab, 5302, &["-C", "cubic"], Some("1500ms"));
+    for (source, got) in [
+        ("bench", &said.bench),
+        ("sockets", &said.sockets),
+        ("pcap", &said.pcap),
+    ] {
+        names(source, got, "network-loss", "network");
+    }
 }
 
 /// A reader that limits itself (`curl --limit-rate 2M`, autotuned buffers) from a fast web
@@ -304,7 +287,7 @@ fn a_self_pacing_reader_is_the_application_everywhere() {
         ],
     ));
     wait_listening(&lab, "server", 5303);
-    let dump = capture(&lab, &file, 8, 5303);
+    let dump = capture(&lab, &file, 10, 5303);
     let url = format!("http://{SERVER}:5303/big");
     let curl = lab.spawn(
         "client",
@@ -314,29 +297,36 @@ fn a_self_pacing_reader_is_the_application_everywhere() {
             "--limit-rate",
             "2M",
             "--max-time",
-            "6",
+            "8",
             "-o",
             "/dev/null",
             &url,
         ],
     );
-    std::thread::sleep(Duration::from_millis(2500));
-    let live = lab.json(
-        "client",
-        &[
-            BIN,
-            "sockets",
-            "--json",
-            "--interval",
-            "1s",
-            "--port",
-            "5303",
-        ],
-    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // A reader that pauses between bursts has a backlog at most instants, not every one: up to
+    // three 1 s samples.
+    let mut from_sockets = Vec::new();
+    for _ in 0..3 {
+        from_sockets = sockets_ids(&lab.json(
+            "client",
+            &[
+                BIN,
+                "sockets",
+                "--json",
+                "--interval",
+                "1s",
+                "--port",
+                "5303",
+            ],
+        ));
+        if !from_sockets.is_empty() {
+            break;
+        }
+    }
     let _ = curl.wait_with_output();
     let _ = dump.wait_with_output();
     let from_pcap = pcap_ids(&pcap(&file));
-    let from_sockets = sockets_ids(&live);
     for (source, got) in [("sockets", &from_sockets), ("pcap", &from_pcap)] {
         assert!(
             got.iter().any(|(i, l, s)| {
@@ -361,23 +351,6 @@ fn a_deep_bottleneck_queue_is_bufferbloat_in_the_capture() {
         return;
     }
     let lab = Lab::up(&["--rtt", "10ms", "--rate", "20mbit", "--queue", "2M"]);
-    let dir = Dir::new();
-    let file = dir.file("bloat.pcap");
-    let _server = Bg(lab.spawn(
-        "server",
-        &[BIN, "bench", "server", "-p", "5304", "--one-off"],
-    ));
-    wait_listening(&lab, "server", 5304);
-    let dump = capture(&lab, &file, 8, 5304);
-    let bench = lab.spawn(
-        "client",
-        &[
-            BIN, "bench", "client", SERVER, "-p", "5304", "-t", "5", "-C", "cubic", "-J",
-        ],
-    );
-    let _ = bench_findings(bench);
-    let _ = dump.wait_with_output();
-    let doc = pcap(&file);
-    let got = pcap_ids(&doc);
-    names("pcap", &got, "bufferbloat", "network");
+    let said = bench_incident(&lab, 5304, &["-C", "cubic"], None);
+    names("pcap", &said.pcap, "bufferbloat", "network");
 }

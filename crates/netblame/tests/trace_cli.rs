@@ -72,6 +72,42 @@ impl Drop for Lab {
     }
 }
 
+/// A 3 s bench transfer from the lab's client to its server (a netblame server, one test).
+fn transfer_through(name: &str) {
+    let mut server = Command::new(BIN)
+        .args([
+            "lab",
+            "exec",
+            name,
+            "server",
+            "--",
+            BIN,
+            "bench",
+            "server",
+            "--one-off",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let c = Command::new(BIN)
+        .args([
+            "lab",
+            "exec",
+            name,
+            "client",
+            "--",
+            "sh",
+            "-c",
+            &format!("{BIN} bench client $NETBLAME_PEER -t 3 -J"),
+        ])
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", text(&c));
+    let _ = server.wait();
+}
+
 #[test]
 fn lossy_lab_link_shows_retransmits_to_the_peer() {
     if !require_root("lossy_lab_link_shows_retransmits_to_the_peer") {
@@ -101,38 +137,7 @@ fn lossy_lab_link_shows_retransmits_to_the_peer() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let mut server = Command::new(BIN)
-        .args([
-            "lab",
-            "exec",
-            &name,
-            "server",
-            "--",
-            BIN,
-            "bench",
-            "server",
-            "--one-off",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let c = Command::new(BIN)
-        .args([
-            "lab",
-            "exec",
-            &name,
-            "client",
-            "--",
-            "sh",
-            "-c",
-            &format!("{BIN} bench client $NETBLAME_PEER -t 3 -J"),
-        ])
-        .output()
-        .unwrap();
-    assert!(c.status.success(), "{}", text(&c));
-    let _ = server.wait();
+    transfer_through(&name);
     let out = trace.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
@@ -183,38 +188,7 @@ fn doctor_trace_adds_kernel_evidence_to_the_verdict() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let mut server = Command::new(BIN)
-        .args([
-            "lab",
-            "exec",
-            &name,
-            "server",
-            "--",
-            BIN,
-            "bench",
-            "server",
-            "--one-off",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let c = Command::new(BIN)
-        .args([
-            "lab",
-            "exec",
-            &name,
-            "client",
-            "--",
-            "sh",
-            "-c",
-            &format!("{BIN} bench client $NETBLAME_PEER -t 3 -J"),
-        ])
-        .output()
-        .unwrap();
-    assert!(c.status.success(), "{}", text(&c));
-    let _ = server.wait();
+    transfer_through(&name);
     let out = doctor.wait_with_output().unwrap();
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));

@@ -53,8 +53,9 @@ pub const STALL_US: u64 = 1_000_000;
 pub const STALL_SHARE: f64 = 0.1;
 /// ...and at least this much time in all, microseconds.
 pub const STALL_TOTAL_US: u64 = 100_000;
-/// Unread data of at least this much at both samples of a live socket, not draining, is a
-/// backlog whatever the buffer's size (64 KiB: a whole unscaled window left unread).
+/// Unread data of at least this much at both samples of a live socket is a backlog whatever
+/// the buffer's size (64 KiB: a whole unscaled window left unread; a prompt reader empties its
+/// queue within microseconds of each arrival).
 pub const PERSISTENT_BACKLOG_BYTES: u64 = 64 * 1024;
 /// The receiving process at or above this share of one core while its window held the sender
 /// is CPU-bound: its CPU per byte, not a pause, kept it behind. A reader that paces itself or
@@ -302,7 +303,8 @@ fn recv_q_growing(t: &Transfer) -> Option<Finding> {
     let growing = g.after_bytes > g.before_bytes && rmem as f64 >= BACKLOG_SHARE * rb as f64;
     // A large autotuned buffer never looks half full: unread data that stayed over the whole
     // interval (and did not drain) says the same.
-    let persistent = g.before_bytes >= PERSISTENT_BACKLOG_BYTES && g.after_bytes >= g.before_bytes;
+    let persistent =
+        g.before_bytes >= PERSISTENT_BACKLOG_BYTES && g.after_bytes >= PERSISTENT_BACKLOG_BYTES;
     if !growing && !persistent {
         return None;
     }
