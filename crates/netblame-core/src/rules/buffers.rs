@@ -238,14 +238,10 @@ pub fn rcvbuf_fixed_small(t: &Transfer) -> Vec<Finding> {
 
 /// `rcvbuf-fixed-small` when the receiver's kernel is unknown: the window it got, as seen.
 fn fixed_without_model(t: &Transfer, so: u64) -> Finding {
-    let f = Finding::new(
-        &RCVBUF_FIXED_SMALL,
-        Severity::Warning,
-        format!(
-            "the receiver set SO_RCVBUF={}: autotuning is off and the window is capped",
-            Bytes(so)
-        ),
-    )
+    let f = fixed_small(format!(
+        "the receiver set SO_RCVBUF={}: autotuning is off and the window is capped",
+        Bytes(so)
+    ))
     .subject(t.subject.clone())
     .evidence("so_rcvbuf", so as f64, Unit::Bytes);
     let (f, why) = window_arithmetic(t, f);
@@ -253,22 +249,17 @@ fn fixed_without_model(t: &Transfer, so: u64) -> Finding {
         "sk_rcvbuf = 2 x SO_RCVBUF = {} B, fixed: {why}",
         2 * so
     ))
-    .fix(rcvbuf_fix())
 }
 
 /// `rcvbuf-fixed-small` inferred from the window scale the receiver announced in its SYN.
 fn fixed_by_handshake(t: &Transfer) -> Finding {
     let w = t.receiver.rcv_wscale.unwrap_or(0);
     let cap = (u64::from(u16::MAX)) << w;
-    let f = Finding::new(
-        &RCVBUF_FIXED_SMALL,
-        Severity::Warning,
-        format!(
+    let f = fixed_small(format!(
             "{} announced window scale {w}: its buffer was fixed small (SO_RCVBUF), the window cannot exceed {}",
             t.receiver.who.clone().unwrap_or_else(|| "the receiver".into()),
             Bytes(cap)
-        ),
-    )
+        ))
     .subject(t.subject.clone())
     .evidence("rcv_wscale", w as f64, Unit::Number)
     .evidence("max_representable_window", cap as f64, Unit::Bytes);
@@ -279,7 +270,13 @@ fn fixed_by_handshake(t: &Transfer) -> Finding {
          clamp of at most 128 KiB, which SO_RCVBUF set before connect gives (or a host with rmem_max and \
          tcp_rmem[2] below 128 KiB); {why}"
     ))
-    .fix(rcvbuf_fix())
+}
+
+/// `rcvbuf-fixed-small`, the one constructor: a warning (made critical by [`judge_model`] when
+/// the transfer misses its deadline) with the fix every form shares; callers add the evidence
+/// of how they know the buffer was fixed.
+fn fixed_small(summary: String) -> Finding {
+    Finding::new(&RCVBUF_FIXED_SMALL, Severity::Warning, summary).fix(rcvbuf_fix())
 }
 
 fn rcvbuf_fix() -> &'static str {
@@ -294,19 +291,14 @@ pub fn judge_model(kernel: &KernelVersion, m: &WindowModel, w: &Workload) -> Vec
     let mut out = Vec::new();
     let window = m.window_clamp_bytes;
     if m.rcvbuf_locked {
-        let mut f = Finding::new(
-            &RCVBUF_FIXED_SMALL,
-            Severity::Warning,
-            format!(
-                "SO_RCVBUF fixes sk_rcvbuf at {} and the window at {}",
-                Bytes(m.sk_rcvbuf_bytes),
-                Bytes(window)
-            ),
-        )
+        let mut f = fixed_small(format!(
+            "SO_RCVBUF fixes sk_rcvbuf at {} and the window at {}",
+            Bytes(m.sk_rcvbuf_bytes),
+            Bytes(window)
+        ))
         .evidence("sk_rcvbuf", m.sk_rcvbuf_bytes as f64, Unit::Bytes)
         .evidence("window_clamp", window as f64, Unit::Bytes)
-        .evidence("rcv_wscale", m.rcv_wscale as f64, Unit::Number)
-        .fix(rcvbuf_fix());
+        .evidence("rcv_wscale", m.rcv_wscale as f64, Unit::Number);
         let mut explanation = format!(
             "sk_rcvbuf = 2 x SO_RCVBUF = {} B; window = {} = {} B",
             m.sk_rcvbuf_bytes,

@@ -222,7 +222,29 @@ pub fn network_loss(t: &Transfer, share: f64, recovery: f64) -> Finding {
     }
 }
 
-/// `spurious-retransmissions` (a note): every retransmission was answered by a D-SACK.
+/// `spurious-retransmissions`, the one constructor (a note): `spurious` of `retransmissions`
+/// were shown unnecessary. With zero windows at the receiver (`Some(true)`) the lagging ACKs are
+/// its application's; otherwise delay or reordering on the path. Callers add the arithmetic.
+fn spurious_finding(spurious: u64, retransmissions: u64, zero_windows: Option<bool>) -> Finding {
+    let f = Finding::new(
+        &SPURIOUS_RETRANSMISSIONS,
+        Severity::Info,
+        format!("{spurious} of {retransmissions} retransmissions were spurious (D-SACK): not loss"),
+    )
+    .evidence("retransmissions", retransmissions as f64, Unit::Count)
+    .evidence("spurious_retransmissions", spurious as f64, Unit::Count);
+    match zero_windows {
+        Some(true) => f
+            .blame(Layer::Application)
+            .fix("nothing on the path: make the receiving application read promptly (see receiver-zero-window)"),
+        Some(false) => f.fix(
+            "nothing to fix unless it is frequent: check for reordering (multipath, ECMP) or ACK delay at the receiver",
+        ),
+        None => f.fix("nothing on the path; if receivers show zero windows, make them read promptly"),
+    }
+}
+
+/// `spurious-retransmissions` for one sender whose every retransmission a D-SACK answered.
 fn spurious(t: &Transfer) -> Finding {
     let r = &t.sender.retrans;
     let zero = t.receiver.zero_windows > 0 || t.receiver.zero_window_us.is_some_and(|z| z > 0);
@@ -232,30 +254,14 @@ fn spurious(t: &Transfer) -> Finding {
     } else {
         "ACKs were delayed or segments reordered on the path, so timers fired before the ACKs arrived"
     };
-    let mut f = Finding::new(
-        &SPURIOUS_RETRANSMISSIONS,
-        Severity::Info,
-        format!(
-            "{} of {} retransmissions were spurious (D-SACK): not loss",
-            r.spurious, r.segments
-        ),
-    )
-    .subject(t.subject.clone())
-    .evidence("retransmissions", r.segments as f64, Unit::Count)
-    .evidence("spurious_retransmissions", r.spurious as f64, Unit::Count);
+    let mut f = spurious_finding(r.spurious, r.segments, Some(zero)).subject(t.subject.clone());
     if let Some(p) = r.loss_probes {
         f = f.evidence("loss_probes", p as f64, Unit::Count);
     }
-    let f = f.explain(format!(
+    f.explain(format!(
         "the receiver reported each of {} retransmitted segments as already received (RFC 2883 D-SACK): {cause}",
         r.spurious
-    ));
-    if zero {
-        f.blame(Layer::Application)
-            .fix("nothing on the path: make the receiving application read promptly (see receiver-zero-window)")
-    } else {
-        f.fix("nothing to fix unless it is frequent: check for reordering (multipath, ECMP) or ACK delay at the receiver")
-    }
+    ))
 }
 
 /// `peer-silent`: the sender's timeout retransmissions reached the capture point and nothing
@@ -454,12 +460,7 @@ pub fn judge_host(snap: &HostSnapshot) -> Vec<Finding> {
         );
     } else if spurious > 0 && retrans as f64 / sent as f64 >= RETRANS_WARN_SHARE {
         out.push(
-            Finding::new(
-                &SPURIOUS_RETRANSMISSIONS,
-                Severity::Info,
-                format!("{spurious} of {retrans} retransmissions were spurious: not loss"),
-            )
-            .evidence("retrans_segs", retrans as f64, Unit::Count)
+            spurious_finding(spurious, retrans, None)
             .evidence("dsack_recv", dsack as f64, Unit::Count)
             .evidence("spurious_rtos", spurious_rtos as f64, Unit::Count)
             .evidence("loss_probes", probes as f64, Unit::Count)
@@ -467,8 +468,7 @@ pub fn judge_host(snap: &HostSnapshot) -> Vec<Finding> {
                 "Tcp.RetransSegs +{retrans} over {window}, but receivers answered {dsack} with a D-SACK (the data had \
                  arrived) and {spurious_rtos} timeouts were spurious; {probes} tail-loss probes were sent: timers \
                  fired while ACKs lagged (slow readers, zero windows, ACK delay), not loss"
-            ))
-            .fix("nothing on the path; if receivers show zero windows, make them read promptly"),
+            )),
         );
     }
     out

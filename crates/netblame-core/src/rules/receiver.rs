@@ -262,6 +262,18 @@ pub fn receiver_zero_window(t: &Transfer) -> Finding {
     )
 }
 
+/// `receiver-app-slow`, the one constructor: a warning about `t`'s reader with the fix every
+/// form shares; the callers bring the summary and the evidence of what they saw.
+fn app_slow(t: &Transfer, summary: String) -> Finding {
+    Finding::new(&RECEIVER_APP_SLOW, Severity::Warning, summary)
+        .subject(t.subject.clone())
+        .fix(
+            "make the receiving application read sooner and faster: look at its read loop (a rate limit such as \
+             curl --limit-rate, a consumer that processes before reading again, a blocked thread), read in larger \
+             chunks, or move processing out of the read loop; larger buffers will not help",
+        )
+}
+
 /// `receiver-app-slow` for a reader whose queue stayed backlogged while its window held the sender.
 fn app_slow_backlog(t: &Transfer) -> Finding {
     let r = &t.receiver;
@@ -271,9 +283,8 @@ fn app_slow_backlog(t: &Transfer) -> Finding {
         .map(|m| m.round() as u64)
         .or(r.recv_q_max_bytes)
         .unwrap_or(0);
-    let f = Finding::new(
-        &RECEIVER_APP_SLOW,
-        Severity::Warning,
+    let f = app_slow(
+        t,
         format!(
             "{} leaves its Recv-Q full ({} of a {} buffer): it reads more slowly than data arrives",
             who(t),
@@ -281,7 +292,6 @@ fn app_slow_backlog(t: &Transfer) -> Finding {
             Bytes(rb)
         ),
     )
-    .subject(t.subject.clone())
     .evidence("recv_q", q as f64, Unit::Bytes)
     .evidence("rcvbuf", rb as f64, Unit::Bytes);
     let (f, why) = window_arithmetic(t, f);
@@ -291,7 +301,6 @@ fn app_slow_backlog(t: &Transfer) -> Finding {
         Bytes(q),
         Bytes(rb)
     ))
-    .fix("make the application read faster: read in larger chunks, on more threads, or with less work per byte")
 }
 
 /// `receiver-app-slow` for a live socket whose Recv-Q grew toward its buffer over the interval.
@@ -311,18 +320,13 @@ fn recv_q_growing(t: &Transfer) -> Option<Finding> {
     let secs = g.interval.as_secs_f64().max(1e-6);
     let growth = g.after_bytes.saturating_sub(g.before_bytes) as f64 * 8.0 / secs;
     Some(
-        Finding::new(
-            &RECEIVER_APP_SLOW,
-            Severity::Warning,
-            format!(
+        app_slow(t, format!(
                 "Recv-Q went from {} to {} unread in {}: {} reads more slowly than data arrives",
                 Bytes(g.before_bytes),
                 Bytes(g.after_bytes),
                 format_duration(g.interval),
                 who(t)
-            ),
-        )
-        .subject(t.subject.clone())
+            ))
         .evidence("recv_q_before", g.before_bytes as f64, Unit::Bytes)
         .evidence("recv_q", g.after_bytes as f64, Unit::Bytes)
         .evidence("recv_q_growth", growth, Unit::BitsPerSecond)
@@ -339,7 +343,7 @@ fn recv_q_growing(t: &Transfer) -> Option<Finding> {
             rb,
             rmem as f64 * 100.0 / rb as f64
         ))
-        .fix("make the application read faster: move processing out of the read loop"),
+
     )
 }
 
@@ -404,17 +408,12 @@ fn slow_reader(t: &Transfer) -> Option<Finding> {
     if possible < CEILING_HEADROOM * rate && !below_max {
         return None;
     }
-    let f = Finding::new(
-        &RECEIVER_APP_SLOW,
-        Severity::Warning,
-        format!(
+    let f = app_slow(t, format!(
             "{} reads at about {}, far below the {} its window could carry: the reader, not tcp_rmem",
             who(t),
             BitRate(rate),
             BitRate(possible)
-        ),
-    )
-    .subject(t.subject.clone())
+        ))
     .evidence("tcp_rmem_max", host.settings.tcp_rmem[2] as f64, Unit::Bytes)
     .evidence("window_clamp", clamp as f64, Unit::Bytes)
     .evidence("possible_ceiling", possible, Unit::BitsPerSecond);
@@ -434,11 +433,7 @@ fn slow_reader(t: &Transfer) -> Option<Finding> {
             } else {
                 ""
             }
-        ))
-        .fix(
-            "look at the receiving application's read loop: a rate limit (e.g. curl --limit-rate), a consumer \
-             that processes before reading again, or a blocked thread; read sooner and in larger chunks",
-        ),
+        )),
     )
 }
 

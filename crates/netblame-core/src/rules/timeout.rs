@@ -64,6 +64,26 @@ pub struct CloseSignature {
     pub rsts_after_close: u64,
 }
 
+/// `application-timeout`, the one constructor. `gave_up`: `Some(true)` when the data shows an
+/// application with that timeout would have given up (critical), `Some(false)` when it would
+/// not (a note), `None` when only a close's timing suggests it (a warning: the wire cannot tell
+/// a timer from a job of that length).
+fn application_timeout(
+    subject: &str,
+    gave_up: Option<bool>,
+    summary: String,
+    timeout_s: f64,
+) -> Finding {
+    let severity = match gave_up {
+        Some(true) => Severity::Critical,
+        Some(false) => Severity::Info,
+        None => Severity::Warning,
+    };
+    Finding::new(&APPLICATION_TIMEOUT, severity, summary)
+        .subject(subject.to_string())
+        .evidence("timeout", timeout_s, Unit::Seconds)
+}
+
 /// The common timeout `d` sits at, within [`TOLERANCE`] + `rtt`.
 pub fn common_timeout(d: Duration, rtt: Duration) -> Option<u64> {
     let tol = (TOLERANCE + rtt).as_secs_f64();
@@ -128,9 +148,9 @@ pub fn from_close(s: &CloseSignature) -> Finding {
         Confidence::ReadTimeout => "likely a read (idle) timeout: nothing else closes exactly that long after the last data",
         Confidence::Deadline => "possibly a total deadline; a test or job of exactly that length looks the same, so check the application",
     };
-    Finding::new(
-        &APPLICATION_TIMEOUT,
-        Severity::Warning,
+    application_timeout(
+        &s.subject,
+        None,
         format!(
             "the {} closed ({}) {} after {}, at a common {} s timeout, while the {} still had data to send",
             s.closer,
@@ -140,10 +160,9 @@ pub fn from_close(s: &CloseSignature) -> Finding {
             s.timeout_s,
             s.peer
         ),
+        s.timeout_s as f64,
     )
-    .subject(s.subject.clone())
     .evidence("close_after", s.measured.as_secs_f64(), Unit::Seconds)
-    .evidence("timeout", s.timeout_s as f64, Unit::Seconds)
     .evidence("peer_data_after_close", s.peer_data_after_close as f64, Unit::Bytes)
     .evidence("peer_unacked_at_close", s.peer_unacked_at_close as f64, Unit::Bytes)
     .evidence("rsts_after_close", s.rsts_after_close as f64, Unit::Count)
@@ -270,25 +289,15 @@ pub fn from_deadline(subject: &str, d: &AppDeadline) -> Finding {
             format!("longest stall {longest_stall:.1} s < timeout {t:.1} s"),
         )
     };
-    Finding::new(
-        &APPLICATION_TIMEOUT,
-        if hit {
-            Severity::Critical
+    application_timeout(subject, Some(hit), summary, t)
+        .evidence("longest_stall", longest_stall, Unit::Seconds)
+        .evidence("received", total as f64, Unit::Bytes)
+        .explain(why)
+        .fix(if hit {
+            "raise the window (see the receiver-window finding) or the application's timeout"
         } else {
-            Severity::Info
-        },
-        summary,
-    )
-    .subject(subject.to_string())
-    .evidence("timeout", t, Unit::Seconds)
-    .evidence("longest_stall", longest_stall, Unit::Seconds)
-    .evidence("received", total as f64, Unit::Bytes)
-    .explain(why)
-    .fix(if hit {
-        "raise the window (see the receiver-window finding) or the application's timeout"
-    } else {
-        "none needed"
-    })
+            "none needed"
+        })
 }
 
 /// The transfer estimate for a window model under a workload, when RTT and size are known.
