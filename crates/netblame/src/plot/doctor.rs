@@ -93,18 +93,6 @@ pub fn findings_by_layer(findings: &[&Finding]) -> anyhow::Result<String> {
     })
 }
 
-/// The x axis runs past 100% to leave the legend a column of its own.
-const LEGEND_RIGHT: f64 = 135.0;
-
-/// Colours of the limits, left to right.
-const LIMITS: [(&str, RGBColor); 5] = [
-    ("receiver window", RGBColor(230, 159, 0)),
-    ("send buffer", RGBColor(204, 121, 167)),
-    ("congestion window", RGBColor(0, 114, 178)),
-    ("loss recovery", RGBColor(214, 39, 40)),
-    ("nothing to send", RGBColor(200, 200, 200)),
-];
-
 /// The most connections drawn.
 pub const MAX_CONNECTIONS: usize = 20;
 
@@ -119,75 +107,19 @@ pub fn connection_limits(conns: &[(String, LimitShares)]) -> anyhow::Result<Opti
     busy.sort_by(|a, b| b.1.busy_us.cmp(&a.1.busy_us).then(a.0.cmp(&b.0)));
     busy.truncate(MAX_CONNECTIONS);
     let n = busy.len();
-    let labels: Vec<String> = busy.iter().map(|(l, _)| l.clone()).collect();
+    let rows: Vec<(String, Option<LimitShares>)> =
+        busy.iter().map(|(l, s)| (l.clone(), Some(*s))).collect();
     svg((1100, (90 + 28 * n as u32).max(200)), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                "what limited each sending connection over the window",
-                (FONT, 16),
-            )
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(380)
-            .build_cartesian_2d(0f64..LEGEND_RIGHT, 0f64..n as f64)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n * 2 + 1)
-            .y_label_formatter(&|y| {
-                let i = (y - 0.5).round();
-                if (y - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                    labels[n - 1 - i as usize].clone()
-                } else {
-                    String::new()
-                }
-            })
-            .x_label_formatter(&|x| {
-                if *x <= 100.0 {
-                    format!("{x:.0}")
-                } else {
-                    String::new()
-                }
-            })
-            .x_desc("% of the window")
-            .label_style((FONT, 11))
-            .axis_desc_style((FONT, 12))
-            .light_line_style(RGBColor(238, 238, 238))
-            .draw()?;
-        for (k, (name, c)) in LIMITS.iter().enumerate() {
-            let c = *c;
-            chart
-                .draw_series(busy.iter().enumerate().map(|(i, (_, s))| {
-                    let total = s.interval_us.max(1) as f64;
-                    let v = [
-                        s.rwnd_limited_us,
-                        s.sndbuf_limited_us,
-                        s.cwnd_limited_us.saturating_sub(s.loss_recovery_us),
-                        s.loss_recovery_us,
-                        s.idle_us,
-                    ]
-                    .map(|x| x as f64 / total * 100.0);
-                    let left: f64 = v[..k].iter().sum();
-                    let y = (n - 1 - i) as f64;
-                    Rectangle::new(
-                        [
-                            (left.min(100.0), y + 0.15),
-                            ((left + v[k]).min(100.0), y + 0.85),
-                        ],
-                        c.filled(),
-                    )
-                }))?
-                .label(*name)
-                .legend(move |(x, y)| Rectangle::new([(x - 6, y - 5), (x + 6, y + 5)], c.filled()));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font((FONT, 11))
-            .draw()?;
-        Ok(())
+        super::limits::bars(
+            root,
+            &super::limits::Layout {
+                caption: "what limited each sending connection over the window",
+                x_desc: "% of the window",
+                label_width: 380,
+                legend_font: 11,
+            },
+            &rows,
+        )
     })
     .map(Some)
 }

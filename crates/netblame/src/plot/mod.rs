@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod doctor;
 pub mod lab;
+pub mod limits;
 pub mod probe;
 pub mod report;
 pub mod timeseq;
