@@ -112,6 +112,26 @@ pub fn judge(t: &Transfer) -> Vec<Finding> {
     judge_backlog(t).into_iter().collect()
 }
 
+/// Whether the reader fell behind: zero windows, a backlog, or 64 KiB or more left unread (the
+/// largest Recv-Q seen, or its mean). `None` when the source could not see the receiver's queue.
+pub fn fell_behind(t: &Transfer) -> Option<bool> {
+    let r = &t.receiver;
+    let zero = r.zero_windows > 0 || r.zero_window_us.is_some_and(|z| z > 0);
+    let unread = |q: f64| q >= PERSISTENT_BACKLOG_BYTES as f64;
+    let seen = r.recv_q_max_bytes.is_some() || r.recv_q_mean_bytes.is_some();
+    if zero
+        || backlogged(t)
+        || r.recv_q_max_bytes.is_some_and(|q| unread(q as f64))
+        || r.recv_q_mean_bytes.is_some_and(unread)
+    {
+        Some(true)
+    } else if seen {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// True when the receive queue held a backlog: the largest at half the buffer, or a mean at a
 /// quarter of it.
 fn backlogged(t: &Transfer) -> bool {
@@ -347,9 +367,13 @@ fn recv_q_growing(t: &Transfer) -> Option<Finding> {
     )
 }
 
-/// `receiver-cpu-bound`: the reader used [`CPU_BOUND_SHARE`] of a core or more.
+/// `receiver-cpu-bound`: the reader used [`CPU_BOUND_SHARE`] of a core or more and fell behind.
 fn cpu_bound(t: &Transfer) -> Option<Finding> {
     let cpu = t.receiver.cpu_share.filter(|c| *c >= CPU_BOUND_SHARE)?;
+    // Busy but keeping up (its queue empty) is a fast reader, not a bound one.
+    if fell_behind(t) != Some(true) {
+        return None;
+    }
     let capped = t.sender.rate_bps / cpu;
     let f = Finding::new(
         &RECEIVER_CPU_BOUND,
@@ -388,6 +412,10 @@ fn cpu_bound(t: &Transfer) -> Option<Finding> {
 /// the sender got: the reader paced itself (a rate limit, a slow consumer), not the buffers.
 fn slow_reader(t: &Transfer) -> Option<Finding> {
     let host = t.receiver.host.as_ref()?;
+    // A reader that kept its queue empty was not slow: the window was still growing.
+    if fell_behind(t) == Some(false) {
+        return None;
+    }
     if t.receiver.so_rcvbuf.is_some() {
         return None;
     }
@@ -492,9 +520,22 @@ mod tests {
     fn a_cpu_bound_reader_is_the_cpu() {
         let mut t = bound(16e6);
         t.receiver.cpu_share = Some(0.99);
+        t.receiver.zero_windows = 3;
         let f = why_window_small(&t);
         assert_eq!(f[0].id, "receiver-cpu-bound");
         assert_eq!(f[0].layer, Layer::Host);
+    }
+
+    #[test]
+    fn a_busy_reader_that_keeps_up_is_not_cpu_bound() {
+        // Loopback at 32 Gbit/s: 67% of a core, queue empty, the window still growing.
+        let mut t = bound(32e9);
+        t.path.rtt = Some(Duration::from_micros(38));
+        t.receiver.cpu_share = Some(0.67);
+        t.receiver.recv_q_mean_bytes = Some(0.0);
+        assert!(why_window_small(&t).is_empty(), "{:#?}", why_window_small(&t));
+        let f = crate::rules::sender::receiver_window_limited(&t);
+        assert_eq!(f.severity, Severity::Info, "{f:?}");
     }
 
     #[test]

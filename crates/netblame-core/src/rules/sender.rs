@@ -189,13 +189,17 @@ fn base(spec: &'static FindingSpec, t: &Transfer, severity: Severity, summary: S
 }
 
 /// `receiver-window-limited`: the window bound the sender, and nothing seen at the receiver
-/// names a more specific cause (the receiver was not observed, or read promptly with room to grow).
+/// names a more specific cause. A warning; a note when the receiver was seen keeping its queue
+/// empty on a host whose autotuning had room (the window was still growing).
 pub fn receiver_window_limited(t: &Transfer) -> Finding {
     let share = t.window_share().unwrap_or(0.0);
+    // Seen at the receiver, keeping its queue empty, on a host whose autotuning had room: the
+    // window was still growing (a note), not a receiver holding the sender back.
+    let ramp = t.receiver.host.is_some() && receiver::fell_behind(t) == Some(false);
     let f = base(
         &RECEIVER_WINDOW_LIMITED,
         t,
-        Severity::Warning,
+        if ramp { Severity::Info } else { Severity::Warning },
         format!(
             "the receiver's window held the sender {} of the time{}",
             pct(share),
@@ -205,7 +209,11 @@ pub fn receiver_window_limited(t: &Transfer) -> Finding {
                 .unwrap_or_default()
         ),
     );
-    let (f, why) = window_arithmetic(t, f);
+    let (f, mut why) = window_arithmetic(t, f);
+    if ramp {
+        why += "; the receiver kept its queue empty and its tcp_rmem[2] allowed more: autotuning was still \
+                growing the window (it starts at tcp_rmem[1] and grows with what the application reads)";
+    }
     f.explain(why).fix(
         "look at the receiving end (`netblame sockets --explain` there): an application that reads slowly \
          leaves its Recv-Q full (receiver-zero-window, receiver-app-slow); an SO_RCVBUF caps the window \
