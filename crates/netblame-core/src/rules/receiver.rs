@@ -533,7 +533,11 @@ mod tests {
         t.path.rtt = Some(Duration::from_micros(38));
         t.receiver.cpu_share = Some(0.67);
         t.receiver.recv_q_mean_bytes = Some(0.0);
-        assert!(why_window_small(&t).is_empty(), "{:#?}", why_window_small(&t));
+        assert!(
+            why_window_small(&t).is_empty(),
+            "{:#?}",
+            why_window_small(&t)
+        );
         let f = crate::rules::sender::receiver_window_limited(&t);
         assert_eq!(f.severity, Severity::Info, "{f:?}");
     }

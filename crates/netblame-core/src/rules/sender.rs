@@ -199,7 +199,11 @@ pub fn receiver_window_limited(t: &Transfer) -> Finding {
     let f = base(
         &RECEIVER_WINDOW_LIMITED,
         t,
-        if ramp { Severity::Info } else { Severity::Warning },
+        if ramp {
+            Severity::Info
+        } else {
+            Severity::Warning
+        },
         format!(
             "the receiver's window held the sender {} of the time{}",
             pct(share),
