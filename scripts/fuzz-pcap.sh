@@ -16,9 +16,12 @@ CORPUS=$(mktemp -d /tmp/netblame-fuzz-corpus.XXXXXX)
 trap 'rm -rf "$CORPUS"' EXIT
 # Seeds: up to 200 small real captures (the fuzzer mutates them).
 if [ -d "$ROOT/test-data/captures" ]; then
-    find "$ROOT/test-data/captures" -type f -size -64k | head -200 | while read -r f; do
-        cp "$f" "$CORPUS/$(basename "$f" | tr -c 'A-Za-z0-9._-' _)" 2>/dev/null || true
-    done
+    n=0
+    while IFS= read -r f; do
+        cp "$f" "$CORPUS/$n-$(basename "$f" | tr -c 'A-Za-z0-9._-' _)" 2>/dev/null || true
+        n=$((n + 1))
+        [ "$n" -ge 200 ] && break
+    done < <(find "$ROOT/test-data/captures" -type f -size -64k)
 fi
 cd "$ROOT/crates/netblame-pcap"
 RUSTC_BOOTSTRAP=1 cargo fuzz run reader --sanitizer none "$CORPUS" -- \
