@@ -1,7 +1,7 @@
 //! netblame-serve: the always-on agent behind `netblame serve`.
 //!
 //! Every interval the agent makes the same observations as `netblame doctor` ([`scan`]), asks
-//! netblame-core what they mean ([`judge`] — the one place that calls the rules), and keeps the
+//! netblame-core what they mean ([`judge`] — the one place that calls core's `diagnose` step), and keeps the
 //! result current for three outputs:
 //!
 //! - `GET /metrics`: OpenMetrics text from the official `prometheus-client` crate ([`metrics`]):

@@ -114,7 +114,7 @@ pub struct View {
     pub processes: Vec<ProcessRow>,
     /// metric -> values summed into `other`.
     pub collapsed: Vec<(&'static str, u64)>,
-    /// `(name as in /proc/net, absolute value)` for core's `COUNTERS_READ`.
+    /// `(name as in /proc/net, absolute value)` for every counter the rules read (`observe::host::Counter`).
     pub netstat: Vec<(&'static str, u64)>,
     pub softnet: Option<(u64, u64, u64)>,
     pub devices: Vec<DeviceRow>,
