@@ -299,7 +299,9 @@ pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<Tra
             sender: sender_facts(&senders),
             receiver: ReceiverFacts {
                 so_rcvbuf: receiver_rcvbuf,
-                rcvbuf_bytes: receiver_actual,
+                // The size measured at setup is the buffer only when SO_RCVBUF fixed it; an
+                // autotuned one grows during the test (its queue is judged by zero windows then).
+                rcvbuf_bytes: receiver_rcvbuf.and(receiver_actual),
                 recv_q_mean_bytes: mean_recv_q(receiver_iv, &ids, false),
                 host: receiver_host,
                 // iperf3's cpu_util_total: percent of one CPU over the test (the process).

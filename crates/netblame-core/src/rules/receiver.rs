@@ -112,18 +112,14 @@ pub fn judge(t: &Transfer) -> Vec<Finding> {
     judge_backlog(t).into_iter().collect()
 }
 
-/// Whether the reader fell behind: zero windows, a backlog, or 64 KiB or more left unread (the
-/// largest Recv-Q seen, or its mean). `None` when the source could not see the receiver's queue.
+/// Whether the reader fell behind: zero windows, or a backlog against its buffer. A few hundred
+/// KiB unread at a sampling instant is normal at tens of Gbit/s, so only the buffer's share
+/// counts. `None` when the source could not see the receiver's queue.
 pub fn fell_behind(t: &Transfer) -> Option<bool> {
     let r = &t.receiver;
     let zero = r.zero_windows > 0 || r.zero_window_us.is_some_and(|z| z > 0);
-    let unread = |q: f64| q >= PERSISTENT_BACKLOG_BYTES as f64;
     let seen = r.recv_q_max_bytes.is_some() || r.recv_q_mean_bytes.is_some();
-    if zero
-        || backlogged(t)
-        || r.recv_q_max_bytes.is_some_and(|q| unread(q as f64))
-        || r.recv_q_mean_bytes.is_some_and(unread)
-    {
+    if zero || backlogged(t) {
         Some(true)
     } else if seen {
         Some(false)
