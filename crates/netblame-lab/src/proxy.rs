@@ -272,6 +272,7 @@ impl Proxy {
                 command: "proxy".into(),
                 sockets: 0,
             }],
+            container: None,
         };
         netblame_linux::host::cgroup::read(&target).ok()
     }

@@ -71,6 +71,8 @@ pub struct CgroupTarget {
     pub path: String,
     pub dir: PathBuf,
     pub owners: Vec<OwnerProcess>,
+    /// The container, pod or unit the path names (parsed once, when the target is made).
+    pub container: Option<netblame_core::observe::socket::ContainerRef>,
 }
 
 /// Groups socket-owning processes `(pid, command, sockets)` by the cgroup that accounts their
@@ -90,6 +92,8 @@ pub fn targets(owners: &[(u32, String, u64)], mounts: &Mounts) -> Vec<CgroupTarg
             sockets: *sockets,
         });
     }
+    // One read of the node's pod log directories names every target's pod and container.
+    let names = (!by_path.is_empty()).then(crate::container::PodNames::scan);
     by_path
         .into_iter()
         .filter_map(|((version, path), owners)| {
@@ -99,11 +103,18 @@ pub fn targets(owners: &[(u32, String, u64)], mounts: &Mounts) -> Vec<CgroupTarg
                 mounts.v1_cpu.as_ref()?
             };
             let dir = base.join(path.trim_start_matches('/'));
+            let container = crate::container::parse_cgroup_path(&path).map(|mut r| {
+                if let Some(n) = &names {
+                    n.name(&mut r);
+                }
+                r
+            });
             Some(CgroupTarget {
                 version,
                 path,
                 dir,
                 owners,
+                container,
             })
         })
         .collect()
@@ -170,10 +181,7 @@ pub fn read(target: &CgroupTarget) -> std::io::Result<CgroupCpu> {
     let mut c = parse_cpu(target.version, &stat, quota.as_deref(), period.as_deref());
     c.path = target.path.clone();
     c.owners = target.owners.clone();
-    c.container = crate::container::parse_cgroup_path(&target.path).map(|mut r| {
-        crate::container::PodNames::scan().name(&mut r);
-        r
-    });
+    c.container = target.container.clone();
     Ok(c)
 }
 
