@@ -147,6 +147,13 @@ pub struct Verdict {
     pub headline: String,
 }
 
+impl Default for Verdict {
+    /// The verdict on nothing found.
+    fn default() -> Verdict {
+        verdict(&[])
+    }
+}
+
 /// A finding id as reported once: its most severe instance, and how many instances merged
 /// into it (connections, flows, directions showing it).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -160,7 +167,7 @@ pub struct Ranked {
 /// What [`diagnose`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Diagnosis {
-    pub verdict: Option<Verdict>,
+    pub verdict: Verdict,
     /// One entry per finding id, ranked: severity, then layer, then how often, then id.
     pub findings: Vec<Ranked>,
     /// Every live connection's verdict, in the order of `Observations::sockets`.
@@ -181,9 +188,9 @@ pub struct Diagnosis {
 }
 
 impl Diagnosis {
-    /// The verdict (always present after [`diagnose`]).
+    /// The verdict the top line shows.
     pub fn verdict(&self) -> &Verdict {
-        self.verdict.as_ref().expect("diagnose sets the verdict")
+        &self.verdict
     }
 
     /// The merged findings without their counts.
@@ -258,7 +265,7 @@ pub fn diagnose(obs: &Observations) -> Diagnosis {
     let findings = merge(&all);
     let plain: Vec<Finding> = findings.iter().map(|r| r.finding.clone()).collect();
     Diagnosis {
-        verdict: Some(verdict(&plain)),
+        verdict: verdict(&plain),
         findings,
         connections,
         flows,
