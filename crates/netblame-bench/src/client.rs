@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// One data stream as the client set it up.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StreamInfo {
     pub id: i64,
     /// True when the client sends on it.
@@ -28,7 +28,7 @@ pub struct StreamInfo {
 }
 
 /// Per-stream totals after the test.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema)]
 pub struct StreamTotals {
     pub id: i64,
     pub client_sends: bool,
@@ -41,7 +41,7 @@ pub struct StreamTotals {
 }
 
 /// What the server sent back beyond iperf3's fields, when it is netblame.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServerExtension {
     pub intervals: Vec<IntervalSample>,
     pub buffers: Vec<BufferSizes>,
@@ -53,7 +53,7 @@ pub struct ServerExtension {
 
 /// One host's kernel release and receive-window sysctls: what the window verdict needs from
 /// the receiving end.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostSettings {
     #[serde(default)]
     pub kernel: String,

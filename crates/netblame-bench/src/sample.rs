@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 /// One stream over one interval, from the end that took the sample.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamSample {
     pub id: i64,
     /// True when the sampling end sends on this stream.
@@ -76,7 +76,7 @@ impl StreamSample {
 }
 
 /// All streams over one interval.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IntervalSample {
     pub start: f64,
     pub end: f64,

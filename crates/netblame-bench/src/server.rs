@@ -80,7 +80,7 @@ impl Default for ServerConfig {
 }
 
 /// One stream's totals on the server.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ServerStreamTotals {
     pub id: i64,
     /// True when the server sent on it.
@@ -92,7 +92,7 @@ pub struct ServerStreamTotals {
 }
 
 /// A finished test, as the server saw it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SessionReport {
     pub peer: String,
     pub params: Value,

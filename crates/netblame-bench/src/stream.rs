@@ -16,7 +16,7 @@ use std::time::Duration;
 const WAKE: Duration = Duration::from_millis(100);
 
 /// Requested versus actual buffer sizes of one socket (the kernel doubles and caps requests).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BufferSizes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_sndbuf_bytes: Option<u64>,

@@ -28,7 +28,7 @@ pub struct PathSpec {
 }
 
 /// What the rules need to know about the host live sockets are on.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct HostContext {
     /// The running kernel; `None` when unknown (no known-issue findings then).
     pub kernel: Option<KernelVersion>,
@@ -95,7 +95,7 @@ pub struct Observations<'a> {
 }
 
 /// The verdict on one live connection.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ConnectionVerdict {
     /// What bounded the sender over the interval; `None` without two samples, on kernels
     /// without the stopwatches, or for sockets that are not established.
@@ -137,7 +137,7 @@ fn one_line(findings: &[Finding], first: &Finding) -> String {
 }
 
 /// The headline of a report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Verdict {
     /// The layer to blame; `None` when no finding reaches a warning.
     pub blame: Option<Layer>,
@@ -156,7 +156,7 @@ impl Default for Verdict {
 
 /// A finding id as reported once: its most severe instance, and how many instances merged
 /// into it (connections, flows, directions showing it).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Ranked {
     #[serde(flatten)]
     pub finding: Finding,
@@ -165,7 +165,7 @@ pub struct Ranked {
 }
 
 /// What [`diagnose`] returns.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Diagnosis {
     pub verdict: Verdict,
     /// One entry per finding id, ranked: severity, then layer, then how often, then id.
@@ -546,7 +546,7 @@ pub fn verdict(findings: &[Finding]) -> Verdict {
 }
 
 /// The culprit a lab scenario expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Expected {
     /// The finding id that must appear at warning or above; `None` = nothing above a note.
     pub finding: Option<&'static str>,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// What gets the blame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Layer {
     Network,
@@ -33,7 +33,7 @@ impl fmt::Display for Layer {
 }
 
 /// How much a finding matters. Ordered: `Info < Warning < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
     Info,
@@ -59,7 +59,7 @@ impl fmt::Display for Severity {
 }
 
 /// What bounded a sender over an interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Limit {
     /// The peer's advertised receive window (tcpi_rwnd_limited).
     #[serde(rename = "rwnd")]
@@ -109,7 +109,7 @@ impl fmt::Display for Limit {
 }
 
 /// The unit of an evidence value; JSON keys end with it (`rtt_us`, `window_bytes`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Unit {
     Bytes,
@@ -144,7 +144,7 @@ impl Unit {
 }
 
 /// One named number behind a verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Evidence {
     /// snake_case name, e.g. `window`, `rtt`, `rcv_wscale`.
     pub name: String,
@@ -191,7 +191,7 @@ impl Evidence {
 }
 
 /// A catalogued kind of finding. Every id is documented in `docs/findings.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FindingSpec {
     /// Stable kebab-case id: an API (JSON, metrics). Never rename silently.
     pub id: &'static str,
@@ -201,7 +201,7 @@ pub struct FindingSpec {
 }
 
 /// A verdict with its evidence, its arithmetic and its fix.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Finding {
     pub id: &'static str,
     pub layer: Layer,

@@ -119,6 +119,16 @@ impl Serialize for KernelVersion {
     }
 }
 
+/// Serialized as its display string (`6.6.10-amd64`).
+impl schemars::JsonSchema for KernelVersion {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "KernelVersion".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": "^[0-9]+\\.[0-9]+"})
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for KernelVersion {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;

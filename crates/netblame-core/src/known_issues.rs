@@ -9,7 +9,7 @@ use crate::kernel::{KernelVersion, BACKPORT_CAVEAT};
 use serde::Serialize;
 
 /// A half-open range of upstream versions `[from, until)`; `until = None` means "not fixed yet".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VersionRange {
     pub from: (u32, u32, u32),
     pub until: Option<(u32, u32, u32)>,
@@ -30,7 +30,7 @@ const fn range(from: (u32, u32, u32), until: (u32, u32, u32)) -> VersionRange {
 }
 
 /// When an issue matters for a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trigger {
     /// Only for sockets whose application set SO_RCVBUF (autotuning off).
@@ -40,7 +40,7 @@ pub enum Trigger {
 }
 
 /// One known issue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct KnownIssue {
     /// The finding this issue reports as (id, kernel layer, title).
     pub spec: FindingSpec,

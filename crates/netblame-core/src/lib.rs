@@ -9,6 +9,7 @@
 pub mod catalogue;
 pub mod diagnose;
 pub mod finding;
+pub mod json;
 pub mod kernel;
 pub mod known_issues;
 pub mod observe;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What the plan optimizes for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
     /// Buffers for the BDP and never lower; no restart of slow start after idle.
@@ -48,7 +48,7 @@ pub struct TuneInput {
 }
 
 /// One sysctl change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlanItem {
     pub name: String,
     /// The value now (whitespace-normalized); `None` when it could not be read.
@@ -58,7 +58,7 @@ pub struct PlanItem {
 }
 
 /// The plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TunePlan {
     pub profile: Profile,
     pub kernel: String,

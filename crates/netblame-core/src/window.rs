@@ -26,7 +26,7 @@ pub const COLLAPSE_COMPROMISE_BYTES: u64 = 4 << 20;
 pub const MAX_WSCALE: u8 = 14;
 
 /// Host settings that shape a socket's receive window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RcvSettings {
     /// `net.ipv4.tcp_rmem` (min, default, max).
     pub tcp_rmem: [u64; 3],
@@ -56,7 +56,7 @@ impl RcvSettings {
 }
 
 /// What a socket asked for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SocketRequest {
     /// SO_RCVBUF set before connect/listen, in bytes; `None` = autotuned.
     pub so_rcvbuf: Option<u64>,
@@ -68,7 +68,7 @@ pub struct SocketRequest {
 }
 
 /// How the kernel turns buffer space into window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "method", rename_all = "kebab-case")]
 pub enum WinFromSpace {
     /// Before 6.6: `a <= 0 ? S >> -a : S - (S >> a)`.
@@ -121,7 +121,7 @@ pub fn clamp_stuck_at_initial_ratio(kernel: &KernelVersion) -> bool {
 }
 
 /// The modelled receive side of one socket on one kernel.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WindowModel {
     pub kernel: String,
     /// `sk_rcvbuf` at connect: `max(2 * min(SO_RCVBUF, rmem_max), SOCK_MIN_RCVBUF)` or `tcp_rmem[1]`.
@@ -239,7 +239,7 @@ pub fn bdp_bytes(rate_bps: f64, rtt: Duration) -> u64 {
 }
 
 /// Sysctl values that let autotuning reach a window of `window_bytes` on `kernel`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct BufferPlan {
     /// The window needed.
     pub window_bytes: u64,
@@ -276,7 +276,7 @@ pub fn buffers_for_window(kernel: &KernelVersion, window_bytes: u64) -> BufferPl
 }
 
 /// The inputs of the transfer-time model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TransferInput {
     pub bytes: u64,
     /// The receive window that bounds the sender.
@@ -289,7 +289,7 @@ pub struct TransferInput {
 }
 
 /// The modelled time to move a transfer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TransferEstimate {
     /// From the first SYN to the last byte acknowledged.
     pub total: Duration,

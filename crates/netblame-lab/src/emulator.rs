@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How packets are lost at random.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(tag = "model", rename_all = "kebab-case")]
 pub enum LossModel {
     /// No random loss.
@@ -57,7 +57,7 @@ pub enum LossModel {
 }
 
 /// One direction of the emulated link.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LinkConfig {
     /// One-way propagation delay.
     pub delay: Duration,
@@ -163,7 +163,7 @@ fn inc(c: &AtomicU64, v: u64) {
 
 /// A snapshot of one direction's counters. Packets and bytes are wire segments (packets of at
 /// most the MTU) and their IP bytes, also when TUN offload moved them as super-packets.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LinkStats {
     pub packets_in: u64,
     pub bytes_in: u64,

@@ -51,7 +51,7 @@ pub enum LabError {
 }
 
 /// Which emulator joins the two namespaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// netblame's userspace emulator over two TUN devices (works everywhere TUN does).
@@ -62,7 +62,7 @@ pub enum Backend {
 }
 
 /// Everything that defines a lab.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LabConfig {
     pub name: String,
     /// Client -> server.
@@ -134,7 +134,7 @@ pub fn netns_name(name: &str, side: Side) -> String {
 }
 
 /// One side of a lab.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Side {
     Client,
@@ -176,7 +176,7 @@ impl std::str::FromStr for Side {
 }
 
 /// What `/run/netblame/labs/NAME/state.json` holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LabState {
     pub name: String,
     /// The process that owns the lab (the forwarder).
@@ -195,7 +195,7 @@ pub struct LabState {
 }
 
 /// Emulator and kernel counters of a lab.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LabCounters {
     /// How the emulator exchanges packets with the two TUN devices: `offload` (GSO
     /// super-packets) or `plain` (one packet per read/write).
@@ -289,7 +289,7 @@ pub fn list() -> Vec<LabState> {
 }
 
 /// What [`gc`] removed.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct GcReport {
     /// Labs whose process had died.
     pub labs: Vec<String>,
@@ -302,7 +302,7 @@ pub struct GcReport {
 }
 
 /// What [`remove_leftovers`] removed.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Removed {
     pub namespaces: Vec<String>,
     /// Processes that still ran inside the lab's namespaces (killed).
@@ -411,7 +411,7 @@ pub const GONE_ROOT: &str = "/run/netblame/gone";
 
 /// Why a lab went away without `lab down`, and what was removed after it: `lab list` shows it
 /// until `lab gc` (or a new `lab up` of the same name) forgets it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Gone {
     pub name: String,
     /// The lab's process (the emulator).

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
 /// Delays between the two capture points for one direction, microseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct DelayStats {
     pub samples: u64,
     pub min_us: i64,
@@ -21,14 +21,14 @@ pub struct DelayStats {
 }
 
 /// Segments seen in one capture only, per direction.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct OneSided {
     pub client_to_server: u64,
     pub server_to_client: u64,
 }
 
 /// One stream found in both captures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StreamMatch {
     pub a_id: u32,
     pub b_id: u32,
@@ -55,7 +55,7 @@ pub struct StreamMatch {
 }
 
 /// Both captures' streams, matched.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Correlation {
     pub matches: Vec<StreamMatch>,
     /// Connections of A (by id) with no partner in B, and the reverse.

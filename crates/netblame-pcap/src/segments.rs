@@ -14,7 +14,7 @@ pub const MAX_SEGMENTS: usize = 500_000;
 /// One captured segment. Sequence numbers are relative to the first one seen in the sender's
 /// sequence space (its ISN when the SYN was captured), unwrapped past 4 GiB; they can be
 /// negative for a segment older than the first one captured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SegmentPoint {
     /// Microseconds after the connection's first packet.
     pub at_us: u64,
@@ -47,7 +47,7 @@ impl SegmentPoint {
 }
 
 /// The segments of one connection.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct SegmentTrace {
     /// The connection's id (as in [`netblame_core::observe::flow::FlowObservation::id`]).
     pub id: u32,

@@ -22,7 +22,7 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 /// What one target saw over a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TargetRun {
     #[serde(flatten)]
     pub latency: TargetLatency,
@@ -50,7 +50,7 @@ pub struct TargetRun {
 }
 
 /// What the http probes of one target measured, phase by phase.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct HttpReport {
     /// One row per phase that was timed at least once, in the order they happen: `dns`,
     /// `connect`, `tls`, `first_byte` (request written to first response byte: the server's
@@ -70,7 +70,7 @@ pub struct HttpReport {
 }
 
 /// The distribution of one phase over a run, microseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct PhaseStats {
     /// `dns`, `connect`, `tls`, `first_byte`, `transfer` or `total`.
     pub phase: &'static str,
@@ -83,7 +83,7 @@ pub struct PhaseStats {
 }
 
 /// One http probe's phases (each its own duration), microseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct HttpProbe {
     pub seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,7 +165,7 @@ impl HttpReport {
 }
 
 /// Percentiles of latency measured from the actual departure, microseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FromSend {
     pub p50_us: f64,
     pub p99_us: f64,

@@ -38,7 +38,7 @@ pub fn scheduled(start: Instant, interval: Duration, seq: u64) -> Instant {
 }
 
 /// How well the schedule was held: how late probes left, in nanoseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ScheduleStats {
     pub probes: u64,
     pub interval_ns: u64,

@@ -7,7 +7,7 @@ use netblame_core::{Finding, Limit};
 use serde::Serialize;
 
 /// A finding with how many instances (connections, or the host) showed it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JudgedFinding {
     #[serde(flatten)]
     pub finding: Finding,
@@ -27,7 +27,7 @@ pub struct ConnectionJudgement {
 }
 
 /// What a scan means.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Judgement {
     pub verdict: Verdict,
     /// Most severe first; one entry per id.

@@ -3,6 +3,8 @@
 //! Tests that need root call [`require_root`]: without root they skip with a visible line,
 //! unless `NETBLAME_REQUIRE_ROOT=1` (set by `.ci/run`), where a skip is a failure.
 
+pub mod schema;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// True when the process runs as root.

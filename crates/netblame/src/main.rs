@@ -69,6 +69,9 @@ enum Command {
     Completions(cmd::completions::Args),
     /// Manual pages: the main page (or one subcommand's) on stdout, or all of them with --out DIR.
     Man(cmd::man::Args),
+    /// The JSON Schema of each `--json` document (every one carries `schema_version`); lists
+    /// them without a name, writes them all with --out DIR.
+    Schema(cmd::schema::Args),
 }
 
 /// Parses the command line. Doctor's options given before a subcommand are refused (what
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => cmd::serve::run(args),
         Some(Command::Completions(args)) => cmd::completions::run(args, Cli::command()),
         Some(Command::Man(args)) => cmd::man::run(args, Cli::command()),
+        Some(Command::Schema(args)) => cmd::schema::run(args),
     };
     match result {
         Ok(code) => code,

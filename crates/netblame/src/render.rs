@@ -230,9 +230,11 @@ fn wrap(cell: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// Prints a value as one JSON document on stdout.
+/// Prints a value as one JSON document on stdout, stamped with `schema_version`
+/// ([`netblame_core::json`]); the value must serialize as an object.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    let doc = netblame_core::json::Versioned::new(value);
+    println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
 }
 

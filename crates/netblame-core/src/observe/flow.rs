@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 /// An address and port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Endpoint {
     pub ip: IpAddr,
     pub port: u16,
@@ -29,7 +29,7 @@ impl fmt::Display for Endpoint {
 }
 
 /// One side of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Side {
     /// The originator (sent the SYN).
@@ -71,7 +71,7 @@ impl fmt::Display for Side {
 }
 
 /// TCP options a SYN carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, schemars::JsonSchema)]
 pub struct TcpOptions {
     pub mss_bytes: Option<u16>,
     /// The window scale shift announced (clamped to 14 as RFC 7323 says).
@@ -81,7 +81,7 @@ pub struct TcpOptions {
 }
 
 /// The three-way handshake.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Handshake {
     /// SYNs the client sent with the same initial sequence number (1 = no retransmission).
     pub syn_count: u32,
@@ -111,7 +111,7 @@ pub struct Handshake {
 }
 
 /// Summary of RTT samples (Karn-safe: no sample from a retransmitted segment).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RttStats {
     pub samples: u64,
     pub min_us: Option<u64>,
@@ -148,7 +148,7 @@ impl RttStats {
 }
 
 /// Counters for what one side sent (data, ACKs, windows it advertised).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DirectionStats {
     pub packets: u64,
     /// Segments carrying payload.
@@ -254,7 +254,7 @@ impl DirectionStats {
 
 /// Where the capture was taken, from the two halves of the RTT (the handshake's, or the data's
 /// when the handshake was not captured).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CapturePoint {
     /// Not enough to tell.
@@ -296,7 +296,7 @@ impl CapturePoint {
 }
 
 /// A side advertising a zero window until it opened again.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ZeroWindowEpisode {
     /// Who advertised the zero window (the receiver that did not read).
     pub side: Side,
@@ -309,14 +309,14 @@ pub struct ZeroWindowEpisode {
 }
 
 /// A stretch with no packet in either direction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct IdleGap {
     pub start_us: u64,
     pub duration_us: u64,
 }
 
 /// FIN or RST.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CloseKind {
     Fin,
@@ -324,7 +324,7 @@ pub enum CloseKind {
 }
 
 /// Who closed first, when, and what happened after.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CloseInfo {
     /// The side that sent the first FIN or RST.
     pub closer: Option<Side>,
@@ -343,7 +343,7 @@ pub struct CloseInfo {
 }
 
 /// One side's activity in one interval.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SideSample {
     /// Payload bytes sent.
     pub bytes: u64,
@@ -362,7 +362,7 @@ pub struct SideSample {
 }
 
 /// One interval of the time series.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct IntervalSample {
     /// Offset of the interval's start.
     pub start_us: u64,
@@ -381,7 +381,7 @@ impl IntervalSample {
 }
 
 /// One reconstructed TCP connection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FlowObservation {
     /// Number in order of first packet, from 1.
     pub id: u32,

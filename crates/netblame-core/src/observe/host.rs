@@ -37,7 +37,7 @@ pub const AUDITED_SYSCTLS: &[&str] = &[
 
 /// A section of the collection that could not be read, and why (missing privilege, a file
 /// this kernel does not have, an interface without the ethtool statistics call).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Skipped {
     /// Which section: `qdisc`, `nic`, `cgroup`, `sysctl net.core.netdev_budget`, ...
     pub section: String,
@@ -46,7 +46,7 @@ pub struct Skipped {
 }
 
 /// One row of `/proc/net/softnet_stat` (one CPU). Columns a kernel lacks are 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SoftnetRow {
     /// The CPU (column 13 when present, else the row index).
     pub cpu: u32,
@@ -60,7 +60,7 @@ pub struct SoftnetRow {
 }
 
 /// One interface line of `/proc/net/dev`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DevCounters {
     pub device: String,
     pub rx_bytes: u64,
@@ -74,7 +74,7 @@ pub struct DevCounters {
 }
 
 /// Statistics of one qdisc (what `tc -s qdisc` prints).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct QdiscStats {
     pub device: String,
     /// `pfifo_fast`, `fq`, `fq_codel`, `mq`, ...
@@ -95,7 +95,7 @@ pub struct QdiscStats {
 }
 
 /// Direction of a device queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum QueueDir {
     Tx,
@@ -104,7 +104,7 @@ pub enum QueueDir {
 
 /// Packet counts of one device queue: from the NIC's per-queue statistics (`tx_queue_3_packets`,
 /// `queue_3_tx_packets`, ...) or from `/sys/class/net/DEV/queues/tx-N/byte_queue_limits`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct QueueStats {
     pub device: String,
     pub dir: QueueDir,
@@ -114,7 +114,7 @@ pub struct QueueStats {
 }
 
 /// One interface's NIC statistics (`ethtool -S`), name to value.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NicStats {
     pub device: String,
     pub driver: Option<String>,
@@ -123,7 +123,7 @@ pub struct NicStats {
 
 /// A process in a cgroup that owns TCP sockets (per process; the socket-owner map gives the
 /// per-socket [`crate::observe::socket::SocketOwner`]s it is built from).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OwnerProcess {
     pub pid: u32,
     pub command: String,
@@ -132,7 +132,7 @@ pub struct OwnerProcess {
 }
 
 /// CPU accounting of one cgroup that holds processes owning TCP sockets.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CgroupCpu {
     /// The cgroup path relative to its hierarchy (`/system.slice/nginx.service`).
     pub path: String,
@@ -153,7 +153,7 @@ pub struct CgroupCpu {
 }
 
 /// Counters as read at one instant.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostCounters {
     /// `/proc/net/netstat` and `/proc/net/snmp`, keyed `Group.Name` (`TcpExt.PruneCalled`,
     /// `Tcp.RetransSegs`). Negative values (`Tcp.MaxConn` = -1) are kept as they are.
@@ -171,7 +171,7 @@ pub struct HostCounters {
 }
 
 /// Everything collected about a host over one window.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostSnapshot {
     /// The netblame version that collected it.
     pub collector: String,
@@ -367,7 +367,7 @@ impl HostSnapshot {
 }
 
 /// One counter that moved over the window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CounterDelta {
     pub name: String,
     pub delta: u64,

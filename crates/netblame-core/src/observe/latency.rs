@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How one probe ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum ProbeOutcome {
     /// A reply came back within the timeout; latency measured from the probe's scheduled time.
@@ -17,7 +17,7 @@ pub enum ProbeOutcome {
 }
 
 /// One probe, as scheduled and as it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProbeSample {
     /// Sequence number, 0-based, in schedule order.
     pub seq: u64,
@@ -48,7 +48,7 @@ impl ProbeSample {
 }
 
 /// Ping-style summary plus percentiles. Latencies in microseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LatencySummary {
     pub sent: u64,
     pub received: u64,
@@ -83,7 +83,7 @@ impl LatencySummary {
 
 /// One row of a log2 histogram (SystemTap's `@hist_log`): values in `[lower_us, 2 * lower_us)`
 /// (the first row starts at 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Log2Bucket {
     pub lower_us: u64,
     pub count: u64,
@@ -121,7 +121,7 @@ pub fn log2_buckets(values: impl IntoIterator<Item = (u64, u64)>) -> Vec<Log2Buc
 }
 
 /// Loss and latency over one time window of a long run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WindowStats {
     /// Window start, microseconds after the run started (by scheduled time).
     pub start_us: u64,
@@ -136,7 +136,7 @@ pub struct WindowStats {
 }
 
 /// One of the largest latencies of a run, with when it was scheduled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Spike {
     pub seq: u64,
     pub at_us: u64,
@@ -161,7 +161,7 @@ pub fn largest_spikes(samples: &[ProbeSample], n: usize) -> Vec<Spike> {
 }
 
 /// What the probes measured: the round trip of a request, or the TCP handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Measures {
     /// Request/response or echo round trip (rr, udp, icmp, tcp with a request, http).
@@ -171,7 +171,7 @@ pub enum Measures {
 }
 
 /// Everything observed for one target over one run (or loaded from a saved log).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TargetLatency {
     /// `host:port` (or address) as the user named it.
     pub target: String,

@@ -10,7 +10,7 @@ use crate::finding::Limit;
 use serde::Serialize;
 
 /// Shares of an interval, each in `0.0..=1.0`, plus the raw microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default, schemars::JsonSchema)]
 pub struct LimitShares {
     pub interval_us: u64,
     pub busy_us: u64,

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TcpState {
     Established = 1,
@@ -97,7 +97,7 @@ impl fmt::Display for TcpState {
 }
 
 /// `INET_DIAG_SKMEMINFO`: the socket's memory accounting (`ss -m` `skmem:(r,rb,t,tb,f,w,o,bl,d)`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SkMemInfo {
     /// `sk_rmem_alloc` (`r`): memory held by received data, truesize.
     pub rmem_alloc_bytes: u32,
@@ -140,7 +140,7 @@ impl SkMemInfo {
 }
 
 /// A process holding the socket (through one of its file descriptors).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SocketOwner {
     pub pid: u32,
     /// `comm` of the process (`/proc/PID/comm`).
@@ -154,7 +154,7 @@ pub struct SocketOwner {
 
 /// A network namespace: its nsfs inode (what `ls -L -i /proc/PID/ns/net` shows) and its name
 /// under `/run/netns` when it has one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NetnsRef {
     /// The namespace's inode: two sockets or processes share a namespace when it is equal.
     pub inode: u64,
@@ -176,7 +176,7 @@ impl NetnsRef {
 /// Who a socket's owner is, as its cgroup path tells: a Kubernetes pod's container, a
 /// containerd, CRI-O, Docker or Podman container, or a systemd unit. Names (`namespace`, `pod`,
 /// `container`) come from the node's pod log directories when present; ids from the path.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ContainerRef {
     /// The cgroup path the identity was parsed from.
     pub cgroup: String,
@@ -245,7 +245,7 @@ impl ContainerRef {
 }
 
 /// One TCP socket at one instant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SocketSnapshot {
     pub local: SocketAddr,
     pub peer: SocketAddr,

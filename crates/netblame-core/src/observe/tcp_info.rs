@@ -31,7 +31,7 @@ pub mod ca_state {
 pub const MIN_LEN: usize = 104;
 
 /// A parsed `tcp_info`. Times are microseconds unless the name says otherwise.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TcpInfo {
     /// How many bytes the kernel returned.
     pub len: usize,

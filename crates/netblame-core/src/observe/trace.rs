@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 /// Both ends of a connection (or of a dropped packet), local first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Conn {
     pub src: IpAddr,
     pub sport: u16,
@@ -36,7 +36,7 @@ impl fmt::Display for Conn {
 }
 
 /// The process that owns a socket, as last seen sending or receiving on it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Owner {
     pub pid: u32,
     pub comm: String,
@@ -56,7 +56,7 @@ impl fmt::Display for Owner {
 }
 
 /// What happened, per tracepoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum EventKind {
     /// `tcp:tcp_retransmit_skb`.
@@ -141,7 +141,7 @@ impl EventKind {
 }
 
 /// One kernel event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TraceEvent {
     /// Wall-clock time, nanoseconds since the Unix epoch.
     pub wall_ns: u64,
@@ -161,7 +161,7 @@ pub struct TraceEvent {
 
 /// A log2 histogram in microseconds, the SystemTap layout of seed 001: bucket 0 counts runs under
 /// 1 µs, bucket `i` runs in `[2^(i-1), 2^i)` µs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Log2Histogram {
     pub buckets: Vec<u64>,
 }
@@ -217,7 +217,7 @@ impl Log2Histogram {
 
 /// NET_RX softirq time on one CPU: `irq:softirq_entry`/`softirq_exit` with vec NET_RX, i.e. one
 /// `net_rx_action` run each.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NetRxCpu {
     pub cpu: u32,
     pub runs: u64,
@@ -229,7 +229,7 @@ pub struct NetRxCpu {
 }
 
 /// `napi:napi_poll` totals: work done against the budget.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NapiTotals {
     pub polls: u64,
     pub packets: u64,
@@ -239,7 +239,7 @@ pub struct NapiTotals {
 }
 
 /// Drops of one reason (counted in the kernel, so exact even when events were lost).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DropCount {
     /// The kernel's `skb_drop_reason` name without its `SKB_DROP_REASON_` prefix.
     pub reason: String,
@@ -250,7 +250,7 @@ pub struct DropCount {
 }
 
 /// Retransmissions of one connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConnRetransmits {
     pub conn: Conn,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,7 +261,7 @@ pub struct ConnRetransmits {
 }
 
 /// One receive-buffer size a socket reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BufferStep {
     pub wall_ns: u64,
     pub rcvbuf: u64,
@@ -269,7 +269,7 @@ pub struct BufferStep {
 }
 
 /// Receive-buffer autotuning of one socket over the trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BufferGrowth {
     pub conn: Conn,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -290,7 +290,7 @@ impl BufferGrowth {
 }
 
 /// Connect (SYN_SENT to ESTABLISHED) time of one connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConnectTime {
     pub conn: Conn,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,7 +299,7 @@ pub struct ConnectTime {
 }
 
 /// Timing of one kernel function (function tracing only).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FunctionTiming {
     pub calls: u64,
     pub total_ns: u64,
@@ -308,7 +308,7 @@ pub struct FunctionTiming {
 }
 
 /// Events of one kind: how many the kernel saw, and how many could not reach user space.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LostEvents {
     pub kind: String,
     pub seen: u64,
@@ -316,7 +316,7 @@ pub struct LostEvents {
 }
 
 /// Whether the kernel let the tracer time functions (fentry), and why not.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FunctionTracing {
     pub available: bool,
     /// What was attached, or the kernel's refusal in plain words.
@@ -324,7 +324,7 @@ pub struct FunctionTracing {
 }
 
 /// What the tracer could attach on this kernel.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TraceCapabilities {
     /// `category:name` of every tracepoint attached.
     pub attached: Vec<String>,
@@ -334,7 +334,7 @@ pub struct TraceCapabilities {
 }
 
 /// The receive-buffer limits in force (for "stopped growing at tcp_rmem[2]").
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RmemLimits {
     /// `net.ipv4.tcp_rmem` min, default, max.
     pub tcp_rmem: [u64; 3],
@@ -343,7 +343,7 @@ pub struct RmemLimits {
 }
 
 /// Everything one trace saw, aggregated.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TraceSummary {
     pub duration_us: u64,
     pub capabilities: TraceCapabilities,

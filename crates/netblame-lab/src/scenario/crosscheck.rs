@@ -17,7 +17,7 @@ pub const BENCH_PORT: u16 = 5202;
 pub const PROBE_PORT: u16 = 5203;
 
 /// One finding as the tool's `--json` reported it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BenchFinding {
     pub id: String,
     pub layer: String,
@@ -26,7 +26,7 @@ pub struct BenchFinding {
 }
 
 /// What `netblame bench` or `netblame probe` said about the same workload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CrossCheck {
     /// `bench` or `probe`.
     pub tool: &'static str,

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// What a scenario is.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
 pub struct ScenarioInfo {
     pub name: &'static str,
     /// The seed incident it reproduces.
@@ -106,7 +106,7 @@ pub struct RunOptions {
 }
 
 /// One part of a scenario (a lab, a workload, a verdict).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PartReport {
     pub label: String,
     /// The path: RTT, rate, loss, sysctls.
@@ -139,7 +139,7 @@ pub enum Observed {
 }
 
 /// A whole scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ScenarioReport {
     pub scenario: &'static ScenarioInfo,
     pub parts: Vec<PartReport>,

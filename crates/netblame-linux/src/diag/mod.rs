@@ -61,7 +61,7 @@ impl DumpRequest {
 }
 
 /// What a dump could and could not see.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DumpStats {
     /// Sockets returned.
     pub sockets: usize,

@@ -1,5 +1,6 @@
 //! `netblame bench`: an iperf3-compatible throughput test that says what limited the transfer.
 
+use netblame_core::json::JsonDoc;
 use crate::args;
 use crate::render;
 use anyhow::Context;
@@ -682,3 +683,6 @@ fn server_events(json: bool) -> impl Fn(ServerEvent) + Send + Sync + 'static {
         _ => {}
     }
 }
+
+/// The JSON documents `bench` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[];

@@ -1,5 +1,6 @@
 //! `netblame calc`: window, BDP, throughput ceiling and transfer time for any kernel version.
 
+use netblame_core::json::JsonDoc;
 use crate::args;
 use crate::render;
 use netblame_core::diagnose::rank;
@@ -150,7 +151,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-#[derive(Serialize)]
+/// The JSON documents `calc` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[
+    JsonDoc::of::<BdpOut>("calc-bdp", "netblame calc bdp --json"),
+    JsonDoc::of::<CeilingOut>("calc-ceiling", "netblame calc ceiling --json"),
+    JsonDoc::of::<WindowOut>("calc-window", "netblame calc window --json"),
+];
+
+#[derive(Serialize, schemars::JsonSchema)]
 struct BdpOut {
     rate_bits_per_second: f64,
     rtt_us: u64,
@@ -216,7 +224,7 @@ fn bdp(
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct CeilingOut {
     window_bytes: u64,
     rtt_us: u64,
@@ -243,7 +251,7 @@ fn ceiling(window: Bytes, rtt: Duration, json: bool) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct KernelColumn {
     settings: &'static str,
     #[serde(flatten)]
@@ -257,7 +265,7 @@ struct KernelColumn {
     known_issues: Vec<&'static str>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct WindowOut {
     so_rcvbuf_bytes: Option<u64>,
     kernels: Vec<KernelColumn>,

@@ -2,6 +2,7 @@
 //! verdict over one window, then one verdict first — "Blame the application: ..." or "No TCP
 //! problem found" — and the findings ranked by severity, grouped by layer, each with its fix.
 
+use netblame_core::json::JsonDoc;
 use crate::cmd::host::{collect_live_with, host_text, path_spec, Progress};
 use crate::render;
 use netblame_core::diagnose::{diagnose, HostContext, Observations, Ranked, SocketPair, Verdict};
@@ -57,7 +58,7 @@ pub struct Args {
     attach: Vec<std::path::PathBuf>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct ProblemConnection {
     connection: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,14 +74,14 @@ struct ProblemConnection {
     findings: Vec<&'static str>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct ConnectionCounts {
     sampled: usize,
     judged_over_window: usize,
     with_problems: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Report {
     verdict: Verdict,
     kernel: Option<String>,
@@ -380,3 +381,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     Ok(code)
 }
+
+/// The JSON documents `doctor` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[];

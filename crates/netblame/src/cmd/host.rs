@@ -3,6 +3,7 @@
 //! cgroup CPU throttling of socket owners), with findings. `--save` writes what was collected,
 //! `--load` judges such a file on another machine.
 
+use netblame_core::json::JsonDoc;
 use crate::render;
 use anyhow::Context;
 use netblame_core::diagnose::{diagnose, Observations, PathSpec};
@@ -144,7 +145,7 @@ pub(crate) fn socket_owner_targets(
 }
 
 /// Deltas over the window, for JSON and the text report.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub(crate) struct Deltas {
     window_us: u64,
     proto: Vec<CounterDelta>,
@@ -173,7 +174,7 @@ pub(crate) fn deltas(s: &HostSnapshot) -> Deltas {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Report<'a> {
     source: &'a str,
     snapshot: &'a HostSnapshot,
@@ -188,7 +189,7 @@ struct Report<'a> {
 }
 
 /// One other network namespace's counters and findings.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub(crate) struct NetnsReport {
     pub(crate) netns: netblame_core::observe::NetnsRef,
     pub(crate) deltas: Deltas,
@@ -635,3 +636,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The JSON documents `host` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[];

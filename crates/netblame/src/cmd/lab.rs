@@ -1,6 +1,7 @@
 //! `netblame lab`: namespaces joined by netblame's userspace WAN emulator; scenarios that
 //! reproduce each seed incident and check the verdict.
 
+use netblame_core::json::JsonDoc;
 use crate::args::{self, usage};
 use crate::render;
 use anyhow::{bail, Context};
@@ -656,3 +657,6 @@ fn scenario_text(rep: &ScenarioReport) -> String {
     );
     out
 }
+
+/// The JSON documents `lab` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[];

@@ -10,6 +10,7 @@ pub mod man;
 pub mod netns;
 pub mod pcap;
 pub mod probe;
+pub mod schema;
 pub mod serve;
 pub mod sockets;
 pub mod trace;

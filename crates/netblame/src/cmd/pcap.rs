@@ -1,6 +1,7 @@
 //! `netblame pcap`: explain every TCP connection in a capture (a file, standard input, or a
 //! live capture on an interface); match one stream across two captures (both sides of a NAT).
 
+use netblame_core::json::JsonDoc;
 use crate::render;
 use netblame_core::diagnose::{diagnose, headline as verdict, Observations};
 use netblame_core::observe::flow::{DirectionStats, Endpoint, FlowObservation, Side};
@@ -300,14 +301,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if args.json {
-        #[derive(Serialize)]
+        #[derive(Serialize, schemars::JsonSchema)]
         struct Conn<'a> {
             #[serde(flatten)]
             flow: &'a FlowObservation,
             verdict: String,
             findings: &'a [Finding],
         }
-        #[derive(Serialize)]
+        #[derive(Serialize, schemars::JsonSchema)]
         struct Out<'a> {
             file: String,
             format: &'static str,
@@ -748,7 +749,7 @@ fn two_captures(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("netblame: warning: {w}");
     }
     if args.json {
-        #[derive(Serialize)]
+        #[derive(Serialize, schemars::JsonSchema)]
         struct Out<'a> {
             a: String,
             b: String,
@@ -827,3 +828,6 @@ fn two_captures(args: &Args) -> anyhow::Result<ExitCode> {
     emit(&o)?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// The JSON documents `pcap` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[];

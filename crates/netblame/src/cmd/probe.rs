@@ -2,6 +2,7 @@
 //! ping-style summaries, percentiles, log2 histograms, spikes, per-window loss, and findings;
 //! `netblame probe serve` answers rr, udp, tcp --request and http probes.
 
+use netblame_core::json::JsonDoc;
 use crate::render;
 use anyhow::Context;
 use netblame_core::diagnose::{diagnose, Observations};
@@ -376,7 +377,7 @@ fn histogram_text(rows: &[Log2Bucket]) -> String {
 }
 
 /// One of the largest spikes with the kernel events around it (`--trace`).
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct SpikeContext<'a> {
     target: &'a str,
     seq: u64,
@@ -646,22 +647,22 @@ fn error_counts(t: &TargetLatency) -> Vec<String> {
         .collect()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct JsonTarget<'a> {
     #[serde(flatten)]
     run: &'a TargetRun,
     histogram_log2_us: Vec<Log2Bucket>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct JsonLoaded<'a> {
     #[serde(flatten)]
     latency: &'a TargetLatency,
     histogram_log2_us: Vec<Log2Bucket>,
 }
 
-#[derive(Serialize)]
-struct JsonDoc<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+struct ProbeOut<'a> {
     kind: &'static str,
     interval_us: u64,
     timeout_us: u64,
@@ -680,8 +681,8 @@ fn json_doc<'a>(
     loaded: &'a [TargetLatency],
     findings: &'a [Finding],
     ctx: &ProbeContext,
-) -> JsonDoc<'a> {
-    JsonDoc {
+) -> ProbeOut<'a> {
+    ProbeOut {
         kind: args.kind.as_str(),
         interval_us: args.interval.as_micros() as u64,
         timeout_us: args.timeout.as_micros() as u64,
@@ -711,3 +712,6 @@ fn json_doc<'a>(
         started_unix_ms: runs.first().map(|r| r.started_unix_ms),
     }
 }
+
+/// The JSON documents `probe` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[];

@@ -1,6 +1,7 @@
 //! `netblame serve`: the always-on agent (netblame-serve). Glue only: options to
 //! [`netblame_serve::Options`], errors to exit codes.
 
+use netblame_core::json::JsonDoc;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,3 +55,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// The JSON documents `serve` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[];

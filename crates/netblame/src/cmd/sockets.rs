@@ -1,6 +1,7 @@
 //! `netblame sockets`: every TCP connection with its `tcp_info`, memory and a verdict on what
 //! limits it (`ss -tinm`, explained).
 
+use netblame_core::json::JsonDoc;
 use crate::cmd::netns::{skipped_notes, NetnsArgs};
 use crate::render;
 use netblame_core::diagnose::{diagnose, ConnectionVerdict, HostContext, Observations, SocketPair};
@@ -274,7 +275,7 @@ fn host_context() -> (HostContext, Option<String>) {
 }
 
 /// One connection in the output.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Connection<'a> {
     #[serde(flatten)]
     socket: &'a SocketSnapshot,
@@ -290,7 +291,7 @@ struct Connection<'a> {
 }
 
 /// A namespace in the output.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct NamespaceRow<'a> {
     #[serde(flatten)]
     netns: &'a NetnsRef,
@@ -298,7 +299,7 @@ struct NamespaceRow<'a> {
     connections: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Report<'a> {
     kernel: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -793,3 +794,6 @@ fn output(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The JSON documents `sockets` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[];

@@ -6,6 +6,7 @@
 //! Exit codes: 0 traced, 1 error, [`TRACE_UNAVAILABLE_EXIT`] (4) when tracing cannot run here
 //! (not root, no BTF, programs refused).
 
+use netblame_core::json::JsonDoc;
 use crate::render;
 use netblame_core::diagnose::{diagnose, Observations};
 use netblame_core::observe::trace::{EventKind, Log2Histogram, TraceEvent, TraceSummary};
@@ -85,7 +86,7 @@ pub fn netns_path(spec: &str) -> anyhow::Result<(std::path::PathBuf, u32)> {
     Ok((path.into(), meta.ino() as u32))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Report<'a> {
     summary: &'a TraceSummary,
     findings: &'a [Finding],
@@ -486,3 +487,6 @@ pub fn summary_text(s: &TraceSummary, filtered: bool) -> String {
     );
     out
 }
+
+/// The JSON documents `trace` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[];

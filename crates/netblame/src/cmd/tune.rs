@@ -2,6 +2,7 @@
 //! each value, written as a sysctl.d file. Dry run by default; `--apply` saves a backup, writes
 //! the live values and the file; `--rollback` restores the backup exactly.
 
+use netblame_core::json::JsonDoc;
 use crate::render;
 use anyhow::Context;
 use netblame_core::observe::host::AUDITED_SYSCTLS;
@@ -61,7 +62,7 @@ pub struct Args {
     json: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Out<'a> {
     #[serde(flatten)]
     plan: &'a TunePlan,
@@ -74,7 +75,7 @@ struct Out<'a> {
     backup: Option<PathBuf>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct RollbackOut {
     mode: &'static str,
     restored: Vec<(String, String)>,
@@ -287,3 +288,6 @@ fn print_text(
         }
     }
 }
+
+/// The JSON documents `tune` writes.
+pub const JSON_DOCS: &[JsonDoc] = &[];

@@ -1,0 +1,72 @@
+//! Checks a command's real JSON output against its schema in `docs/schema/`, strictly: a
+//! field the schema does not declare fails too, so the schemas cannot fall behind the output.
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// The schema `docs/schema/NAME.json`, made strict: every object schema at the root and in
+/// `$defs` that does not say what else it allows gets `unevaluatedProperties: false`.
+pub fn strict_schema(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/schema")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("no schema {}: {e}", path.display()));
+    let mut schema: Value = serde_json::from_str(&text).expect("a schema is JSON");
+    close(&mut schema);
+    if let Some(Value::Object(defs)) = schema.get_mut("$defs") {
+        defs.values_mut().for_each(close);
+    }
+    schema
+}
+
+fn close(s: &mut Value) {
+    if let Value::Object(o) = s {
+        if !o.contains_key("additionalProperties") && !o.contains_key("unevaluatedProperties") {
+            o.insert("unevaluatedProperties".into(), Value::Bool(false));
+        }
+    }
+}
+
+/// Panics with every violation when `doc` does not match `docs/schema/NAME.json` (strictly),
+/// or carries no `schema_version`.
+pub fn assert_valid(name: &str, doc: &Value) {
+    let schema = strict_schema(name);
+    let validator = jsonschema::draft202012::new(&schema)
+        .unwrap_or_else(|e| panic!("docs/schema/{name}.json is not a valid schema: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "output does not match docs/schema/{name}.json:\n  {}\ndocument: {}",
+        errors.join("\n  "),
+        truncate(&doc.to_string())
+    );
+    assert!(
+        doc.get("schema_version").and_then(Value::as_u64).is_some(),
+        "no schema_version in {name} output"
+    );
+}
+
+/// Each line of `text` (JSON lines) checked with [`assert_valid`]; returns the lines parsed.
+pub fn assert_valid_lines(name: &str, text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{name}: not a JSON line ({e}): {l}"));
+            assert_valid(name, &v);
+            v
+        })
+        .collect()
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() > 4000 {
+        format!("{}…", s.chars().take(4000).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
