@@ -9,7 +9,13 @@ use crate::metrics::{self, ProbeMetrics, Published};
 use crate::probes::Probers;
 use crate::scan::Scanner;
 use crate::trace::Tracing;
+use crate::judge::JudgedFinding;
+use netblame_core::diagnose::Verdict;
+use netblame_core::json::{JsonDoc, Versioned};
+use netblame_core::observe::host::Skipped;
+use serde::Serialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -152,35 +158,95 @@ impl Drop for Responder {
     }
 }
 
-/// The `/findings` document.
+/// The `/findings` document: the latest scan's verdict and findings.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct FindingsDoc<'a> {
+    /// Scans since the agent started.
+    scan: u64,
+    /// When the scan was taken: RFC 3339, UTC, milliseconds.
+    at: String,
+    /// Seconds between scans.
+    interval_s: f64,
+    /// The window the host counters were read over, µs (absent before the second scan).
+    window_us: Option<u64>,
+    /// How long the scan took, µs, and each of its phases.
+    scan_duration_us: u64,
+    scan_phases_us: BTreeMap<String, u64>,
+    /// Process owners were looked up again this scan.
+    processes_refreshed: bool,
+    kernel: Option<String>,
+    verdict: &'a Verdict,
+    connections: ConnectionTotals,
+    /// Most severe first; one entry per id, with how many connections showed it.
+    findings: &'a [JudgedFinding],
+    skipped: &'a [Skipped],
+    /// With `sources.trace`: whether kernel tracing runs, and why not.
+    trace: Option<TraceStatus>,
+}
+
+/// Connection counts of a scan.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+struct ConnectionTotals {
+    /// Sockets dumped.
+    sockets: usize,
+    /// Established and close-wait connections judged.
+    judged: usize,
+    /// Judged connections with a warning or worse.
+    with_problems: usize,
+}
+
+/// Whether the agent's kernel tracing runs.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct TraceStatus {
+    available: bool,
+    /// Why tracing is not available here.
+    reason: Option<String>,
+    /// Trace rounds folded into the metrics.
+    rounds: u64,
+}
+
+/// The JSON documents the agent serves and writes.
+pub const JSON_DOCS: &[JsonDoc] = &[
+    JsonDoc::of::<FindingsDoc<'static>>("serve-findings", "GET /findings of netblame serve"),
+    JsonDoc::of::<crate::events::EventLine>(
+        "serve-events",
+        "netblame serve --events FILE (one line per event)",
+    ),
+];
+
+/// The `/findings` document, as served.
 fn findings_doc(
     scans: u64,
     cfg: &Config,
     obs: &crate::scan::ScanObservations,
     j: &crate::judge::Judgement,
-    trace: Option<serde_json::Value>,
+    trace: Option<TraceStatus>,
 ) -> String {
     let at = obs.at.unwrap_or_else(std::time::SystemTime::now);
-    let doc = json!({
-        "scan": scans,
-        "at": crate::events::rfc3339(at),
-        "interval_s": cfg.interval.as_secs_f64(),
-        "window_us": obs.host.as_ref().map(|h| h.window_us),
-        "scan_duration_us": obs.duration.as_micros() as u64,
-        "scan_phases_us": obs.phases.iter().map(|(k, d)| (k.to_string(), d.as_micros() as u64)).collect::<std::collections::BTreeMap<_, _>>(),
-        "processes_refreshed": obs.processes_refreshed,
-        "kernel": obs.kernel.as_ref().map(|k| k.to_string()),
-        "verdict": j.verdict,
-        "connections": {
-            "sockets": obs.sockets.len(),
-            "judged": j.connections.len(),
-            "with_problems": j.connections.iter().filter(|c| c.problem).count(),
+    let doc = FindingsDoc {
+        scan: scans,
+        at: crate::events::rfc3339(at),
+        interval_s: cfg.interval.as_secs_f64(),
+        window_us: obs.host.as_ref().map(|h| h.window_us),
+        scan_duration_us: obs.duration.as_micros() as u64,
+        scan_phases_us: obs
+            .phases
+            .iter()
+            .map(|(k, d)| (k.to_string(), d.as_micros() as u64))
+            .collect(),
+        processes_refreshed: obs.processes_refreshed,
+        kernel: obs.kernel.as_ref().map(|k| k.to_string()),
+        verdict: &j.verdict,
+        connections: ConnectionTotals {
+            sockets: obs.sockets.len(),
+            judged: j.connections.len(),
+            with_problems: j.connections.iter().filter(|c| c.problem).count(),
         },
-        "findings": j.findings,
-        "skipped": obs.skipped,
-        "trace": trace,
-    });
-    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into()) + "\n"
+        findings: &j.findings,
+        skipped: &obs.skipped,
+        trace,
+    };
+    serde_json::to_string_pretty(&Versioned::new(doc)).unwrap_or_else(|_| "{}".into()) + "\n"
 }
 
 /// Runs the agent until `SIGTERM` or `SIGINT`. Refuses to start (with the reason) on a bad
@@ -360,7 +426,11 @@ fn scan_loop(
             published.publish(v);
             let trace = cfg.sources.trace.then(|| {
                 let t = trace_totals.lock().unwrap_or_else(|e| e.into_inner());
-                json!({"available": t.unavailable.is_none(), "reason": t.unavailable, "rounds": t.rounds})
+                TraceStatus {
+                    available: t.unavailable.is_none(),
+                    reason: t.unavailable.clone(),
+                    rounds: t.rounds,
+                }
             });
             let doc = findings_doc(scans, &cfg, &obs, &j, trace);
             *ep.findings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(doc);

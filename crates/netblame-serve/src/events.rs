@@ -4,12 +4,14 @@
 //! `stopped`). Written to a file (`--events FILE`, appended) or to standard output.
 //!
 //! ```json
-//! {"ts":"2026-12-06T15:04:05.123Z","unix_ms":1796569445123,"event":"raised","id":"listen-overflows","layer":"application","severity":"critical","connections":0,"finding":{...}}
+//! {"schema_version":1,"ts":"2026-12-06T15:04:05.123Z","unix_ms":1796569445123,"event":"raised","id":"listen-overflows","layer":"application","severity":"critical","connections":0,"finding":{...}}
 //! ```
 
 use crate::judge::JudgedFinding;
 use crate::metrics::FindingSeries;
 use netblame_core::{Layer, Severity};
+use netblame_core::json::Versioned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -40,6 +42,22 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// One line of the event log (with `schema_version`).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct EventLine {
+    /// When it was written: RFC 3339, UTC, milliseconds.
+    pub ts: String,
+    /// The same instant in milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// `raised`, `updated`, `cleared` (a finding), or the agent's own `started`, `reloaded`,
+    /// `config-rejected`, `scan-failed`, `stopped`.
+    pub event: String,
+    /// The event's own fields: for a finding `id`, `layer`, `severity`, `connections`,
+    /// `finding` (and `previous_severity` when updated).
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, Value>,
+}
+
 /// Where events go.
 pub struct EventLog(Mutex<Box<dyn Write + Send>>);
 
@@ -62,15 +80,16 @@ impl EventLog {
     /// full, closed pipe) is reported on stderr once per event and never stops the agent.
     pub fn write(&self, event: &str, fields: Value) {
         let now = SystemTime::now();
-        let mut obj = json!({
-            "ts": rfc3339(now),
-            "unix_ms": now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
-            "event": event,
-        });
-        if let (Some(o), Value::Object(f)) = (obj.as_object_mut(), fields) {
-            o.extend(f);
-        }
-        let line = obj.to_string();
+        let line = EventLine {
+            ts: rfc3339(now),
+            unix_ms: now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            event: event.to_string(),
+            fields: match fields {
+                Value::Object(f) => f,
+                _ => serde_json::Map::new(),
+            },
+        };
+        let line = serde_json::to_string(&Versioned::new(line)).unwrap_or_default();
         let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = writeln!(w, "{line}").and_then(|_| w.flush()) {
             eprintln!("netblame serve: cannot write the event log: {e}");

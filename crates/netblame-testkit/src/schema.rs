@@ -5,7 +5,9 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 /// The schema `docs/schema/NAME.json`, made strict: every object schema at the root and in
-/// `$defs` that does not say what else it allows gets `unevaluatedProperties: false`.
+/// `$defs` that does not say what else it allows gets `unevaluatedProperties: false`, except
+/// the definitions the root flattens in (`anyOf`/`oneOf`/`allOf` items that are a bare `$ref`):
+/// the root's own `unevaluatedProperties` closes those, with the root's fields counted.
 pub fn strict_schema(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../docs/schema")
@@ -13,9 +15,19 @@ pub fn strict_schema(name: &str) -> Value {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("no schema {}: {e}", path.display()));
     let mut schema: Value = serde_json::from_str(&text).expect("a schema is JSON");
+    let flattened: Vec<String> = ["anyOf", "oneOf", "allOf"]
+        .iter()
+        .filter_map(|k| schema.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|item| item.get("$ref").and_then(Value::as_str))
+        .filter_map(|r| r.strip_prefix("#/$defs/"))
+        .map(str::to_string)
+        .collect();
     close(&mut schema);
     if let Some(Value::Object(defs)) = schema.get_mut("$defs") {
-        defs.values_mut().for_each(close);
+        defs.iter_mut()
+            .filter(|(name, _)| !flattened.contains(name))
+            .for_each(|(_, d)| close(d));
     }
     schema
 }

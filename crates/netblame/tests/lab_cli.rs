@@ -1,6 +1,7 @@
 //! `netblame lab` end to end: up, exec, list, down, gc after SIGKILL and SIGINT, scenarios.
 //! Each test checks that nothing is left: no namespace (`ip netns list`), no process, no state.
 
+use netblame_testkit::schema::assert_valid;
 use netblame_testkit::{require_root, unique_name};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -82,6 +83,7 @@ fn up_exec_list_down_leaves_nothing() {
         "lab",
         "up",
         &name,
+        "--json",
         "--rtt",
         "20ms",
         "--rate",
@@ -90,7 +92,10 @@ fn up_exec_list_down_leaves_nothing() {
         "net.ipv4.tcp_rmem=4096 131072 1048576",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("RTT 20 ms"), "{}", text(&o));
+    let up: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid("lab-up", &up);
+    assert_eq!(up["name"], name.as_str());
+    assert_eq!(up["config"]["uplink"]["delay"]["nanos"], 10_000_000, "{up:#}");
     let pid = lab_pid(&name);
     assert!(netns_list().contains(&format!("nbl-{name}-c")));
 
@@ -171,7 +176,8 @@ fn up_exec_list_down_leaves_nothing() {
 
     let o = netblame(&["lab", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let me = v
+    assert_valid("lab-list", &v);
+    let me = v["labs"]
         .as_array()
         .unwrap()
         .iter()
@@ -205,7 +211,7 @@ fn no_offload_runs_the_plain_path() {
     for _ in 0..50 {
         let o = netblame(&["lab", "list", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        mode = v
+        mode = v["labs"]
             .as_array()
             .unwrap()
             .iter()
@@ -254,9 +260,21 @@ fn sigkill_of_the_emulator_leaves_nothing_and_list_says_why() {
         "{}",
         text(&o)
     );
+    let o = netblame(&["lab", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid("lab-list", &v);
+    assert!(
+        v["labs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["gone"]["name"] == name.as_str() && l["alive"] == false),
+        "{v:#}"
+    );
     let o = netblame(&["lab", "gc", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid("lab-gc", &v);
     assert!(v["labs"].is_array() && v["namespaces"].is_array(), "{v}");
     assert!(!text(&netblame(&["lab", "list"])).contains(&name));
 
@@ -397,7 +415,10 @@ fn scenario_syn_loss_names_the_network() {
     }
     let o = netblame(&["lab", "scenario", "syn-loss", "--quick", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid("lab-scenario", &doc);
+    assert_eq!(doc["passed"], true);
+    let v = &doc["reports"][0];
     assert_eq!(v["passed"], true);
     let f = &v["parts"][0]["findings"][0];
     assert_eq!(f["id"], "syn-retransmit");
@@ -455,7 +476,9 @@ fn scenario_cross_checks_with_netblame_bench_inside_the_lab() {
     }
     let o = netblame(&["lab", "scenario", "healthy", "--quick", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid("lab-scenario", &doc);
+    let v = &doc["reports"][0];
     let part = &v["parts"][0];
     assert_eq!(v["passed"], true, "{part}");
     let bench = &part["crosscheck"];

@@ -383,4 +383,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The JSON documents `doctor` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[];
+pub const JSON_DOCS: &[JsonDoc] = &[
+    JsonDoc::of::<Report>("doctor", "netblame doctor --json"),
+];

@@ -3,7 +3,7 @@
 //! cgroup CPU throttling of socket owners), with findings. `--save` writes what was collected,
 //! `--load` judges such a file on another machine.
 
-use netblame_core::json::JsonDoc;
+use netblame_core::json::{JsonDoc, Versioned, SCHEMA_VERSION};
 use crate::render;
 use anyhow::Context;
 use netblame_core::diagnose::{diagnose, Observations, PathSpec};
@@ -560,7 +560,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let (snap, source) = match &a.load {
         Some(file) => {
             let text = crate::args::read_loadable(file)?;
-            let snap: HostSnapshot = serde_json::from_str(&text).with_context(|| {
+            let snap = parse_snapshot(&text).with_context(|| {
                 format!(
                     "{} is not a snapshot written by netblame host --save",
                     file.display()
@@ -585,7 +585,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
 
     if let Some(file) = &a.save {
-        let text = serde_json::to_string_pretty(&snap)?;
+        let text = serde_json::to_string_pretty(&Versioned::new(&snap))?;
         std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
     }
     let (ns_snaps, more) = finish_other_namespaces(pending);
@@ -638,4 +638,20 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The JSON documents `host` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[];
+pub const JSON_DOCS: &[JsonDoc] = &[
+    JsonDoc::of::<Report<'static>>("host", "netblame host --json"),
+    JsonDoc::of::<HostSnapshot>("host-snapshot", "netblame host --save FILE"),
+];
+
+/// A snapshot written by `--save`: this layout or an older one (snapshots from before
+/// `schema_version` have none); a newer layout is refused by name rather than misread.
+fn parse_snapshot(text: &str) -> anyhow::Result<HostSnapshot> {
+    let value: serde_json::Value = serde_json::from_str(text)?;
+    if let Some(v) = value.get("schema_version").and_then(|v| v.as_u64()) {
+        anyhow::ensure!(
+            v <= u64::from(SCHEMA_VERSION),
+            "its schema_version is {v}, newer than this netblame's {SCHEMA_VERSION}: load it with a newer netblame"
+        );
+    }
+    Ok(serde_json::from_value(value)?)
+}

@@ -2,6 +2,7 @@
 //! reproduce each seed incident and check the verdict.
 
 use netblame_core::json::JsonDoc;
+use serde::Serialize;
 use crate::args::{self, usage};
 use crate::render;
 use anyhow::{bail, Context};
@@ -370,15 +371,16 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
     let labs = lab::list();
     let gone = lab::gone_list();
     if json {
-        let v: Vec<_> = labs
+        let labs = labs
             .iter()
-            .map(|s| serde_json::json!({"state": s, "alive": s.alive(), "counters": s.counters()}))
-            .chain(
-                gone.iter()
-                    .map(|g| serde_json::json!({"gone": g, "alive": false})),
-            )
+            .map(|s| Listed::Running {
+                state: s,
+                alive: s.alive(),
+                counters: s.counters(),
+            })
+            .chain(gone.iter().map(|g| Listed::Gone { gone: g, alive: false }))
             .collect();
-        render::print_json(&v)?;
+        render::print_json(&ListOut { labs })?;
         return Ok(ExitCode::SUCCESS);
     }
     for g in &gone {
@@ -497,7 +499,9 @@ fn scenario_cmd(
 ) -> anyhow::Result<ExitCode> {
     if list || name.is_none() {
         if json {
-            render::print_json(&scenario::SCENARIOS)?;
+            render::print_json(&ScenariosOut {
+                scenarios: scenario::SCENARIOS,
+            })?;
         } else {
             for s in scenario::SCENARIOS {
                 println!("{}\n    {}\n    {}\n", s.name, s.incident, s.description);
@@ -558,11 +562,10 @@ fn scenario_cmd(
         crate::plot::save(p, &crate::plot::lab::render(&reports)?)?;
     }
     if json {
-        if reports.len() == 1 {
-            render::print_json(&reports[0])?;
-        } else {
-            render::print_json(&reports)?;
-        }
+        render::print_json(&ReportsOut {
+            passed: all_passed,
+            reports: &reports,
+        })?;
     } else {
         for rep in &reports {
             print!("{}", scenario_text(rep));
@@ -659,4 +662,50 @@ fn scenario_text(rep: &ScenarioReport) -> String {
 }
 
 /// The JSON documents `lab` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[];
+pub const JSON_DOCS: &[JsonDoc] = &[
+    JsonDoc::of::<lab::LabState>("lab-up", "netblame lab up --json"),
+    JsonDoc::of::<ListOut<'static>>("lab-list", "netblame lab list --json"),
+    JsonDoc::of::<lab::GcReport>("lab-gc", "netblame lab gc --json"),
+    JsonDoc::of::<ScenariosOut>("lab-scenarios", "netblame lab scenario --list --json"),
+    JsonDoc::of::<ReportsOut<'static>>("lab-scenario", "netblame lab scenario NAME|all --json"),
+];
+
+/// `lab list --json`: running labs, then labs that died and were cleaned up.
+#[derive(Serialize, schemars::JsonSchema)]
+struct ListOut<'a> {
+    labs: Vec<Listed<'a>>,
+}
+
+/// One lab in `lab list --json`.
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+enum Listed<'a> {
+    /// A lab whose state file is there (its process may have died: `alive`).
+    Running {
+        state: &'a lab::LabState,
+        alive: bool,
+        /// The emulator's counters, once it has written them.
+        counters: Option<lab::LabCounters>,
+    },
+    /// A lab that died and whose leftovers were removed, with what was removed.
+    Gone {
+        gone: &'a lab::Gone,
+        /// Always false.
+        alive: bool,
+    },
+}
+
+/// `lab scenario --list --json`.
+#[derive(Serialize, schemars::JsonSchema)]
+struct ScenariosOut {
+    scenarios: &'static [scenario::ScenarioInfo],
+}
+
+/// `lab scenario NAME --json`: one report per scenario run (`all` runs every one).
+#[derive(Serialize, schemars::JsonSchema)]
+struct ReportsOut<'a> {
+    /// Every scenario reached its expected verdict.
+    passed: bool,
+    reports: &'a [ScenarioReport],
+}
+

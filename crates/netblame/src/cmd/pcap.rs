@@ -34,8 +34,10 @@ fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// One JSON document, stamped with `schema_version`.
 fn emit_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
-    emit(&(serde_json::to_string_pretty(v)? + "\n"))
+    let v = netblame_core::json::Versioned::new(v);
+    emit(&(serde_json::to_string_pretty(&v)? + "\n"))
 }
 
 #[derive(clap::Args)]
@@ -301,31 +303,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if args.json {
-        #[derive(Serialize, schemars::JsonSchema)]
-        struct Conn<'a> {
-            #[serde(flatten)]
-            flow: &'a FlowObservation,
-            verdict: String,
-            findings: &'a [Finding],
-        }
-        #[derive(Serialize, schemars::JsonSchema)]
-        struct Out<'a> {
-            file: String,
-            format: &'static str,
-            gzip: bool,
-            frames: u64,
-            tcp_segments: u64,
-            damage: Option<&'a str>,
-            warnings: &'a [String],
-            notes: &'a [String],
-            not_tcp_frames: u64,
-            skipped_frames: u64,
-            skipped: &'a [(String, u64)],
-            duplicate_frames: u64,
-            connections_total: usize,
-            connections: Vec<Conn<'a>>,
-        }
-        emit_json(&Out {
+        emit_json(&CaptureOut {
             file: source.clone(),
             format: analysis.format,
             gzip: analysis.gzip,
@@ -749,16 +727,7 @@ fn two_captures(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("netblame: warning: {w}");
     }
     if args.json {
-        #[derive(Serialize, schemars::JsonSchema)]
-        struct Out<'a> {
-            a: String,
-            b: String,
-            a_connections: usize,
-            b_connections: usize,
-            #[serde(flatten)]
-            correlation: &'a Correlation,
-        }
-        emit_json(&Out {
+        emit_json(&CompareOut {
             a: args.files[0].display().to_string(),
             b: args.files[1].display().to_string(),
             a_connections: a.flows.len(),
@@ -830,4 +799,46 @@ fn two_captures(args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The JSON documents `pcap` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[];
+pub const JSON_DOCS: &[JsonDoc] = &[
+    JsonDoc::of::<CaptureOut<'static>>("pcap", "netblame pcap FILE --json"),
+    JsonDoc::of::<CompareOut<'static>>("pcap-compare", "netblame pcap A B --json"),
+];
+
+/// One connection of a capture: the flow, its verdict and findings.
+#[derive(Serialize, schemars::JsonSchema)]
+struct Conn<'a> {
+    #[serde(flatten)]
+    flow: &'a FlowObservation,
+    verdict: String,
+    findings: &'a [Finding],
+}
+/// `netblame pcap FILE --json`.
+#[derive(Serialize, schemars::JsonSchema)]
+struct CaptureOut<'a> {
+    file: String,
+    format: &'static str,
+    gzip: bool,
+    frames: u64,
+    tcp_segments: u64,
+    damage: Option<&'a str>,
+    warnings: &'a [String],
+    notes: &'a [String],
+    not_tcp_frames: u64,
+    skipped_frames: u64,
+    skipped: &'a [(String, u64)],
+    duplicate_frames: u64,
+    connections_total: usize,
+    connections: Vec<Conn<'a>>,
+}
+
+/// `netblame pcap A B --json`: the same streams matched across two captures.
+#[derive(Serialize, schemars::JsonSchema)]
+struct CompareOut<'a> {
+    a: String,
+    b: String,
+    a_connections: usize,
+    b_connections: usize,
+    #[serde(flatten)]
+    correlation: &'a Correlation,
+}
+

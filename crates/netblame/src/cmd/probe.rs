@@ -181,10 +181,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         crate::plot::save(p, &crate::plot::probe::render(&runs, &loaded)?)?;
     }
     if args.json {
-        let mut doc = serde_json::to_value(json_doc(&args, &runs, &loaded, &findings, &ctx))?;
-        if trace.is_some() {
-            doc["spikes_with_kernel_events"] = serde_json::to_value(&near)?;
-            doc["trace"] = serde_json::to_value(&trace)?;
+        let mut doc = json_doc(&args, &runs, &loaded, &findings, &ctx);
+        if let Some(t) = &trace {
+            doc.spikes_with_kernel_events = Some(&near);
+            doc.trace = Some(t);
         }
         render::print_json(&doc)?;
     } else {
@@ -673,6 +673,12 @@ struct ProbeOut<'a> {
     loaded: Vec<JsonLoaded<'a>>,
     findings: &'a [Finding],
     started_unix_ms: Option<u64>,
+    /// With --trace: each of the largest spikes next to the kernel events in its flight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spikes_with_kernel_events: Option<&'a [SpikeContext<'a>]>,
+    /// With --trace: what the kernel did during the probes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<&'a netblame_core::observe::trace::TraceSummary>,
 }
 
 fn json_doc<'a>(
@@ -710,8 +716,13 @@ fn json_doc<'a>(
             .collect(),
         findings,
         started_unix_ms: runs.first().map(|r| r.started_unix_ms),
+        spikes_with_kernel_events: None,
+        trace: None,
     }
 }
 
 /// The JSON documents `probe` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[];
+pub const JSON_DOCS: &[JsonDoc] = &[JsonDoc::of::<ProbeOut<'static>>(
+    "probe",
+    "netblame probe TARGET... --json",
+)];

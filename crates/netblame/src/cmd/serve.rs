@@ -57,4 +57,4 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The JSON documents `serve` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[];
+pub const JSON_DOCS: &[JsonDoc] = netblame_serve::agent::JSON_DOCS;

@@ -680,13 +680,15 @@ fn print_text(
     }
 }
 
+/// One document (with `schema_version`) and a newline.
 fn write_json_line<T: Serialize>(v: &T, pretty: bool) -> anyhow::Result<()> {
+    let v = netblame_core::json::Versioned::new(v);
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     if pretty {
-        serde_json::to_writer_pretty(&mut w, v)?;
+        serde_json::to_writer_pretty(&mut w, &v)?;
     } else {
-        serde_json::to_writer(&mut w, v)?;
+        serde_json::to_writer(&mut w, &v)?;
     }
     w.write_all(b"\n")?;
     w.flush()?;
@@ -796,4 +798,7 @@ fn output(
 }
 
 /// The JSON documents `sockets` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[];
+pub const JSON_DOCS: &[JsonDoc] = &[JsonDoc::of::<Report<'static>>(
+    "sockets",
+    "netblame sockets --json (with --watch: one document per line and interval)",
+)];

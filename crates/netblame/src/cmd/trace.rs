@@ -6,7 +6,7 @@
 //! Exit codes: 0 traced, 1 error, [`TRACE_UNAVAILABLE_EXIT`] (4) when tracing cannot run here
 //! (not root, no BTF, programs refused).
 
-use netblame_core::json::JsonDoc;
+use netblame_core::json::{JsonDoc, Versioned};
 use crate::render;
 use netblame_core::diagnose::{diagnose, Observations};
 use netblame_core::observe::trace::{EventKind, Log2Histogram, TraceEvent, TraceSummary};
@@ -86,6 +86,15 @@ pub fn netns_path(spec: &str) -> anyhow::Result<(std::path::PathBuf, u32)> {
     Ok((path.into(), meta.ino() as u32))
 }
 
+/// One line of `trace --json`: each kernel event as it happens, the summary last.
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+enum TraceLine<'a> {
+    Event(&'a TraceEvent),
+    Summary(Report<'a>),
+}
+
+/// The last line of `trace --json`.
 #[derive(Serialize, schemars::JsonSchema)]
 struct Report<'a> {
     summary: &'a TraceSummary,
@@ -193,7 +202,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ));
             if shown {
                 let line = if args.json {
-                    serde_json::to_string(&e).unwrap_or_default()
+                    serde_json::to_string(&Versioned::new(TraceLine::Event(&e)))
+                        .unwrap_or_default()
                 } else {
                     event_line(&e)
                 };
@@ -219,11 +229,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string(&Report {
+            serde_json::to_string(&Versioned::new(TraceLine::Summary(Report {
                 summary: &summary,
                 findings: &findings,
                 filtered: !filter.is_empty(),
-            })?
+            })))?
         );
     } else {
         print!("{}", summary_text(&summary, !filter.is_empty()));
@@ -489,4 +499,7 @@ pub fn summary_text(s: &TraceSummary, filtered: bool) -> String {
 }
 
 /// The JSON documents `trace` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[];
+pub const JSON_DOCS: &[JsonDoc] = &[JsonDoc::of::<TraceLine<'static>>(
+    "trace",
+    "netblame trace --json (one line per event, the summary last)",
+)];

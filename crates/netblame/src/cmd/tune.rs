@@ -290,4 +290,7 @@ fn print_text(
 }
 
 /// The JSON documents `tune` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[];
+pub const JSON_DOCS: &[JsonDoc] = &[
+    JsonDoc::of::<Out<'static>>("tune", "netblame tune --json"),
+    JsonDoc::of::<RollbackOut>("tune-rollback", "netblame tune --rollback --json"),
+];
