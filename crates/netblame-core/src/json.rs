@@ -72,7 +72,10 @@ pub fn schema<T: JsonSchema>(title: &str, written_by: &str) -> Schema {
     {
         v.insert("const".into(), SCHEMA_VERSION.into());
     }
-    s.insert("description".into(), format!("Written by `{written_by}`.").into());
+    s.insert(
+        "description".into(),
+        format!("Written by `{written_by}`.").into(),
+    );
     s
 }
 
@@ -95,7 +98,10 @@ mod tests {
             note: None,
         }))
         .unwrap();
-        assert_eq!(v, serde_json::json!({"schema_version": SCHEMA_VERSION, "rate_bps": 5}));
+        assert_eq!(
+            v,
+            serde_json::json!({"schema_version": SCHEMA_VERSION, "rate_bps": 5})
+        );
         let s = serde_json::to_value(schema::<Body>("body", "netblame x --json")).unwrap();
         let required: Vec<&str> = s["required"]
             .as_array()
@@ -104,7 +110,10 @@ mod tests {
             .map(|r| r.as_str().unwrap())
             .collect();
         assert!(required.contains(&"schema_version") && required.contains(&"rate_bps"));
-        assert!(!required.contains(&"note"), "an omitted field is optional: {s}");
+        assert!(
+            !required.contains(&"note"),
+            "an omitted field is optional: {s}"
+        );
         assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
         assert_eq!(s["properties"]["schema_version"]["const"], SCHEMA_VERSION);
         assert_eq!(s["properties"]["rate_bps"]["description"], "A rate.");

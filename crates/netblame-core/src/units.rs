@@ -77,7 +77,19 @@ fn split_number(
 
 /// A size in bytes. Parses `65536`, `64k`, `64K`, `64KiB`, `1.5M`, `10MB` (binary multiples, as iperf3).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, schemars::JsonSchema)]
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct Bytes(pub u64);
 
@@ -164,7 +176,9 @@ impl fmt::Display for Bytes {
 }
 
 /// A rate in bits per second (decimal multiples): `100mbit`, `10g`, `1.5gbps`, `800k`.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize, Default, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct BitRate(pub f64);
 

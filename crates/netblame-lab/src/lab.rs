@@ -51,7 +51,9 @@ pub enum LabError {
 }
 
 /// Which emulator joins the two namespaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// netblame's userspace emulator over two TUN devices (works everywhere TUN does).

@@ -9,8 +9,8 @@
 
 use crate::judge::JudgedFinding;
 use crate::metrics::FindingSeries;
-use netblame_core::{Layer, Severity};
 use netblame_core::json::Versioned;
+use netblame_core::{Layer, Severity};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -82,7 +82,10 @@ impl EventLog {
         let now = SystemTime::now();
         let line = EventLine {
             ts: rfc3339(now),
-            unix_ms: now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            unix_ms: now
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
             event: event.to_string(),
             fields: match fields {
                 Value::Object(f) => f,

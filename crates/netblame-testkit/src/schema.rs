@@ -82,3 +82,41 @@ fn truncate(s: &str) -> String {
         s.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fails(name: &str, doc: Value) -> bool {
+        std::panic::catch_unwind(|| assert_valid(name, &doc)).is_err()
+    }
+
+    /// The check is not vacuous: a field the schema does not declare, a wrong type, a missing
+    /// field and another version all fail; the document as written passes.
+    #[test]
+    fn strict_validation_catches_drift() {
+        let good = json!({"schema_version": 1, "window_bytes": 65536, "rtt_us": 10000,
+                          "bits_per_second": 52428800.0});
+        assert_valid("calc-ceiling", &good);
+        let mut extra = good.clone();
+        extra["new_field"] = json!(1);
+        assert!(fails("calc-ceiling", extra), "an undeclared field passed");
+        let mut wrong = good.clone();
+        wrong["rtt_us"] = json!("10ms");
+        assert!(fails("calc-ceiling", wrong), "a string where a number belongs passed");
+        let mut missing = good.clone();
+        missing.as_object_mut().unwrap().remove("window_bytes");
+        assert!(fails("calc-ceiling", missing), "a missing field passed");
+        let mut version = good;
+        version["schema_version"] = json!(2);
+        assert!(fails("calc-ceiling", version), "another schema_version passed");
+    }
+
+    /// Nested definitions are closed too (a finding inside a report).
+    #[test]
+    fn nested_objects_are_closed() {
+        let schema = strict_schema("calc-window");
+        assert_eq!(schema["$defs"]["Finding"]["unevaluatedProperties"], false);
+    }
+}

@@ -1,5 +1,7 @@
 //! `netblame calc` end to end: the seed figures, JSON keys with units, and bad input.
 
+use netblame_testkit::schema::assert_valid;
+
 fn netblame(args: &[&str]) -> (i32, String, String) {
     netblame_testkit::run(env!("CARGO_BIN_EXE_netblame"), args)
 }
@@ -7,7 +9,9 @@ fn netblame(args: &[&str]) -> (i32, String, String) {
 fn json(args: &[&str]) -> serde_json::Value {
     let (code, out, err) = netblame(args);
     assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
+    let v = serde_json::from_str(&out).unwrap();
+    assert_valid(&format!("calc-{}", args[1]), &v);
+    v
 }
 
 #[test]

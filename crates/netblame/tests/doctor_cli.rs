@@ -5,6 +5,7 @@
 mod host_cli_common;
 
 use host_cli_common::{netblame, netblame_as_nobody, Netns, NetnsCli, TempDir};
+use netblame_testkit::schema::assert_valid;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -51,6 +52,7 @@ fn listen_overflow_blames_the_application() {
     cause.join().unwrap();
     assert_eq!(code, 3, "--fail-on warning must exit 3: {err}");
     let v: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("doctor", &v);
     assert_eq!(v["verdict"]["blame"], "application", "{}", v["verdict"]);
     assert!(v["verdict"]["headline"]
         .as_str()
@@ -90,6 +92,7 @@ fn plain_netblame_runs_doctor_and_a_quiet_namespace_is_fine() {
     let (code, out, _) = ns.netblame(&["--duration", "300ms", "--json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("doctor", &v);
     assert!(v["verdict"]["blame"].is_null());
 }
 
@@ -119,6 +122,7 @@ fn many_connections_are_all_sampled() {
     holder.join().unwrap();
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("doctor", &v);
     assert_eq!(v["connections"]["sampled"], 2 * N as u64);
     assert_eq!(v["connections"]["judged_over_window"], 2 * N as u64);
 }
@@ -140,6 +144,7 @@ fn bad_flags_and_unprivileged_runs() {
     let (code, out, err) = netblame_as_nobody(&dir, &["doctor", "--duration", "300ms", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("doctor", &v);
     assert!(
         v["skipped"]
             .as_array()

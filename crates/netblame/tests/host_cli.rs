@@ -4,6 +4,7 @@
 mod host_cli_common;
 
 use host_cli_common::{netblame, netblame_as_nobody, Netns, NetnsCli, TempDir};
+use netblame_testkit::schema::assert_valid;
 use serde_json::Value;
 
 fn ids(v: &Value) -> Vec<String> {
@@ -34,6 +35,7 @@ fn rmem_below_the_named_bdp_in_a_namespace() {
     ]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("host", &v);
     assert_eq!(
         v["snapshot"]["sysctls"]["net.ipv4.tcp_rmem"],
         "4096 131072 2097152"
@@ -98,11 +100,15 @@ fn save_then_load_judges_the_same() {
     ]);
     assert_eq!(code, 0, "{err}");
     let live: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("host", &live);
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_valid("host-snapshot", &saved);
     let (code, out, err) = netblame(&[
         "host", "--load", &file, "--json", "--rate", "10g", "--rtt", "30ms",
     ]);
     assert_eq!(code, 0, "{err}");
     let loaded: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("host", &loaded);
     assert_eq!(loaded["source"], "loaded");
     assert_eq!(loaded["snapshot"], live["snapshot"]);
     assert_eq!(loaded["findings"], live["findings"]);
@@ -148,6 +154,7 @@ fn unprivileged_run_says_what_it_skipped() {
     let (code, out, err) = netblame_as_nobody(&dir, &["host", "--duration", "100ms", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("host", &v);
     let skipped = v["snapshot"]["skipped"].as_array().unwrap();
     assert!(
         skipped

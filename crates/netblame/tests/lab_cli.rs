@@ -95,7 +95,10 @@ fn up_exec_list_down_leaves_nothing() {
     let up: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_valid("lab-up", &up);
     assert_eq!(up["name"], name.as_str());
-    assert_eq!(up["config"]["uplink"]["delay"]["nanos"], 10_000_000, "{up:#}");
+    assert_eq!(
+        up["config"]["uplink"]["delay"]["nanos"], 10_000_000,
+        "{up:#}"
+    );
     let pid = lab_pid(&name);
     assert!(netns_list().contains(&format!("nbl-{name}-c")));
 

@@ -4,6 +4,7 @@
 //! out, with kubelet's pod log directories naming one pod. Counts are checked against `ss` run
 //! in each namespace. Everything created is removed on drop, also when a test fails.
 
+use netblame_testkit::schema::assert_valid;
 use netblame_testkit::{require_root, run, unique_name, Netns};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -150,7 +151,9 @@ impl Drop for Created {
 fn json(args: &[&str]) -> Value {
     let (code, out, err) = run(BIN, args);
     assert_eq!(code, 0, "netblame {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_valid(args[0], &v);
+    v
 }
 
 fn conns_in<'a>(doc: &'a Value, ns: &str) -> Vec<&'a Value> {
@@ -373,6 +376,7 @@ fn without_root_says_other_namespaces_were_not_visited() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{err}");
     let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_valid("sockets", &doc);
     let lims: Vec<&str> = doc["limitations"]
         .as_array()
         .unwrap()

@@ -3,6 +3,7 @@
 //! connection, `netblame bench` (when it runs the transfer) and `netblame pcap` of a capture
 //! taken meanwhile all name the same finding id on the same layer (issue: one rule per question).
 
+use netblame_testkit::schema::assert_valid;
 use netblame_testkit::{require_root, unique_name};
 use serde_json::Value;
 use std::process::{Child, Command, Output, Stdio};
@@ -180,7 +181,9 @@ fn pcap(file: &str) -> Value {
         "pcap: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    serde_json::from_slice(&o.stdout).unwrap()
+    let v = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid("pcap", &v);
+    v
 }
 
 /// What each source said of one bench transfer through a lab: `netblame bench` itself,

@@ -1,5 +1,6 @@
 //! `netblame pcap` end to end on a capture the test makes with tcpdump.
 
+use netblame_testkit::schema::assert_valid;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -92,6 +93,14 @@ fn pcap_reads_standard_input_from_a_tcpdump_pipe() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid(
+        if v.get("a").is_some() {
+            "pcap-compare"
+        } else {
+            "pcap"
+        },
+        &v,
+    );
     assert_eq!(v["file"], "standard input");
     assert_eq!(v["connections_total"], 1);
     let c = &v["connections"][0];
@@ -128,6 +137,14 @@ fn pcap_live_capture_on_loopback() {
     let out = nb.wait_with_output().unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid(
+        if v.get("a").is_some() {
+            "pcap-compare"
+        } else {
+            "pcap"
+        },
+        &v,
+    );
     assert_eq!(v["format"], "live");
     assert_eq!(v["connections_total"], 1, "{v}");
     let c = &v["connections"][0];
@@ -252,6 +269,14 @@ fn pcap_table_details_json_and_errors() {
     let out = netblame(&["pcap", capf, "--json"]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid(
+        if v.get("a").is_some() {
+            "pcap-compare"
+        } else {
+            "pcap"
+        },
+        &v,
+    );
     let c = &v["connections"][0];
     assert_eq!(c["server"]["port"], port);
     assert_eq!(c["from_server"]["unique_bytes"], 200 * 1024);
@@ -272,6 +297,14 @@ fn pcap_table_details_json_and_errors() {
     assert!(text.contains("handshake:"), "{text}");
     let out = netblame(&["pcap", capf, "--port", &port.to_string(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid(
+        if v.get("a").is_some() {
+            "pcap-compare"
+        } else {
+            "pcap"
+        },
+        &v,
+    );
     assert!(!v["connections"][0]["series"].as_array().unwrap().is_empty());
 
     // The same file twice is refused; a copy of it matches itself, nothing one-sided.
@@ -287,6 +320,14 @@ fn pcap_table_details_json_and_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid(
+        if v.get("a").is_some() {
+            "pcap-compare"
+        } else {
+            "pcap"
+        },
+        &v,
+    );
     assert_eq!(v["matches"].as_array().unwrap().len(), 1);
     assert_eq!(v["matches"][0]["only_in_a"]["client_to_server"], 0);
 

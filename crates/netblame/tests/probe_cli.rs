@@ -2,6 +2,7 @@
 //! section, JSON keys with units, save/load, bad input, and the SYN signature inside a
 //! namespace whose nftables drops the first SYN of each connection.
 
+use netblame_testkit::schema::assert_valid;
 use netblame_testkit::Netns;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -69,6 +70,7 @@ fn rr_probes_json_has_every_section_with_units() {
     ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_valid("probe", &v);
     assert_eq!(v["kind"], "rr");
     assert_eq!(v["interval_us"], 5000);
     let t = &v["targets"][0];
@@ -151,6 +153,7 @@ fn text_output_save_and_load() {
     let (code, out, err) = netblame(&["probe", "--load", log_s, "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_valid("probe", &v);
     let loaded = v["loaded"].as_array().unwrap();
     // Same tag twice: the two targets' histograms are summed under one tag.
     assert_eq!(loaded.len(), 1);
@@ -347,6 +350,7 @@ fn syn_signature_in_a_namespace_end_to_end() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid("probe", &v);
     let f = v["findings"]
         .as_array()
         .unwrap()
@@ -414,6 +418,7 @@ fn bench_server_answers_rr_and_udp_probes_and_still_serves_iperf3() {
         ]);
         assert_eq!(code, 0, "{kind}: {err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_valid("probe", &v);
         assert_eq!(v["targets"][0]["summary"]["received"], 30, "{kind}");
     }
     // The probe hook does not disturb the iperf3 protocol on the same port.
@@ -645,6 +650,7 @@ fn https_probes_against_openssl_s_server_with_a_ca_file_and_insecure() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_valid("probe", &doc);
     let http = &doc["targets"][0]["http"];
     let phases: Vec<&str> = http["phases"]
         .as_array()

@@ -4,6 +4,7 @@
 
 mod serve_common;
 
+use netblame_testkit::schema::assert_valid;
 use netblame_testkit::{require_root, run, Netns};
 use serve_common::*;
 use std::net::{TcpListener, TcpStream};
@@ -365,6 +366,7 @@ fn unprivileged_with_proc_unreadable_it_scans_what_it_can_and_says_what_it_skipp
     assert!(wait_for(Duration::from_secs(30), || scans(addr) >= 3));
     let (_, findings) = http_get(addr, "/findings", None).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&findings).unwrap();
+    assert_valid("serve-findings", &doc);
     let skipped = doc["skipped"].as_array().expect("skipped");
     assert!(
         skipped.iter().any(|s| s["section"] == "processes"),

@@ -6,6 +6,7 @@
 
 mod serve_common;
 
+use netblame_testkit::schema::assert_valid;
 use netblame_testkit::{require_root, Netns};
 use serve_common::*;
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -286,6 +287,7 @@ fn prometheus_scrapes_serve_and_every_panel_follows_the_incidents() {
     assert!(ok, "promtool check metrics during the incident: {out}");
     let findings = agent.get("/findings").1;
     let doc: serde_json::Value = serde_json::from_str(&findings).expect("/findings is JSON");
+    assert_valid("serve-findings", &doc);
     let ids: Vec<&str> = doc["findings"]
         .as_array()
         .expect("findings")

@@ -1,6 +1,7 @@
 //! `netblame sockets` end to end: real loopback connections held by this test process, the real
 //! binary, its JSON and text output, and bad input.
 
+use netblame_testkit::schema::assert_valid;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output};
@@ -31,7 +32,9 @@ fn json(out: &Output) -> serde_json::Value {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("one JSON document")
+    let v = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_valid("sockets", &v);
+    v
 }
 
 #[test]
@@ -230,6 +233,7 @@ fn watch_prints_json_lines() {
     assert_eq!(lines.len(), 2, "{text}");
     for l in lines {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_valid("sockets", &v);
         assert!(v["interval_us"].as_u64().unwrap() >= 200_000);
         assert_eq!(v["connections"].as_array().unwrap().len(), 2);
     }

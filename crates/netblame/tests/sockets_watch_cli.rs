@@ -1,6 +1,7 @@
 //! `sockets --watch --json --problems`: one small JSON line per refresh holding only the
 //! connections with a problem (issue 18 item 10), with the namespace of each.
 
+use netblame_testkit::schema::assert_valid_lines;
 use serde_json::Value;
 use std::process::Command;
 
@@ -27,11 +28,7 @@ fn watch_problems_json_lines_hold_only_problem_connections() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        assert_valid_lines("sockets", &String::from_utf8(out.stdout).unwrap())
     };
     // Idle, healthy loopback connections: listed without --problems, absent with it.
     let all = run(false);

@@ -2,6 +2,7 @@
 //! trace of a lossy lab link (`netblame lab up trace-... --loss 5%`) kept to the lab's client
 //! namespace with `--netns`.
 
+use netblame_testkit::schema::{assert_valid, assert_valid_lines};
 use netblame_testkit::{is_root, require_root, unique_name};
 use std::process::{Command, Output, Stdio};
 
@@ -140,10 +141,7 @@ fn lossy_lab_link_shows_retransmits_to_the_peer() {
     transfer_through(&name);
     let out = trace.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let lines = assert_valid_lines("trace", &String::from_utf8_lossy(&out.stdout));
     let rtx: Vec<_> = lines
         .iter()
         .filter(|v| v["event"] == "retransmit")
@@ -192,6 +190,7 @@ fn doctor_trace_adds_kernel_evidence_to_the_verdict() {
     let out = doctor.wait_with_output().unwrap();
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_valid("doctor", &v);
     assert!(
         v["skipped"]
             .as_array()
@@ -247,6 +246,7 @@ fn probe_trace_puts_spikes_beside_kernel_events() {
     let _ = responder.wait();
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid("probe", &v);
     let near = v["spikes_with_kernel_events"]
         .as_array()
         .expect("spikes with kernel events");

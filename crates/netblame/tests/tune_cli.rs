@@ -4,6 +4,7 @@
 mod host_cli_common;
 
 use host_cli_common::{netblame, netblame_as_nobody, Netns, NetnsCli, TempDir};
+use netblame_testkit::schema::assert_valid;
 use serde_json::Value;
 
 #[test]
@@ -11,6 +12,7 @@ fn google_cloud_plan_dry_run() {
     let (code, out, err) = netblame(&["tune", "--rate", "10g", "--rtt", "30ms", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("tune", &v);
     assert_eq!(v["mode"], "dry-run");
     assert_eq!(v["bdp_bytes"], 37_500_000);
     assert_eq!(v["buffer_bytes"], 72u64 << 20);
@@ -76,6 +78,7 @@ fn apply_then_rollback_in_a_namespace() {
     let (code, out, err) = ns.netblame(&args);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("tune", &v);
     assert_eq!(v["mode"], "apply");
     // 1 Gbit/s x 50 ms = 6.25 MB: 12.5 MB of buffer, 12 MiB rounded; never below the kernel's
     // own default maximum (32 MiB from 6.16 on, 6 MiB before).

@@ -1,6 +1,7 @@
 //! Verdicts a user meets every day that used to point at the wrong culprit: a buffer request
 //! a plain `iperf3 -s` ignores, and a probe target that does not speak the probe's protocol.
 
+use netblame_testkit::schema::assert_valid;
 use serde_json::Value;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -121,6 +122,7 @@ fn a_target_that_does_not_speak_the_protocol_is_not_network_loss() {
         .unwrap();
     let v: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_valid("probe", &v);
     let f = finding(&v["findings"], "probe-protocol-mismatch")
         .unwrap_or_else(|| panic!("{}", v["findings"]));
     assert_eq!(f["layer"], "application");

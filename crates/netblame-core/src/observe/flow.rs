@@ -13,7 +13,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 /// An address and port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
+)]
 pub struct Endpoint {
     pub ip: IpAddr,
     pub port: u16,

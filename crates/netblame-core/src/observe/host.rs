@@ -46,7 +46,9 @@ pub struct Skipped {
 }
 
 /// One row of `/proc/net/softnet_stat` (one CPU). Columns a kernel lacks are 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct SoftnetRow {
     /// The CPU (column 13 when present, else the row index).
     pub cpu: u32,
@@ -95,7 +97,19 @@ pub struct QdiscStats {
 }
 
 /// Direction of a device queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum QueueDir {
     Tx,

@@ -13,7 +13,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum TcpState {
     Established = 1,
@@ -97,7 +109,9 @@ impl fmt::Display for TcpState {
 }
 
 /// `INET_DIAG_SKMEMINFO`: the socket's memory accounting (`ss -m` `skmem:(r,rb,t,tb,f,w,o,bl,d)`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct SkMemInfo {
     /// `sk_rmem_alloc` (`r`): memory held by received data, truesize.
     pub rmem_alloc_bytes: u32,
@@ -176,7 +190,9 @@ impl NetnsRef {
 /// Who a socket's owner is, as its cgroup path tells: a Kubernetes pod's container, a
 /// containerd, CRI-O, Docker or Podman container, or a systemd unit. Names (`namespace`, `pod`,
 /// `container`) come from the node's pod log directories when present; ids from the path.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct ContainerRef {
     /// The cgroup path the identity was parsed from.
     pub cgroup: String,

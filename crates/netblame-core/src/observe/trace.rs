@@ -12,7 +12,19 @@ use std::fmt;
 use std::net::IpAddr;
 
 /// Both ends of a connection (or of a dropped packet), local first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct Conn {
     pub src: IpAddr,
     pub sport: u16,
@@ -36,7 +48,9 @@ impl fmt::Display for Conn {
 }
 
 /// The process that owns a socket, as last seen sending or receiving on it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Owner {
     pub pid: u32,
     pub comm: String,
@@ -229,7 +243,9 @@ pub struct NetRxCpu {
 }
 
 /// `napi:napi_poll` totals: work done against the budget.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct NapiTotals {
     pub polls: u64,
     pub packets: u64,
@@ -299,7 +315,9 @@ pub struct ConnectTime {
 }
 
 /// Timing of one kernel function (function tracing only).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct FunctionTiming {
     pub calls: u64,
     pub total_ns: u64,
@@ -334,7 +352,9 @@ pub struct TraceCapabilities {
 }
 
 /// The receive-buffer limits in force (for "stopped growing at tcp_rmem[2]").
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct RmemLimits {
     /// `net.ipv4.tcp_rmem` min, default, max.
     pub tcp_rmem: [u64; 3],

@@ -1,9 +1,9 @@
 //! `netblame calc`: window, BDP, throughput ceiling and transfer time for any kernel version.
 
-use netblame_core::json::JsonDoc;
 use crate::args;
 use crate::render;
 use netblame_core::diagnose::rank;
+use netblame_core::json::JsonDoc;
 use netblame_core::rules::buffers::{judge_model as judge, rule_text, Workload};
 use netblame_core::rules::timeout::estimate;
 use netblame_core::units::{format_duration, group_thousands};

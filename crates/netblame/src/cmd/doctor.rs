@@ -2,10 +2,10 @@
 //! verdict over one window, then one verdict first — "Blame the application: ..." or "No TCP
 //! problem found" — and the findings ranked by severity, grouped by layer, each with its fix.
 
-use netblame_core::json::JsonDoc;
 use crate::cmd::host::{collect_live_with, host_text, path_spec, Progress};
 use crate::render;
 use netblame_core::diagnose::{diagnose, HostContext, Observations, Ranked, SocketPair, Verdict};
+use netblame_core::json::JsonDoc;
 use netblame_core::observe::{SocketSnapshot, TcpState};
 use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Layer, Severity};
@@ -383,6 +383,4 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The JSON documents `doctor` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[
-    JsonDoc::of::<Report>("doctor", "netblame doctor --json"),
-];
+pub const JSON_DOCS: &[JsonDoc] = &[JsonDoc::of::<Report>("doctor", "netblame doctor --json")];

@@ -3,10 +3,10 @@
 //! cgroup CPU throttling of socket owners), with findings. `--save` writes what was collected,
 //! `--load` judges such a file on another machine.
 
-use netblame_core::json::{JsonDoc, Versioned, SCHEMA_VERSION};
 use crate::render;
 use anyhow::Context;
 use netblame_core::diagnose::{diagnose, Observations, PathSpec};
+use netblame_core::json::{JsonDoc, Versioned, SCHEMA_VERSION};
 use netblame_core::observe::host::CounterDelta;
 use netblame_core::observe::host::{HostSnapshot, QueueDir};
 use netblame_core::observe::TcpState;

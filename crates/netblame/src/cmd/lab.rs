@@ -1,17 +1,17 @@
 //! `netblame lab`: namespaces joined by netblame's userspace WAN emulator; scenarios that
 //! reproduce each seed incident and check the verdict.
 
-use netblame_core::json::JsonDoc;
-use serde::Serialize;
 use crate::args::{self, usage};
 use crate::render;
 use anyhow::{bail, Context};
+use netblame_core::json::JsonDoc;
 use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Bytes};
 use netblame_lab::daemon;
 use netblame_lab::emulator::{default_queue_bytes, LossModel};
 use netblame_lab::lab::{self, Backend, LabConfig, Side};
 use netblame_lab::scenario::{self, RunOptions, ScenarioReport};
+use serde::Serialize;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -378,7 +378,10 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
                 alive: s.alive(),
                 counters: s.counters(),
             })
-            .chain(gone.iter().map(|g| Listed::Gone { gone: g, alive: false }))
+            .chain(gone.iter().map(|g| Listed::Gone {
+                gone: g,
+                alive: false,
+            }))
             .collect();
         render::print_json(&ListOut { labs })?;
         return Ok(ExitCode::SUCCESS);
@@ -708,4 +711,3 @@ struct ReportsOut<'a> {
     passed: bool,
     reports: &'a [ScenarioReport],
 }
-

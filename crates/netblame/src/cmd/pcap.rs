@@ -1,9 +1,9 @@
 //! `netblame pcap`: explain every TCP connection in a capture (a file, standard input, or a
 //! live capture on an interface); match one stream across two captures (both sides of a NAT).
 
-use netblame_core::json::JsonDoc;
 use crate::render;
 use netblame_core::diagnose::{diagnose, headline as verdict, Observations};
+use netblame_core::json::JsonDoc;
 use netblame_core::observe::flow::{DirectionStats, Endpoint, FlowObservation, Side};
 use netblame_core::units::{format_duration, group_thousands};
 use netblame_core::{BitRate, Bytes, Finding, Severity};
@@ -841,4 +841,3 @@ struct CompareOut<'a> {
     #[serde(flatten)]
     correlation: &'a Correlation,
 }
-

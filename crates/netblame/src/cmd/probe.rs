@@ -2,10 +2,10 @@
 //! ping-style summaries, percentiles, log2 histograms, spikes, per-window loss, and findings;
 //! `netblame probe serve` answers rr, udp, tcp --request and http probes.
 
-use netblame_core::json::JsonDoc;
 use crate::render;
 use anyhow::Context;
 use netblame_core::diagnose::{diagnose, Observations};
+use netblame_core::json::JsonDoc;
 use netblame_core::observe::latency::{log2_buckets, Log2Bucket, Measures, TargetLatency};
 use netblame_core::rules::latency::{ProbeContext, SynSchedule};
 use netblame_core::units::format_duration;

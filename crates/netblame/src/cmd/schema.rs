@@ -54,7 +54,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for d in &docs {
             let path = dir.join(format!("{}.json", d.name));
-            std::fs::write(&path, text(d)).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, text(d))
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         eprintln!(
             "wrote {} into {}",
@@ -74,7 +75,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(name) => {
             let Some(d) = docs.iter().find(|d| d.name == name) else {
                 let names: Vec<&str> = docs.iter().map(|d| d.name).collect();
-                bail!("no schema named `{name}`: the schemas are {}", names.join(", "));
+                bail!(
+                    "no schema named `{name}`: the schemas are {}",
+                    names.join(", ")
+                );
             };
             print!("{}", text(d));
         }

@@ -1,10 +1,10 @@
 //! `netblame sockets`: every TCP connection with its `tcp_info`, memory and a verdict on what
 //! limits it (`ss -tinm`, explained).
 
-use netblame_core::json::JsonDoc;
 use crate::cmd::netns::{skipped_notes, NetnsArgs};
 use crate::render;
 use netblame_core::diagnose::{diagnose, ConnectionVerdict, HostContext, Observations, SocketPair};
+use netblame_core::json::JsonDoc;
 use netblame_core::observe::{ContainerRef, NetnsRef, SocketSnapshot, TcpState};
 use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Bytes, Finding};

@@ -6,9 +6,9 @@
 //! Exit codes: 0 traced, 1 error, [`TRACE_UNAVAILABLE_EXIT`] (4) when tracing cannot run here
 //! (not root, no BTF, programs refused).
 
-use netblame_core::json::{JsonDoc, Versioned};
 use crate::render;
 use netblame_core::diagnose::{diagnose, Observations};
+use netblame_core::json::{JsonDoc, Versioned};
 use netblame_core::observe::trace::{EventKind, Log2Histogram, TraceEvent, TraceSummary};
 use netblame_core::units::{format_duration, parse_duration_default_secs};
 use netblame_core::{Bytes, Finding};
@@ -202,8 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ));
             if shown {
                 let line = if args.json {
-                    serde_json::to_string(&Versioned::new(TraceLine::Event(&e)))
-                        .unwrap_or_default()
+                    serde_json::to_string(&Versioned::new(TraceLine::Event(&e))).unwrap_or_default()
                 } else {
                     event_line(&e)
                 };

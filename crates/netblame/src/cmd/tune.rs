@@ -2,9 +2,9 @@
 //! each value, written as a sysctl.d file. Dry run by default; `--apply` saves a backup, writes
 //! the live values and the file; `--rollback` restores the backup exactly.
 
-use netblame_core::json::JsonDoc;
 use crate::render;
 use anyhow::Context;
+use netblame_core::json::JsonDoc;
 use netblame_core::observe::host::AUDITED_SYSCTLS;
 use netblame_core::tune::{plan, sysctl_d_file, Profile, TuneInput, TunePlan};
 use netblame_core::units::duration_exact_string;

@@ -89,6 +89,7 @@ pub fn events(path: &Path) -> Vec<serde_json::Value> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
+        .inspect(|e| netblame_testkit::schema::assert_valid("serve-events", e))
         .collect()
 }
 
