@@ -670,7 +670,7 @@ pub const JSON_DOCS: &[JsonDoc] = &[
     JsonDoc::of::<ListOut<'static>>("lab-list", "netblame lab list --json"),
     JsonDoc::of::<lab::GcReport>("lab-gc", "netblame lab gc --json"),
     JsonDoc::of::<ScenariosOut>("lab-scenarios", "netblame lab scenario --list --json"),
-    JsonDoc::of::<ReportsOut<'static>>("lab-scenario", "netblame lab scenario NAME|all --json"),
+    JsonDoc::of::<ReportsOut<'static>>("lab-scenario", "netblame lab scenario NAME --json"),
 ];
 
 /// `lab list --json`: running labs, then labs that died and were cleaned up.

@@ -119,6 +119,19 @@ mod tests {
         );
     }
 
+    /// docs/json.md lists every schema.
+    #[test]
+    fn docs_json_lists_every_schema() {
+        let page = include_str!("../../../../docs/json.md");
+        for d in documents() {
+            assert!(
+                page.contains(&format!("](schema/{}.json)", d.name)),
+                "docs/json.md does not list {}",
+                d.name
+            );
+        }
+    }
+
     #[test]
     fn every_schema_is_named_once_and_carries_the_version() {
         let docs = documents();
