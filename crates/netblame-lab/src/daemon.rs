@@ -38,7 +38,8 @@ pub fn block_stop_signals() -> libc::sigset_t {
 /// Waits up to `timeout` for one of the signals in `set`; returns it, or `None` on timeout.
 pub fn wait_for_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
+        // `as _`: time_t is a deprecated alias on musl (its width changes there).
+        tv_sec: timeout.as_secs() as _,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: set and ts are valid for the call; siginfo may be null.

@@ -104,13 +104,19 @@ mod tests {
         assert!(fails("calc-ceiling", extra), "an undeclared field passed");
         let mut wrong = good.clone();
         wrong["rtt_us"] = json!("10ms");
-        assert!(fails("calc-ceiling", wrong), "a string where a number belongs passed");
+        assert!(
+            fails("calc-ceiling", wrong),
+            "a string where a number belongs passed"
+        );
         let mut missing = good.clone();
         missing.as_object_mut().unwrap().remove("window_bytes");
         assert!(fails("calc-ceiling", missing), "a missing field passed");
         let mut version = good;
         version["schema_version"] = json!(2);
-        assert!(fails("calc-ceiling", version), "another schema_version passed");
+        assert!(
+            fails("calc-ceiling", version),
+            "another schema_version passed"
+        );
     }
 
     /// Nested definitions are closed too (a finding inside a report).

@@ -394,6 +394,10 @@ fn bad_input_is_a_clear_error() {
     ] {
         assert!(text(&o).contains(s), "{s} missing from --list");
     }
+    let o = netblame(&["lab", "scenario", "--list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid("lab-scenarios", &v);
+    assert_eq!(v["scenarios"].as_array().map(Vec::len), Some(7), "{v}");
     if !require_root("bad_input_is_a_clear_error (root part)") {
         return;
     }

@@ -106,8 +106,15 @@ fn apply_then_rollback_in_a_namespace() {
     {
         assert!(!conf.contains(name), "{name} in {conf}");
     }
-    let (code, _, err) = ns.netblame(&["tune", "--rollback", "--backup", &backup]);
+    let (code, out, err) = ns.netblame(&["tune", "--rollback", "--backup", &backup, "--json"]);
     assert_eq!(code, 0, "{err}");
+    let rolled: Value = serde_json::from_str(&out).unwrap();
+    assert_valid("tune-rollback", &rolled);
+    assert_eq!(rolled["mode"], "rollback", "{rolled}");
+    assert!(
+        rolled["restored"].as_array().is_some_and(|r| !r.is_empty()),
+        "{rolled}"
+    );
     let after: Vec<String> = names.iter().map(|n| ns.sysctl(n)).collect();
     assert_eq!(after, before, "rollback restores every value exactly");
     assert!(!std::path::Path::new(&format!("{sysctl_dir}/90-netblame.conf")).exists());

@@ -66,7 +66,8 @@ pub(crate) fn poll_until(
             left.saturating_sub(crate::schedule::SPIN)
         };
         let ts = libc::timespec {
-            tv_sec: wait.as_secs() as libc::time_t,
+            // `as _`: time_t is a deprecated alias on musl (its width changes there).
+            tv_sec: wait.as_secs() as _,
             tv_nsec: wait.subsec_nanos() as libc::c_long,
         };
         let mut p = libc::pollfd {
