@@ -1,6 +1,5 @@
 //! `netblame bench`: an iperf3-compatible throughput test that says what limited the transfer.
 
-use netblame_core::json::JsonDoc;
 use crate::args;
 use crate::render;
 use anyhow::Context;
@@ -10,6 +9,7 @@ use netblame_bench::report;
 use netblame_bench::sample::IntervalSample;
 use netblame_bench::server::{ServerConfig, ServerEvent, SessionReport};
 use netblame_core::diagnose::{diagnose, Observations};
+use netblame_core::json::JsonDoc;
 use netblame_core::observe::transfer::{PathFacts, Transfer};
 use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Bytes, Finding};
@@ -317,11 +317,11 @@ fn log_to(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// One `--json-stream` line, as iperf3 writes it: `{"event":NAME,"data":DATA}`, compact.
-fn stream_event(event: &str, data: &serde_json::Value) {
+fn stream_event(event: &str, data: &impl serde::Serialize) {
     println!(
         "{{\"event\":{},\"data\":{}}}",
         serde_json::Value::from(event),
-        data
+        serde_json::to_string(data).unwrap_or_else(|e| format!("{:?}", e.to_string()))
     );
     let _ = std::io::Write::flush(&mut std::io::stdout());
 }
