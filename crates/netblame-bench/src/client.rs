@@ -107,12 +107,6 @@ pub struct ClientOutcome {
     pub local_host: HostSettings,
 }
 
-impl serde::Serialize for TestParams {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
-    }
-}
-
 /// The first address of `host` in `family`.
 fn resolve(host: &str, port: u16, family: Family) -> Result<SocketAddr, ProtoError> {
     // `[::1]` as well as `::1`.
