@@ -16,13 +16,17 @@ use std::time::Duration;
 /// One data stream as the client set it up.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StreamInfo {
+    /// The stream's number (1, 2... in connect order).
     pub id: i64,
     /// True when the client sends on it.
     pub client_sends: bool,
+    /// The client's end, `address:port`.
     pub local: String,
+    /// The server's end, `address:port`.
     pub remote: String,
+    /// The client socket's buffer sizes.
     pub buffers: BufferSizes,
-    /// TCP_MAXSEG once connected (iperf3's `tcp_mss_default` when `-M` is not given).
+    /// TCP_MAXSEG once connected, bytes (iperf3's `tcp_mss_default` when `-M` is not given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mss_bytes: Option<u32>,
 }
@@ -43,7 +47,9 @@ pub struct StreamTotals {
 /// What the server sent back beyond iperf3's fields, when it is netblame.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServerExtension {
+    /// The server's samples of every stream.
     pub intervals: Vec<IntervalSample>,
+    /// The server sockets' buffer sizes, in stream order.
     pub buffers: Vec<BufferSizes>,
     /// The server's kernel and receive-window sysctls (for the window verdict when it
     /// receives); flattened, so the keys are `kernel` and `rcv_settings`.
@@ -55,8 +61,10 @@ pub struct ServerExtension {
 /// the receiving end.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostSettings {
+    /// Kernel release (empty when unknown).
     #[serde(default)]
     pub kernel: String,
+    /// The receive-window sysctls (tcp_rmem, tcp_adv_win_scale...), when known.
     #[serde(default)]
     pub rcv_settings: Option<RcvSettings>,
 }
@@ -105,12 +113,6 @@ pub struct ClientOutcome {
     pub server_output: Option<Value>,
     /// This host's settings when it receives (`-R`, `--bidir`); empty otherwise.
     pub local_host: HostSettings,
-}
-
-impl serde::Serialize for TestParams {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
-    }
 }
 
 /// The first address of `host` in `family`.

@@ -1,7 +1,9 @@
 //! Test settings: the iperf3 parameter set (what travels in PARAM_EXCHANGE) and the client's
 //! local options. netblame's extras ride under the `netblame` key, which iperf3 ignores.
 
-use serde_json::{json, Map, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 use std::time::Duration;
 
 /// Default block size for TCP (iperf3: 128 KiB).
@@ -83,6 +85,100 @@ impl Default for TestParams {
     }
 }
 
+/// [`TestParams`] as JSON: iperf3's parameter object (PARAM_EXCHANGE), with netblame's extras
+/// under `netblame`. Flags that are off are absent, as iperf3 writes them.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ParamsJson {
+    /// Always true: TCP.
+    pub tcp: bool,
+    /// Seconds omitted from the start (`-O`).
+    pub omit: u64,
+    /// Seconds to transmit (`-t`); 0 when `num` decides.
+    pub time: u64,
+    /// Bytes to transmit (`-n`); 0 when `time` decides.
+    pub num: u64,
+    /// Blocks to transmit (always 0: `-k` is not supported).
+    pub blockcount: u64,
+    /// Streams per direction (`-P`).
+    pub parallel: usize,
+    /// The server sends (`-R`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverse: Option<bool>,
+    /// Both directions (`--bidir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bidirectional: Option<bool>,
+    /// `-w`: SO_SNDBUF and SO_RCVBUF of every data socket of both ends, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<u64>,
+    /// Block size per write/read, bytes (`-l`).
+    pub len: usize,
+    /// `-b`: target rate of each sending stream, bits per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<u64>,
+    /// `--fq-rate`: SO_MAX_PACING_RATE of each sending stream, bits per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fqrate: Option<u64>,
+    /// iperf3's pacing timer, microseconds (always 1000).
+    pub pacing_timer: u64,
+    /// `-M`: TCP_MAXSEG, bytes.
+    #[serde(rename = "MSS", skip_serializing_if = "Option::is_none")]
+    pub mss: Option<u32>,
+    /// `-N`: TCP_NODELAY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodelay: Option<bool>,
+    /// `-C`: congestion control algorithm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub congestion: Option<String>,
+    /// 1 when the client wants the server's output (`--get-server-output`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub get_server_output: Option<u8>,
+    /// `-Z`: sendfile on the sending side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zerocopy: Option<bool>,
+    /// `--skip-rx-copy`: MSG_TRUNC on the receiving side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_rx_copy: Option<bool>,
+    /// The iperf3 version whose protocol the client speaks.
+    pub client_version: String,
+    /// netblame's extension (iperf3 ignores it; its presence says the peer is netblame).
+    pub netblame: ParamsExtension,
+}
+
+/// netblame's keys in the parameter JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ParamsExtension {
+    /// netblame's version.
+    pub version: String,
+    /// `--rcvbuf`: SO_RCVBUF on the receiving side only, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcvbuf_bytes: Option<u64>,
+    /// `--sndbuf`: SO_SNDBUF on the sending side only, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sndbuf_bytes: Option<u64>,
+    /// The sampling interval the server should use, milliseconds.
+    pub interval_ms: u64,
+}
+
+impl Serialize for TestParams {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.wire().serialize(s)
+    }
+}
+
+impl JsonSchema for TestParams {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        ParamsJson::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        ParamsJson::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        ParamsJson::json_schema(generator)
+    }
+}
+
 /// Largest block size accepted from a peer (iperf3 caps TCP blocks at 1 MiB... we allow 16 MiB).
 pub const MAX_LEN: usize = 16 << 20;
 /// Longest test accepted (iperf3's MAX_TIME: one day).
@@ -93,63 +189,39 @@ pub const MAX_PARALLEL: usize = 128;
 impl TestParams {
     /// The parameter JSON iperf3 expects, plus the `netblame` extension key.
     pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("tcp".into(), json!(true));
-        m.insert("omit".into(), json!(self.omit_s));
-        m.insert(
-            "time".into(),
-            json!(if self.bytes > 0 { 0 } else { self.time_s }),
-        );
-        m.insert("num".into(), json!(self.bytes));
-        m.insert("blockcount".into(), json!(0));
-        m.insert("parallel".into(), json!(self.parallel));
-        if self.reverse {
-            m.insert("reverse".into(), json!(true));
+        serde_json::to_value(self.wire()).unwrap_or(Value::Null)
+    }
+
+    /// The parameters as they travel in PARAM_EXCHANGE.
+    pub fn wire(&self) -> ParamsJson {
+        ParamsJson {
+            tcp: true,
+            omit: self.omit_s,
+            time: if self.bytes > 0 { 0 } else { self.time_s },
+            num: self.bytes,
+            blockcount: 0,
+            parallel: self.parallel,
+            reverse: self.reverse.then_some(true),
+            bidirectional: self.bidir.then_some(true),
+            window: self.window,
+            len: self.len,
+            bandwidth: (self.bandwidth > 0).then_some(self.bandwidth),
+            fqrate: (self.fqrate > 0).then_some(self.fqrate),
+            pacing_timer: 1000,
+            mss: self.mss,
+            nodelay: self.nodelay.then_some(true),
+            congestion: self.congestion.clone(),
+            get_server_output: self.get_server_output.then_some(1),
+            zerocopy: self.zerocopy.then_some(true),
+            skip_rx_copy: self.skip_rx_copy.then_some(true),
+            client_version: "3.12".into(),
+            netblame: ParamsExtension {
+                version: env!("CARGO_PKG_VERSION").into(),
+                rcvbuf_bytes: self.rcvbuf,
+                sndbuf_bytes: self.sndbuf,
+                interval_ms: self.interval_ms,
+            },
         }
-        if self.bidir {
-            m.insert("bidirectional".into(), json!(true));
-        }
-        if let Some(w) = self.window {
-            m.insert("window".into(), json!(w));
-        }
-        m.insert("len".into(), json!(self.len));
-        if self.bandwidth > 0 {
-            m.insert("bandwidth".into(), json!(self.bandwidth));
-        }
-        if self.fqrate > 0 {
-            m.insert("fqrate".into(), json!(self.fqrate));
-        }
-        m.insert("pacing_timer".into(), json!(1000));
-        if let Some(mss) = self.mss {
-            m.insert("MSS".into(), json!(mss));
-        }
-        if self.nodelay {
-            m.insert("nodelay".into(), json!(true));
-        }
-        if let Some(c) = &self.congestion {
-            m.insert("congestion".into(), json!(c));
-        }
-        if self.get_server_output {
-            m.insert("get_server_output".into(), json!(1));
-        }
-        if self.zerocopy {
-            m.insert("zerocopy".into(), json!(true));
-        }
-        if self.skip_rx_copy {
-            m.insert("skip_rx_copy".into(), json!(true));
-        }
-        m.insert("client_version".into(), json!("3.12"));
-        let mut ext = Map::new();
-        ext.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-        if let Some(v) = self.rcvbuf {
-            ext.insert("rcvbuf_bytes".into(), json!(v));
-        }
-        if let Some(v) = self.sndbuf {
-            ext.insert("sndbuf_bytes".into(), json!(v));
-        }
-        ext.insert("interval_ms".into(), json!(self.interval_ms));
-        m.insert("netblame".into(), Value::Object(ext));
-        Value::Object(m)
     }
 
     /// Reads a peer's parameter JSON; unknown keys are ignored, out-of-range values refused.
@@ -302,6 +374,7 @@ impl Default for ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn params_round_trip_and_ignore_unknown_keys() {
@@ -325,6 +398,45 @@ mod tests {
         assert_eq!(q.rcvbuf, Some(65536));
         assert_eq!(q.window, Some(65536));
         assert_eq!((q.bandwidth, q.fqrate), (100_000_000, 0));
+    }
+
+    #[test]
+    fn the_wire_form_is_iperf3s_parameter_object() {
+        let v = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            TestParams::default().to_json(),
+            json!({"tcp": true, "omit": 0, "time": 10, "num": 0, "blockcount": 0, "parallel": 1,
+                "len": DEFAULT_LEN, "pacing_timer": 1000, "client_version": "3.12",
+                "netblame": {"version": v, "interval_ms": 1000}})
+        );
+        let all = TestParams {
+            bytes: 5,
+            reverse: true,
+            bidir: true,
+            window: Some(7),
+            mss: Some(1400),
+            nodelay: true,
+            congestion: Some("bbr".into()),
+            get_server_output: true,
+            zerocopy: true,
+            skip_rx_copy: true,
+            rcvbuf: Some(8),
+            sndbuf: Some(9),
+            bandwidth: 10,
+            fqrate: 11,
+            ..TestParams::default()
+        };
+        assert_eq!(
+            all.to_json(),
+            json!({"tcp": true, "omit": 0, "time": 0, "num": 5, "blockcount": 0, "parallel": 1,
+                "reverse": true, "bidirectional": true, "window": 7, "len": DEFAULT_LEN,
+                "bandwidth": 10, "fqrate": 11, "pacing_timer": 1000, "MSS": 1400,
+                "nodelay": true, "congestion": "bbr", "get_server_output": 1, "zerocopy": true,
+                "skip_rx_copy": true, "client_version": "3.12",
+                "netblame": {"version": v, "rcvbuf_bytes": 8, "sndbuf_bytes": 9,
+                    "interval_ms": 1000}})
+        );
+        assert_eq!(serde_json::to_value(&all).unwrap(), all.to_json());
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //! - [`client`] and [`server`]: the two roles, over IPv4 or IPv6 (the server dual-stack by
 //!   default); `-b` paces senders with iperf3's throttle and `SO_MAX_PACING_RATE`.
 //! - [`report`]: the iperf3 `-J` layout with netblame's additions, in pieces for
-//!   `--json-stream` (start, interval, end).
+//!   `--json-stream` (start, interval, end), as the types of [`iperf3_json`].
 //!
 //! Library code never prints: progress goes through callbacks.
 
 pub mod client;
 pub mod config;
+pub mod iperf3_json;
 pub mod proto;
 pub mod report;
 pub mod running;

@@ -1,16 +1,19 @@
 //! Results: the verdict inputs for netblame-core (one per direction) and the iperf3 `-J` layout
 //! (`start`, `intervals`, `end` with `sum_sent`, `sum_received`, `cpu_utilization_percent`)
-//! with netblame's additions under `netblame`.
+//! with netblame's additions under `netblame`, filled into the types of [`crate::iperf3_json`].
 
 use crate::client::{ClientOutcome, StreamInfo};
 use crate::config::TestParams;
+use crate::iperf3_json::{
+    ClientDoc, Connected, CpuUtilization, End, EndSide, EndStream, EndSum, HostPort, Interval,
+    IntervalSum, Netblame, Start, StreamInterval, TestStart, Timestamp,
+};
 use crate::sample::{IntervalSample, StreamSample};
 use netblame_core::observe::transfer::{
     AppDeadline, BufferRequest, PathFacts, ReceiverFacts, Retransmissions, SenderFacts, Transfer,
 };
 use netblame_core::observe::LimitShares;
 use netblame_core::Finding;
-use serde_json::{json, Value};
 use std::time::Duration;
 
 /// One stream's counted (not omitted) samples, summed: what the sender saw of its limits.
@@ -329,61 +332,58 @@ pub fn observations(o: &ClientOutcome, app_timeout: Option<Duration>) -> Vec<Tra
     out
 }
 
-fn iperf_stream_interval(s: &StreamSample, socket: i64) -> Value {
-    let mut v = json!({
-        "socket": socket,
-        "start": s.start,
-        "end": s.end,
-        "seconds": s.seconds,
-        "bytes": s.bytes,
-        "bits_per_second": s.bits_per_second,
-        "omitted": s.omitted,
-        "sender": s.sender,
-    });
-    if s.sender {
-        v["retransmits"] = json!(s.retransmits);
-        v["snd_cwnd"] = json!(s.snd_cwnd_bytes);
-        v["snd_wnd"] = json!(s.snd_wnd_bytes.unwrap_or(0));
-        v["rtt"] = json!(s.rtt_us);
-        v["rttvar"] = json!(s.rttvar_us);
-        v["pmtu"] = json!(s.pmtu);
-        if let Some(r) = s.reorder {
-            v["reorder"] = json!(r);
-        }
+fn iperf_stream_interval(s: &StreamSample, socket: i64) -> StreamInterval {
+    let sender = |v: u64| s.sender.then_some(v);
+    StreamInterval {
+        socket,
+        start: s.start,
+        end: s.end,
+        seconds: s.seconds,
+        bytes: s.bytes,
+        bits_per_second: s.bits_per_second,
+        retransmits: sender(s.retransmits),
+        snd_cwnd: sender(s.snd_cwnd_bytes),
+        snd_wnd: sender(s.snd_wnd_bytes.unwrap_or(0)),
+        rtt: sender(s.rtt_us),
+        rttvar: sender(s.rttvar_us),
+        pmtu: sender(s.pmtu),
+        reorder: s.reorder.filter(|_| s.sender),
+        omitted: s.omitted,
+        sender: s.sender,
     }
-    v
 }
 
-fn sum_of(streams: &[&StreamSample], sender: bool) -> Value {
+fn sum_of(streams: &[&StreamSample], sender: bool) -> IntervalSum {
     let bytes: u64 = streams.iter().map(|s| s.bytes).sum();
     let first = streams.first();
     let (start, end, seconds) = first
         .map(|s| (s.start, s.end, s.seconds))
         .unwrap_or_default();
-    let mut v = json!({
-        "start": start,
-        "end": end,
-        "seconds": seconds,
-        "bytes": bytes,
-        "bits_per_second": bytes as f64 * 8.0 / seconds.max(1e-9),
-        "omitted": first.is_some_and(|s| s.omitted),
-        "sender": sender,
-    });
-    if sender {
-        v["retransmits"] = json!(streams.iter().map(|s| s.retransmits).sum::<u64>());
+    IntervalSum {
+        start,
+        end,
+        seconds,
+        bytes,
+        bits_per_second: bytes as f64 * 8.0 / seconds.max(1e-9),
+        retransmits: sender.then(|| streams.iter().map(|s| s.retransmits).sum()),
+        omitted: first.is_some_and(|s| s.omitted),
+        sender,
     }
-    v
 }
 
 /// The iperf3 `-J` document for a client run, with netblame's samples and verdict under
 /// `netblame`.
-pub fn iperf3_json(o: &ClientOutcome, findings: &[Finding]) -> Value {
-    json!({
-        "start": start_json(&o.host, o.port, &o.params, &o.cookie, &o.streams),
-        "intervals": o.intervals.iter().map(|iv| interval_json(&o.params, iv)).collect::<Vec<_>>(),
-        "end": end_json(o),
-        "netblame": netblame_json(o, findings),
-    })
+pub fn iperf3_json(o: &ClientOutcome, findings: &[Finding]) -> ClientDoc {
+    ClientDoc {
+        start: start_json(&o.host, o.port, &o.params, &o.cookie, &o.streams),
+        intervals: o
+            .intervals
+            .iter()
+            .map(|iv| interval_json(&o.params, iv))
+            .collect(),
+        end: end_json(o),
+        netblame: netblame_json(o, findings),
+    }
 }
 
 /// iperf3 prints file descriptors as stream sockets; any stable small number will do.
@@ -392,47 +392,70 @@ fn socket(id: i64) -> i64 {
 }
 
 /// One element of iperf3's `intervals` (and the data of a `--json-stream` `interval` event).
-pub fn interval_json(p: &TestParams, iv: &IntervalSample) -> Value {
+pub fn interval_json(p: &TestParams, iv: &IntervalSample) -> Interval {
     let fwd: Vec<&StreamSample> = iv.streams.iter().filter(|s| !p.bidir || s.sender).collect();
     let rev: Vec<&StreamSample> = iv.streams.iter().filter(|s| p.bidir && !s.sender).collect();
-    let mut v = json!({
-        "streams": iv.streams.iter().map(|s| iperf_stream_interval(s, socket(s.id))).collect::<Vec<_>>(),
-        "sum": sum_of(&fwd, fwd.first().is_some_and(|s| s.sender)),
-    });
-    if p.bidir {
-        v["sum_bidir_reverse"] = sum_of(&rev, false);
+    Interval {
+        streams: iv
+            .streams
+            .iter()
+            .map(|s| iperf_stream_interval(s, socket(s.id)))
+            .collect(),
+        sum: sum_of(&fwd, fwd.first().is_some_and(|s| s.sender)),
+        sum_bidir_reverse: p.bidir.then(|| sum_of(&rev, false)),
     }
-    v
 }
 
 /// netblame's additions to the `-J` document: both ends' samples and buffers, the server's
 /// output, the findings (a `netblame` event in `--json-stream`).
-pub fn netblame_json(o: &ClientOutcome, findings: &[Finding]) -> Value {
-    json!({
-        "streams": o.streams,
-        "client_intervals": o.intervals,
-        "server": o.server,
-        "server_output": o.server_output,
-        "findings": findings,
-    })
+pub fn netblame_json(o: &ClientOutcome, findings: &[Finding]) -> Netblame {
+    Netblame {
+        streams: o.streams.clone(),
+        client_intervals: o.intervals.clone(),
+        server: o.server.clone(),
+        server_output: o.server_output.clone(),
+        findings: findings.to_vec(),
+    }
+}
+
+/// A test-long total of `bytes` over `seconds` (the rate 0 for an empty test).
+fn end_sum(seconds: f64, bytes: u64, sender: bool, retransmits: Option<i64>) -> EndSum {
+    EndSum {
+        start: 0,
+        end: seconds,
+        seconds,
+        bytes,
+        bits_per_second: bytes as f64 * 8.0 / seconds.max(1e-9),
+        retransmits,
+        sender,
+    }
+}
+
+/// One stream's end in `end.streams`, without the sender's sampled extremes.
+fn end_side(seconds: f64, id: i64, bytes: u64, sender: bool, retr: Option<i64>) -> EndSide {
+    EndSide {
+        socket: socket(id),
+        start: 0,
+        end: seconds,
+        seconds,
+        bytes,
+        bits_per_second: bytes as f64 * 8.0 / seconds.max(1e-9),
+        retransmits: retr.map(|r| r.max(0)),
+        max_snd_cwnd: None,
+        max_snd_wnd: None,
+        max_rtt: None,
+        min_rtt: None,
+        mean_rtt: None,
+        reorder: None,
+        sender,
+    }
 }
 
 /// iperf3's `end` object for a client run (and the data of a `--json-stream` `end` event).
-pub fn end_json(o: &ClientOutcome) -> Value {
+pub fn end_json(o: &ClientOutcome) -> End {
     let p = &o.params;
-    let end_side = |id: i64, bytes: u64, sender: bool, retr: Option<i64>| {
-        let mut v = json!({
-            "socket": socket(id),
-            "start": 0,
-            "end": o.seconds,
-            "seconds": o.seconds,
-            "bytes": bytes,
-            "bits_per_second": bytes as f64 * 8.0 / o.seconds.max(1e-9),
-            "sender": sender,
-        });
-        if let Some(r) = retr {
-            v["retransmits"] = json!(r.max(0));
-        }
+    let client_side = |id: i64, bytes: u64, sender: bool, retr: Option<i64>| {
+        let mut v = end_side(o.seconds, id, bytes, sender, retr);
         if sender {
             let mine: Vec<&StreamSample> = o
                 .intervals
@@ -442,23 +465,22 @@ pub fn end_json(o: &ClientOutcome) -> Value {
                 .collect();
             if !mine.is_empty() {
                 let rtts: Vec<u64> = mine.iter().map(|s| s.rtt_us).collect();
-                if let Some(r) = mine.iter().rev().find_map(|s| s.reorder) {
-                    v["reorder"] = json!(r);
-                }
-                v["max_snd_cwnd"] = json!(mine.iter().map(|s| s.snd_cwnd_bytes).max());
-                v["max_snd_wnd"] = json!(mine
-                    .iter()
-                    .filter_map(|s| s.snd_wnd_bytes)
-                    .max()
-                    .unwrap_or(0));
-                v["max_rtt"] = json!(rtts.iter().max());
-                v["min_rtt"] = json!(rtts.iter().min());
-                v["mean_rtt"] = json!(rtts.iter().sum::<u64>() / rtts.len() as u64);
+                v.reorder = mine.iter().rev().find_map(|s| s.reorder);
+                v.max_snd_cwnd = mine.iter().map(|s| s.snd_cwnd_bytes).max();
+                v.max_snd_wnd = Some(
+                    mine.iter()
+                        .filter_map(|s| s.snd_wnd_bytes)
+                        .max()
+                        .unwrap_or(0),
+                );
+                v.max_rtt = rtts.iter().max().copied();
+                v.min_rtt = rtts.iter().min().copied();
+                v.mean_rtt = Some(rtts.iter().sum::<u64>() / rtts.len() as u64);
             }
         }
         v
     };
-    let mut end_streams = Vec::new();
+    let mut streams = Vec::new();
     let mut sums = [[0u64; 2]; 2]; // [direction client->server?][sent, received]
     let mut retr = [0i64; 2];
     for t in &o.totals {
@@ -471,42 +493,38 @@ pub fn end_json(o: &ClientOutcome) -> Value {
         sums[d][0] += sent;
         sums[d][1] += recvd;
         retr[d] += t.retransmits.max(0);
-        end_streams.push(json!({
-            "sender": end_side(t.id, sent, t.client_sends, Some(t.retransmits)),
-            "receiver": end_side(t.id, recvd, false, None),
-        }));
-    }
-    let sum = |bytes: u64, sender: bool, r: Option<i64>| {
-        let mut v = json!({
-            "start": 0, "end": o.seconds, "seconds": o.seconds, "bytes": bytes,
-            "bits_per_second": bytes as f64 * 8.0 / o.seconds.max(1e-9), "sender": sender,
+        streams.push(EndStream {
+            sender: client_side(t.id, sent, t.client_sends, Some(t.retransmits)),
+            receiver: client_side(t.id, recvd, false, None),
         });
-        if let Some(r) = r {
-            v["retransmits"] = json!(r);
-        }
-        v
-    };
-    let fwd = if p.bidir { 1 } else { usize::from(!p.reverse) };
-    let mut end = json!({
-        "streams": end_streams,
-        "sum_sent": sum(sums[fwd][0], true, Some(retr[fwd])),
-        "sum_received": sum(sums[fwd][1], false, None),
-        "cpu_utilization_percent": {
-            "host_total": o.cpu_local.total,
-            "host_user": o.cpu_local.user,
-            "host_system": o.cpu_local.system,
-            "remote_total": o.cpu_remote.total,
-            "remote_user": o.cpu_remote.user,
-            "remote_system": o.cpu_remote.system,
-        },
-        "sender_tcp_congestion": if p.reverse && !p.bidir { o.congestion_remote.clone().unwrap_or_default() } else { o.congestion_local.clone() },
-        "receiver_tcp_congestion": if p.reverse && !p.bidir { o.congestion_local.clone() } else { o.congestion_remote.clone().unwrap_or_default() },
-    });
-    if p.bidir {
-        end["sum_sent_bidir_reverse"] = sum(sums[0][0], true, Some(retr[0]));
-        end["sum_received_bidir_reverse"] = sum(sums[0][1], false, None);
     }
-    end
+    let fwd = if p.bidir { 1 } else { usize::from(!p.reverse) };
+    let server_sends = p.reverse && !p.bidir;
+    let remote_congestion = o.congestion_remote.clone().unwrap_or_default();
+    let (sender_cc, receiver_cc) = if server_sends {
+        (remote_congestion, o.congestion_local.clone())
+    } else {
+        (o.congestion_local.clone(), remote_congestion)
+    };
+    End {
+        streams,
+        sum_sent: end_sum(o.seconds, sums[fwd][0], true, Some(retr[fwd])),
+        sum_received: end_sum(o.seconds, sums[fwd][1], false, None),
+        sum_sent_bidir_reverse: p
+            .bidir
+            .then(|| end_sum(o.seconds, sums[0][0], true, Some(retr[0]))),
+        sum_received_bidir_reverse: p.bidir.then(|| end_sum(o.seconds, sums[0][1], false, None)),
+        cpu_utilization_percent: CpuUtilization {
+            host_total: o.cpu_local.total,
+            host_user: o.cpu_local.user,
+            host_system: o.cpu_local.system,
+            remote_total: o.cpu_remote.total,
+            remote_user: o.cpu_remote.user,
+            remote_system: o.cpu_remote.system,
+        },
+        sender_tcp_congestion: Some(sender_cc),
+        receiver_tcp_congestion: Some(receiver_cc),
+    }
 }
 
 /// iperf3's `start` object (and the data of a `--json-stream` `start` event).
@@ -516,47 +534,62 @@ pub fn start_json(
     p: &TestParams,
     cookie: &str,
     streams: &[StreamInfo],
-) -> Value {
+) -> Start {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let first_buf = streams.first().map(|s| s.buffers).unwrap_or_default();
-    json!({
-        "connected": streams.iter().map(|s| {
-            let (lh, lp) = split_addr(&s.local);
-            let (rh, rp) = split_addr(&s.remote);
-            json!({"socket": socket(s.id), "local_host": lh, "local_port": lp, "remote_host": rh, "remote_port": rp})
-        }).collect::<Vec<_>>(),
-        "version": format!("netblame {}", env!("CARGO_PKG_VERSION")),
-        "system_info": std::fs::read_to_string("/proc/version").map(|s| s.trim().to_string()).unwrap_or_default(),
-        "timestamp": {"timesecs": now},
-        "connecting_to": {"host": host, "port": port},
-        "cookie": cookie,
-        "tcp_mss_default": streams.first().and_then(|s| s.mss_bytes).unwrap_or(0),
-        "target_bitrate": p.bandwidth,
-        "fq_rate": p.fqrate,
-        "sock_bufsize": p.window.unwrap_or(0),
-        "sndbuf_actual": first_buf.actual_sndbuf_bytes,
-        "rcvbuf_actual": first_buf.actual_rcvbuf_bytes,
-        "test_start": {
-            "protocol": "TCP",
-            "num_streams": p.parallel,
-            "blksize": p.len,
-            "omit": p.omit_s,
-            "duration": if p.bytes > 0 { 0 } else { p.time_s },
-            "bytes": p.bytes,
-            "blocks": 0,
-            "reverse": i32::from(p.reverse),
-            "tos": 0,
-            "target_bitrate": p.bandwidth,
-            "bidir": i32::from(p.bidir),
-            "fqrate": p.fqrate,
-            "interval": p.interval_ms as f64 / 1000.0,
-            "gso": 0,
-            "gro": 0,
+    Start {
+        connected: streams
+            .iter()
+            .map(|s| {
+                let (local_host, local_port) = split_addr(&s.local);
+                let (remote_host, remote_port) = split_addr(&s.remote);
+                Connected {
+                    socket: socket(s.id),
+                    local_host,
+                    local_port,
+                    remote_host,
+                    remote_port,
+                }
+            })
+            .collect(),
+        version: format!("netblame {}", env!("CARGO_PKG_VERSION")),
+        system_info: std::fs::read_to_string("/proc/version")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        timestamp: Timestamp { timesecs: now },
+        connecting_to: Some(HostPort {
+            host: host.to_string(),
+            port,
+        }),
+        accepted_connection: None,
+        cookie: cookie.to_string(),
+        tcp_mss_default: streams.first().and_then(|s| s.mss_bytes).unwrap_or(0),
+        target_bitrate: p.bandwidth,
+        fq_rate: p.fqrate,
+        sock_bufsize: p.window.unwrap_or(0),
+        sndbuf_actual: first_buf.actual_sndbuf_bytes,
+        rcvbuf_actual: first_buf.actual_rcvbuf_bytes,
+        test_start: TestStart {
+            protocol: "TCP".into(),
+            num_streams: p.parallel,
+            blksize: p.len,
+            omit: p.omit_s,
+            duration: if p.bytes > 0 { 0 } else { p.time_s },
+            bytes: p.bytes,
+            blocks: 0,
+            reverse: i32::from(p.reverse),
+            tos: 0,
+            target_bitrate: p.bandwidth,
+            bidir: i32::from(p.bidir),
+            fqrate: p.fqrate,
+            interval: p.interval_ms as f64 / 1000.0,
+            gso: 0,
+            gro: 0,
         },
-    })
+    }
 }
 
 /// iperf3's server-side `start` object for `netblame bench server --json-stream`: like the
@@ -567,33 +600,22 @@ pub fn server_start_json(
     p: &TestParams,
     cookie: &str,
     streams: &[StreamInfo],
-) -> Value {
-    let mut v = start_json("", 0, p, cookie, streams);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("connecting_to");
-        let (host, port) = split_addr(peer);
-        o.insert(
-            "accepted_connection".into(),
-            json!({"host": host, "port": port}),
-        );
+) -> Start {
+    let (host, port) = split_addr(peer);
+    Start {
+        connecting_to: None,
+        accepted_connection: Some(HostPort { host, port }),
+        ..start_json("", 0, p, cookie, streams)
     }
-    v
 }
 
 /// iperf3's server-side `end` object for a finished test (`--json-stream` on the server): per
 /// stream the sending and receiving ends' bytes (the client's count from its results, where
 /// iperf3's server prints 0), the sums of the client -> server direction (server -> client
 /// with `-R`), and the server's CPU.
-pub fn server_end_json(r: &crate::server::SessionReport) -> Value {
-    let secs = r.seconds.max(1e-9);
-    let side = |bytes: u64, sender: bool| {
-        json!({
-            "start": 0, "end": r.seconds, "seconds": r.seconds, "bytes": bytes,
-            "bits_per_second": bytes as f64 * 8.0 / secs, "sender": sender,
-        })
-    };
+pub fn server_end_json(r: &crate::server::SessionReport) -> End {
     let mut sums = [[0u64; 2]; 2]; // [server sends?][sent, received]
-    let streams: Vec<Value> = r
+    let streams: Vec<EndStream> = r
         .streams
         .iter()
         .map(|s| {
@@ -607,36 +629,32 @@ pub fn server_end_json(r: &crate::server::SessionReport) -> Value {
             sums[d][0] += sent;
             sums[d][1] += recvd;
             // As in iperf3's output, `sender` says whether this host (the server) sends.
-            let mut sender = side(sent, s.server_sends);
-            sender["socket"] = json!(socket(s.id));
-            let mut receiver = side(recvd, s.server_sends);
-            receiver["socket"] = json!(socket(s.id));
-            json!({"sender": sender, "receiver": receiver})
+            EndStream {
+                sender: end_side(r.seconds, s.id, sent, s.server_sends, None),
+                receiver: end_side(r.seconds, s.id, recvd, s.server_sends, None),
+            }
         })
         .collect();
     let reverse = r.streams.iter().all(|s| s.server_sends) && !r.streams.is_empty();
     let d = usize::from(reverse);
-    let congestion_key = if reverse {
-        "sender_tcp_congestion"
-    } else {
-        "receiver_tcp_congestion"
-    };
-    let mut v = json!({
-        "streams": streams,
-        "sum_sent": side(sums[d][0], reverse),
-        "sum_received": side(sums[d][1], reverse),
-        "cpu_utilization_percent": {
-            "host_total": r.cpu.total,
-            "host_user": r.cpu.user,
-            "host_system": r.cpu.system,
+    End {
+        streams,
+        sum_sent: end_sum(r.seconds, sums[d][0], reverse, None),
+        sum_received: end_sum(r.seconds, sums[d][1], reverse, None),
+        sum_sent_bidir_reverse: None,
+        sum_received_bidir_reverse: None,
+        cpu_utilization_percent: CpuUtilization {
+            host_total: r.cpu.total,
+            host_user: r.cpu.user,
+            host_system: r.cpu.system,
             // The client's CPU is not known to the server (iperf3 prints zeros too).
-            "remote_total": 0,
-            "remote_user": 0,
-            "remote_system": 0,
+            remote_total: 0.0,
+            remote_user: 0.0,
+            remote_system: 0.0,
         },
-    });
-    v[congestion_key] = json!(r.congestion);
-    v
+        sender_tcp_congestion: reverse.then(|| r.congestion.clone()),
+        receiver_tcp_congestion: (!reverse).then(|| r.congestion.clone()),
+    }
 }
 
 fn split_addr(a: &str) -> (String, u16) {

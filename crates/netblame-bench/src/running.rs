@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 /// Process CPU use over a test, percent of one core's wall time (iperf3's convention).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CpuUsage {
+    /// User plus system, percent.
     pub total: f64,
+    /// User time, percent.
     pub user: f64,
+    /// System time, percent.
     pub system: f64,
 }
 

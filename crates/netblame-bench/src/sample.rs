@@ -10,14 +10,21 @@ use std::time::Instant;
 /// One stream over one interval, from the end that took the sample.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamSample {
+    /// The stream's number (1, 2... in the client's connect order).
     pub id: i64,
     /// True when the sampling end sends on this stream.
     pub sender: bool,
+    /// Interval start, seconds since the test started.
     pub start: f64,
+    /// Interval end, seconds since the test started.
     pub end: f64,
+    /// Interval length, seconds.
     pub seconds: f64,
+    /// Bytes sent or received in the interval.
     pub bytes: u64,
+    /// Rate over the interval, bits per second.
     pub bits_per_second: f64,
+    /// True inside the omitted start (`-O`).
     pub omitted: bool,
     /// Segments retransmitted in the interval.
     pub retransmits: u64,
@@ -27,32 +34,43 @@ pub struct StreamSample {
     /// Retransmissions the peer reported as spurious with a D-SACK (tcpi_dsack_dups delta).
     #[serde(default)]
     pub dsack_dups: u64,
+    /// Congestion window at the end of the interval, bytes.
     pub snd_cwnd_bytes: u64,
-    /// The peer's advertised window as this end sees it.
+    /// The peer's advertised window as this end sees it, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snd_wnd_bytes: Option<u64>,
-    /// The window this end advertises.
+    /// The window this end advertises, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rcv_wnd_bytes: Option<u64>,
     /// Whether the connection negotiated window scaling (tcp_info options).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_scaling: Option<bool>,
+    /// Smoothed RTT, microseconds.
     pub rtt_us: u64,
+    /// RTT variance, microseconds.
     pub rttvar_us: u64,
+    /// Path MTU, bytes.
     pub pmtu: u64,
+    /// The kernel's delivery rate estimate, bits per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_rate_bits_per_second: Option<f64>,
-    /// Bytes waiting to be read by the application (SIOCINQ).
+    /// Bytes waiting to be read by the application (SIOCINQ), at the end of the interval.
     pub recv_q_bytes: u64,
-    /// Stopwatch deltas over the interval (absent before Linux 4.10).
+    /// Time the connection was busy sending in the interval, microseconds (tcpi_busy_time
+    /// delta; absent before Linux 4.10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy_us: Option<u64>,
+    /// Time limited by the receiver's window in the interval, microseconds
+    /// (tcpi_rwnd_limited delta; absent before Linux 4.10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rwnd_limited_us: Option<u64>,
+    /// Time limited by the send buffer in the interval, microseconds (tcpi_sndbuf_limited
+    /// delta; absent before Linux 4.10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sndbuf_limited_us: Option<u64>,
     /// The interval's duration in microseconds (for shares).
     pub interval_us: u64,
+    /// True when the connection was in loss recovery at the end of the interval.
     #[serde(default)]
     pub in_loss_recovery: bool,
     /// Reordering events seen so far on the connection (`tcpi_reord_seen`, Linux 4.19+;
@@ -78,9 +96,13 @@ impl StreamSample {
 /// All streams over one interval.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IntervalSample {
+    /// Interval start, seconds since the test started.
     pub start: f64,
+    /// Interval end, seconds since the test started.
     pub end: f64,
+    /// True inside the omitted start (`-O`).
     pub omitted: bool,
+    /// Every stream over the interval.
     pub streams: Vec<StreamSample>,
 }
 

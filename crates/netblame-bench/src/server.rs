@@ -82,24 +82,35 @@ impl Default for ServerConfig {
 /// One stream's totals on the server.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ServerStreamTotals {
+    /// The stream's number (1, 2... in the client's connect order).
     pub id: i64,
     /// True when the server sent on it.
     pub server_sends: bool,
+    /// Bytes the server sent or received (omitted seconds excluded).
     pub server_bytes: u64,
-    /// Bytes the client reported.
+    /// Bytes the client reported in its results.
     pub client_bytes: Option<u64>,
+    /// The server socket's buffer sizes.
     pub buffers: BufferSizes,
 }
 
 /// A finished test, as the server saw it.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SessionReport {
+    /// The client's control connection, `address:port`.
     pub peer: String,
+    /// The client's parameter JSON as it sent it (iperf3's parameter object; a netblame
+    /// client's has the `netblame` key; other clients may add keys of their own).
     pub params: Value,
+    /// True when the client is netblame (its parameters had the `netblame` key).
     pub peer_is_netblame: bool,
+    /// Seconds counted (the omitted start excluded).
     pub seconds: f64,
+    /// Per stream totals.
     pub streams: Vec<ServerStreamTotals>,
+    /// The server's samples of every stream.
     pub intervals: Vec<IntervalSample>,
+    /// The server process's CPU over the test, percent of one core.
     pub cpu: CpuUsage,
     /// Congestion control of the server's data streams (`TCP_CONGESTION`).
     pub congestion: String,

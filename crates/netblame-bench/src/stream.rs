@@ -18,11 +18,15 @@ const WAKE: Duration = Duration::from_millis(100);
 /// Requested versus actual buffer sizes of one socket (the kernel doubles and caps requests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BufferSizes {
+    /// SO_SNDBUF asked for, bytes (absent: autotuned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_sndbuf_bytes: Option<u64>,
+    /// SO_RCVBUF asked for, bytes (absent: autotuned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_rcvbuf_bytes: Option<u64>,
+    /// The send buffer the kernel set at setup, bytes (SO_SNDBUF read back).
     pub actual_sndbuf_bytes: u64,
+    /// The receive buffer the kernel set at setup, bytes (SO_RCVBUF read back).
     pub actual_rcvbuf_bytes: u64,
 }
 

@@ -1,6 +1,9 @@
 //! `netblame bench` end to end: a one-off server and a client as processes, iperf3's `-J`
-//! layout with the `netblame` key, the live text lines, and bad input.
+//! layout with the `netblame` key, the live text lines, and bad input. Every JSON document and
+//! line is checked against its schema in `docs/schema/` (`bench`, `bench-stream`,
+//! `bench-server`).
 
+use netblame_testkit::schema::{assert_valid, assert_valid_lines};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,6 +83,7 @@ fn json_follows_iperf3_layout_with_netblame_key() {
     ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_valid("bench", &v);
     for key in ["start", "intervals", "end"] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
@@ -190,21 +194,25 @@ fn sendfile_client_survives_the_server_closing_mid_block() {
         // -1: killed by a signal.
         assert_eq!(code, 0, "round {round}: {err}");
         let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_valid("bench", &doc);
         assert!(doc["end"]["sum_received"]["bytes"].as_u64().unwrap() > 0);
         assert!(wait_exit(&mut srv, 10).is_some());
     }
 }
 
-/// The events of a `--json-stream` run, checking each line has iperf3's exact framing.
+/// The events of a `--json-stream` run, checking each line has iperf3's framing (with
+/// `schema_version` in front) and matches the `bench-stream` schema.
 fn stream_events(out: &str) -> Vec<(String, serde_json::Value)> {
-    out.lines()
-        .map(|l| {
-            assert!(
-                l.starts_with("{\"event\":\""),
-                "not an iperf3 event line: {l}"
-            );
-            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON value per line");
-            assert_eq!(v.as_object().unwrap().len(), 2, "{l}");
+    for l in out.lines() {
+        assert!(
+            l.starts_with("{\"schema_version\":1,\"event\":\""),
+            "not an iperf3 event line: {l}"
+        );
+    }
+    assert_valid_lines("bench-stream", out)
+        .into_iter()
+        .map(|v| {
+            assert_eq!(v.as_object().unwrap().len(), 3, "{v}");
             (v["event"].as_str().unwrap().to_string(), v["data"].clone())
         })
         .collect()
@@ -368,6 +376,7 @@ fn ip_version_and_bitrate_flags() {
     ]);
     assert_eq!(code, 0, "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_valid("bench", &doc);
     assert_eq!(doc["start"]["connected"][0]["remote_host"], "::1");
     assert_eq!(doc["start"]["test_start"]["target_bitrate"], 50_000_000);
 
@@ -446,4 +455,135 @@ fn server_json_stream_writes_iperf3_event_lines_for_a_real_iperf3_client() {
         "server received {got}, iperf3 sent {sent}"
     );
     assert!(end["receiver_tcp_congestion"].is_string(), "{end}");
+}
+
+/// Waits until something listens on TCP `port` (a server that prints nothing before a test).
+fn wait_listening(port: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while netblame_testkit::run_ok(&["ss", "-Hltn", &format!("sport = :{port}")])
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A one-off `iperf3 -s` (with `extra` flags) on a free port.
+fn iperf3_server(extra: &[&str]) -> (Proc, String) {
+    let port = free_port().to_string();
+    let srv = Proc(
+        Command::new("iperf3")
+            .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 is installed"),
+    );
+    wait_listening(&port);
+    (srv, port)
+}
+
+#[test]
+fn json_against_a_real_iperf3_server_matches_the_schemas() {
+    // -J with --bidir against `iperf3 -s -J`: both directions' sums, the server's JSON output.
+    let (_iperf, port) = iperf3_server(&["-J"]);
+    let (code, out, err) = netblame(&[
+        "bench",
+        "client",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "1",
+        "--bidir",
+        "--get-server-output",
+        "-J",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_valid("bench", &doc);
+    assert!(
+        doc["end"]["sum_sent_bidir_reverse"]["bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        doc["netblame"]["server"].is_null(),
+        "iperf3 is not netblame"
+    );
+    assert!(doc["netblame"]["server_output"].is_object(), "{doc}");
+
+    // --json-stream with -R against a text `iperf3 -s`: a server_output_text event.
+    let (_iperf, port) = iperf3_server(&[]);
+    let (code, out, err) = netblame(&[
+        "bench",
+        "client",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "1",
+        "-R",
+        "--get-server-output",
+        "--json-stream",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let events = stream_events(&out);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"server_output_text"), "{names:?}");
+    assert_eq!(&names[names.len() - 2..], ["netblame", "end"], "{names:?}");
+}
+
+#[test]
+fn server_json_lines_match_the_schema() {
+    let port = free_port().to_string();
+    let mut srv = Proc(
+        Command::new(env!("CARGO_BIN_EXE_netblame"))
+            .args([
+                "bench",
+                "server",
+                "-B",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-1",
+                "-J",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(&port);
+    // Garbage instead of a cookie: a `dropped` line (it does not end a one-off server).
+    {
+        let mut junk = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        std::io::Write::write_all(&mut junk, &[b'x'; 64]).unwrap();
+        junk.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut junk, &mut rest);
+    }
+    // A test in which the server sends: a `test` line with the server's findings.
+    let (code, _, err) = netblame(&["bench", "client", "127.0.0.1", "-p", &port, "-t", "1", "-R"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        wait_exit(&mut srv, 10),
+        Some(0),
+        "one-off server did not exit"
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut srv.0.stdout.take().unwrap(), &mut text).unwrap();
+    let lines = assert_valid_lines("bench-server", &text);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["dropped"].is_string() && l["reason"].is_string()),
+        "{text}"
+    );
+    let test = lines.iter().find(|l| l["test"].is_object()).expect(&text);
+    assert!(test["test"]["streams"][0]["server_sends"] == true, "{test}");
+    assert!(test["findings"].is_array(), "{test}");
 }

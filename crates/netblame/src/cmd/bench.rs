@@ -5,14 +5,16 @@ use crate::render;
 use anyhow::Context;
 use netblame_bench::client::{ClientEvent, ClientOutcome};
 use netblame_bench::config::{ClientConfig, Family, TestParams, DEFAULT_LEN};
+use netblame_bench::iperf3_json::{ClientDoc, StreamEvent};
 use netblame_bench::report;
 use netblame_bench::sample::IntervalSample;
 use netblame_bench::server::{ServerConfig, ServerEvent, SessionReport};
 use netblame_core::diagnose::{diagnose, Observations};
-use netblame_core::json::JsonDoc;
+use netblame_core::json::{JsonDoc, Versioned};
 use netblame_core::observe::transfer::{PathFacts, Transfer};
 use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Bytes, Finding};
+use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -316,14 +318,19 @@ fn log_to(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One `--json-stream` line, as iperf3 writes it: `{"event":NAME,"data":DATA}`, compact.
-fn stream_event(event: &str, data: &serde_json::Value) {
-    println!(
-        "{{\"event\":{},\"data\":{}}}",
-        serde_json::Value::from(event),
-        data
-    );
+/// One `--json-stream` line, as iperf3 writes it (`{"event":NAME,"data":DATA}`, compact), with
+/// `schema_version` in front.
+fn stream_event(event: StreamEvent) {
+    print_line(&event);
     let _ = std::io::Write::flush(&mut std::io::stdout());
+}
+
+/// One compact JSON line stamped with `schema_version`.
+fn print_line<T: serde::Serialize>(body: &T) {
+    match serde_json::to_string(&Versioned::new(body)) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("cannot write a JSON line: {e}"),
+    }
 }
 
 /// `--json-stream`: the start, each interval and the end as JSON lines while the test runs.
@@ -333,30 +340,31 @@ fn client_json_stream(
 ) -> anyhow::Result<ExitCode> {
     let params = cfg.params.clone();
     let run = netblame_bench::run_client_with_events(cfg, &mut |ev| match ev {
-        ClientEvent::Started { cookie, streams } => stream_event(
-            "start",
-            &report::start_json(&cfg.host, cfg.port, &params, cookie, streams),
-        ),
-        ClientEvent::Interval(iv) => stream_event("interval", &report::interval_json(&params, iv)),
+        ClientEvent::Started { cookie, streams } => stream_event(StreamEvent::Start(Box::new(
+            report::start_json(&cfg.host, cfg.port, &params, cookie, streams),
+        ))),
+        ClientEvent::Interval(iv) => stream_event(StreamEvent::Interval(Box::new(
+            report::interval_json(&params, iv),
+        ))),
     });
     let outcome = match run {
         Ok(o) => o,
         Err(e) => {
-            stream_event("error", &serde_json::Value::from(e.to_string()));
+            stream_event(StreamEvent::Error(e.to_string()));
             return Ok(ExitCode::from(1));
         }
     };
     let findings = client_findings(&outcome, app_timeout);
     if let Some(out) = &outcome.server_output {
-        let name = if out.is_string() {
-            "server_output_text"
-        } else {
-            "server_output_json"
-        };
-        stream_event(name, out);
+        stream_event(match out {
+            serde_json::Value::String(text) => StreamEvent::ServerOutputText(text.clone()),
+            json => StreamEvent::ServerOutputJson(json.clone()),
+        });
     }
-    stream_event("netblame", &report::netblame_json(&outcome, &findings));
-    stream_event("end", &report::end_json(&outcome));
+    stream_event(StreamEvent::Netblame(Box::new(report::netblame_json(
+        &outcome, &findings,
+    ))));
+    stream_event(StreamEvent::End(Box::new(report::end_json(&outcome))));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -609,10 +617,9 @@ fn server_json_stream() -> impl Fn(ServerEvent) + Send + Sync + 'static {
             params: p,
             streams,
         } => {
-            stream_event(
-                "start",
-                &report::server_start_json(&peer, &p, &cookie, &streams),
-            );
+            stream_event(StreamEvent::Start(Box::new(report::server_start_json(
+                &peer, &p, &cookie, &streams,
+            ))));
             if let Ok(mut m) = params.lock() {
                 m.insert(peer, p);
             }
@@ -623,22 +630,21 @@ fn server_json_stream() -> impl Fn(ServerEvent) + Send + Sync + 'static {
                 .ok()
                 .and_then(|m| m.get(&peer).cloned())
                 .unwrap_or_default();
-            stream_event("interval", &report::interval_json(&p, &sample));
+            stream_event(StreamEvent::Interval(Box::new(report::interval_json(
+                &p, &sample,
+            ))));
         }
         ServerEvent::Finished(r) => {
             if let Ok(mut m) = params.lock() {
                 m.remove(&r.peer);
             }
-            stream_event("end", &report::server_end_json(&r));
+            stream_event(StreamEvent::End(Box::new(report::server_end_json(&r))));
         }
         ServerEvent::Dropped { peer, reason } => {
             if let Ok(mut m) = params.lock() {
                 m.remove(&peer);
             }
-            stream_event(
-                "error",
-                &serde_json::Value::from(format!("{peer}: {reason}")),
-            );
+            stream_event(StreamEvent::Error(format!("{peer}: {reason}")));
         }
         ServerEvent::Started { .. } => {}
     }
@@ -658,8 +664,10 @@ fn server_events(json: bool) -> impl Fn(ServerEvent) + Send + Sync + 'static {
         ServerEvent::Finished(r) => {
             let f = server_findings(&r);
             if json {
-                let v = serde_json::json!({"test": r, "findings": f});
-                println!("{v}");
+                print_line(&ServerLine::Test {
+                    test: r,
+                    findings: f,
+                });
             } else {
                 let total: u64 = r.streams.iter().map(|s| s.server_bytes).sum();
                 println!(
@@ -675,7 +683,10 @@ fn server_events(json: bool) -> impl Fn(ServerEvent) + Send + Sync + 'static {
         }
         ServerEvent::Dropped { peer, reason } => {
             if json {
-                println!("{}", serde_json::json!({"dropped": peer, "reason": reason}));
+                print_line(&ServerLine::Dropped {
+                    dropped: peer,
+                    reason,
+                });
             } else {
                 eprintln!("{peer}: {reason}");
             }
@@ -684,5 +695,31 @@ fn server_events(json: bool) -> impl Fn(ServerEvent) + Send + Sync + 'static {
     }
 }
 
+/// One `bench server --json` line.
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+enum ServerLine {
+    /// A finished test, as the server saw it, and the verdict on what it sent.
+    Test {
+        test: Box<SessionReport>,
+        /// What limited the server's sending (empty when it only received).
+        findings: Vec<Finding>,
+    },
+    /// A connection refused or a test aborted.
+    Dropped {
+        /// The peer's address.
+        dropped: String,
+        /// Why (garbage, timeout, vanished client, server busy...).
+        reason: String,
+    },
+}
+
 /// The JSON documents `bench` writes.
-pub const JSON_DOCS: &[JsonDoc] = &[];
+pub const JSON_DOCS: &[JsonDoc] = &[
+    JsonDoc::of::<ClientDoc>("bench", "netblame bench client --json"),
+    JsonDoc::of::<StreamEvent>(
+        "bench-stream",
+        "netblame bench client --json-stream, netblame bench server --json-stream (one line)",
+    ),
+    JsonDoc::of::<ServerLine>("bench-server", "netblame bench server --json (one line)"),
+];
