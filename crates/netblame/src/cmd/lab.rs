@@ -376,7 +376,7 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
             .map(|s| Listed::Running {
                 state: s,
                 alive: s.alive(),
-                counters: s.counters(),
+                counters: s.counters().map(Box::new),
             })
             .chain(gone.iter().map(|g| Listed::Gone {
                 gone: g,
@@ -688,7 +688,7 @@ enum Listed<'a> {
         state: &'a lab::LabState,
         alive: bool,
         /// The emulator's counters, once it has written them.
-        counters: Option<lab::LabCounters>,
+        counters: Option<Box<lab::LabCounters>>,
     },
     /// A lab that died and whose leftovers were removed, with what was removed.
     Gone {
