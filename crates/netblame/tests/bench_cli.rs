@@ -395,33 +395,7 @@ fn ip_version_and_bitrate_flags() {
 
 #[test]
 fn server_json_stream_writes_iperf3_event_lines_for_a_real_iperf3_client() {
-    let port = free_port().to_string();
-    let mut srv = Proc(
-        Command::new(env!("CARGO_BIN_EXE_netblame"))
-            .args([
-                "bench",
-                "server",
-                "-B",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-1",
-                "--json-stream",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    // Nothing is printed before a test: wait for the socket instead.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while netblame_testkit::run_ok(&["ss", "-Hltn", &format!("sport = :{port}")])
-        .trim()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "server never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (port, mut srv) = one_off_server("--json-stream");
     let out = Command::new("iperf3")
         .args(["-c", "127.0.0.1", "-p", &port, "-t", "2", "-J"])
         .output()
@@ -455,6 +429,32 @@ fn server_json_stream_writes_iperf3_event_lines_for_a_real_iperf3_client() {
         "server received {got}, iperf3 sent {sent}"
     );
     assert!(end["receiver_tcp_congestion"].is_string(), "{end}");
+}
+
+/// A one-off netblame server on 127.0.0.1 writing `output` (`-J` or `--json-stream`) to a
+/// pipe, listening when this returns.
+fn one_off_server(output: &str) -> (String, Proc) {
+    let port = free_port().to_string();
+    let srv = Proc(
+        Command::new(env!("CARGO_BIN_EXE_netblame"))
+            .args([
+                "bench",
+                "server",
+                "-B",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-1",
+                output,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Nothing is printed before a test: wait for the socket instead.
+    wait_listening(&port);
+    (port, srv)
 }
 
 /// Waits until something listens on TCP `port` (a server that prints nothing before a test).
@@ -539,25 +539,7 @@ fn json_against_a_real_iperf3_server_matches_the_schemas() {
 
 #[test]
 fn server_json_lines_match_the_schema() {
-    let port = free_port().to_string();
-    let mut srv = Proc(
-        Command::new(env!("CARGO_BIN_EXE_netblame"))
-            .args([
-                "bench",
-                "server",
-                "-B",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-1",
-                "-J",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(&port);
+    let (port, mut srv) = one_off_server("-J");
     // Garbage instead of a cookie: a `dropped` line (it does not end a one-off server).
     {
         let mut junk = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();

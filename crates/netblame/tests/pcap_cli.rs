@@ -6,6 +6,19 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The JSON document on `out`'s stdout, checked against its schema (`pcap A B` writes the
+/// comparison, `pcap FILE` the capture).
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema = if v.get("a").is_some() {
+        "pcap-compare"
+    } else {
+        "pcap"
+    };
+    assert_valid(schema, &v);
+    v
+}
+
 fn netblame(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_netblame"))
         .args(args)
@@ -92,15 +105,7 @@ fn pcap_reads_standard_input_from_a_tcpdump_pipe() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_valid(
-        if v.get("a").is_some() {
-            "pcap-compare"
-        } else {
-            "pcap"
-        },
-        &v,
-    );
+    let v = json_of(&out);
     assert_eq!(v["file"], "standard input");
     assert_eq!(v["connections_total"], 1);
     let c = &v["connections"][0];
@@ -136,15 +141,7 @@ fn pcap_live_capture_on_loopback() {
     exchange(l, 300 * 1024);
     let out = nb.wait_with_output().unwrap();
     assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_valid(
-        if v.get("a").is_some() {
-            "pcap-compare"
-        } else {
-            "pcap"
-        },
-        &v,
-    );
+    let v = json_of(&out);
     assert_eq!(v["format"], "live");
     assert_eq!(v["connections_total"], 1, "{v}");
     let c = &v["connections"][0];
@@ -268,15 +265,7 @@ fn pcap_table_details_json_and_errors() {
 
     let out = netblame(&["pcap", capf, "--json"]);
     assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_valid(
-        if v.get("a").is_some() {
-            "pcap-compare"
-        } else {
-            "pcap"
-        },
-        &v,
-    );
+    let v = json_of(&out);
     let c = &v["connections"][0];
     assert_eq!(c["server"]["port"], port);
     assert_eq!(c["from_server"]["unique_bytes"], 200 * 1024);
@@ -296,15 +285,7 @@ fn pcap_table_details_json_and_errors() {
     assert!(text.contains("time series (100 ms intervals)"), "{text}");
     assert!(text.contains("handshake:"), "{text}");
     let out = netblame(&["pcap", capf, "--port", &port.to_string(), "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_valid(
-        if v.get("a").is_some() {
-            "pcap-compare"
-        } else {
-            "pcap"
-        },
-        &v,
-    );
+    let v = json_of(&out);
     assert!(!v["connections"][0]["series"].as_array().unwrap().is_empty());
 
     // The same file twice is refused; a copy of it matches itself, nothing one-sided.
@@ -319,15 +300,7 @@ fn pcap_table_details_json_and_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_valid(
-        if v.get("a").is_some() {
-            "pcap-compare"
-        } else {
-            "pcap"
-        },
-        &v,
-    );
+    let v = json_of(&out);
     assert_eq!(v["matches"].as_array().unwrap().len(), 1);
     assert_eq!(v["matches"][0]["only_in_a"]["client_to_server"], 0);
 
