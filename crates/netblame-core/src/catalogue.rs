@@ -6,12 +6,13 @@
 use crate::finding::{FindingSpec, Unit};
 use crate::known_issues;
 use crate::rules::{
-    bound, buffers, host, kernel, kernel_events, latency, loss, receiver, sender, setup, timeout,
+    bound, buffers, host, kernel, kernel_events, latency, loss, phases, receiver, sender, setup,
+    timeout,
 };
 
 /// Every catalogued finding.
 pub fn all() -> impl Iterator<Item = &'static FindingSpec> {
-    let groups: [&'static [&'static FindingSpec]; 10] = [
+    let groups: [&'static [&'static FindingSpec]; 11] = [
         sender::FINDINGS,
         receiver::FINDINGS,
         loss::FINDINGS,
@@ -21,6 +22,7 @@ pub fn all() -> impl Iterator<Item = &'static FindingSpec> {
         kernel::FINDINGS,
         kernel_events::FINDINGS,
         latency::FINDINGS,
+        phases::FINDINGS,
         timeout::FINDINGS,
     ];
     known_issues::findings().chain(groups.into_iter().flatten().copied())
@@ -100,6 +102,11 @@ thresholds! {
     kernel_events::RETRANSMITS_MIN, Count;
     kernel_events::RETRANSMITS_CONCENTRATED_SHARE, Ratio;
     kernel_events::COLLAPSE_STALL_US, Microseconds;
+    phases::MIN_PHASED_REPLIES, Count;
+    phases::TAIL_FACTOR, Ratio;
+    phases::TAIL_MIN_EXCESS_US, Microseconds;
+    phases::PHASE_SHARE, Ratio;
+    phases::WARN_EXCESS_US, Microseconds;
 }
 
 /// The thresholds as the markdown table `docs/findings.md` carries.

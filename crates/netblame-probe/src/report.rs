@@ -7,8 +7,8 @@ use crate::state::{Ended, HttpTimes, Slot};
 use crate::target::{ProbeKind, Target};
 use hdrhistogram::Histogram;
 use netblame_core::observe::latency::{
-    largest_spikes, LatencySummary, Measures, ProbeOutcome, ProbeSample, Spike, TargetLatency,
-    WindowStats,
+    largest_spikes, HttpPhases, LatencySummary, Measures, ProbeOutcome, ProbeSample, Spike,
+    TargetLatency, WindowStats,
 };
 use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -88,16 +88,9 @@ pub struct HttpProbe {
     pub seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connect_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_byte_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transfer_us: Option<u64>,
+    /// Each phase's own duration.
+    #[serde(flatten)]
+    pub phases: HttpPhases,
     /// From the scheduled departure to the end of the response (the probe's latency), when
     /// it completed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,7 +103,6 @@ pub struct HttpProbe {
 
 impl HttpReport {
     fn build(probes: Vec<(u64, Option<u64>, &HttpTimes)>) -> HttpReport {
-        let us_of = |d: Option<Duration>| d.map(|d| us(d.as_nanos() as u64));
         let mut r = HttpReport::default();
         for (seq, total_ns, t) in probes {
             if let Some(s) = t.status {
@@ -125,11 +117,7 @@ impl HttpReport {
             r.probes.push(HttpProbe {
                 seq,
                 status: t.status,
-                dns_us: us_of(t.dns),
-                connect_us: us_of(t.connect),
-                tls_us: us_of(t.tls),
-                first_byte_us: us_of(t.first_byte),
-                transfer_us: us_of(t.transfer),
+                phases: phases_of(t),
                 total_us: total_ns.map(us),
                 body_bytes: t.body_bytes,
                 chunked: t.chunked,
@@ -137,11 +125,11 @@ impl HttpReport {
         }
         type Get = fn(&HttpProbe) -> Option<u64>;
         let phases: [(&'static str, Get); 6] = [
-            ("dns", |p| p.dns_us),
-            ("connect", |p| p.connect_us),
-            ("tls", |p| p.tls_us),
-            ("first_byte", |p| p.first_byte_us),
-            ("transfer", |p| p.transfer_us),
+            ("dns", |p| p.phases.dns_us),
+            ("connect", |p| p.phases.connect_us),
+            ("tls", |p| p.phases.tls_us),
+            ("first_byte", |p| p.phases.first_byte_us),
+            ("transfer", |p| p.phases.transfer_us),
             ("total", |p| p.total_us),
         ];
         for (phase, get) in phases {
@@ -186,6 +174,18 @@ impl FromSend {
             p99_us: q(0.99),
             max_us: *v.last().unwrap_or(&0) as f64 / 1000.0,
         }
+    }
+}
+
+/// An http probe's phase durations, microseconds.
+fn phases_of(t: &HttpTimes) -> HttpPhases {
+    let us_of = |d: Option<Duration>| d.map(|d| us(d.as_nanos() as u64));
+    HttpPhases {
+        dns_us: us_of(t.dns),
+        connect_us: us_of(t.connect),
+        tls_us: us_of(t.tls),
+        first_byte_us: us_of(t.first_byte),
+        transfer_us: us_of(t.transfer),
     }
 }
 
@@ -283,6 +283,11 @@ pub(crate) fn build(
         sent += 1;
         late_ns.push(slot.late_ns);
         let at_ns = interval_ns.saturating_mul(seq as u64);
+        let phases = slot
+            .result
+            .as_ref()
+            .and_then(|r| r.http.as_ref())
+            .map(phases_of);
         let (outcome, connect, first_byte, rto) = match &slot.result {
             None => (ProbeOutcome::Timeout, None, None, None),
             Some(r) => {
@@ -334,6 +339,7 @@ pub(crate) fn build(
             connect_us: connect,
             first_byte_us: first_byte,
             total_rto: rto,
+            phases,
         });
     }
     let summary = summarize(&hist, sent, late, failed);

@@ -727,3 +727,241 @@ fn https_to_a_plain_http_server_says_so() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("status 2 x 200"), "{out}");
 }
+
+/// An HTTP/1.1 server on 127.0.0.1 (port printed as `port N`) whose every `every`-th answer
+/// waits before its first byte, for the next of `delays` (seconds, in turn).
+fn slow_http_server(every: u32, delays: &[f64]) -> String {
+    let delays: Vec<String> = delays.iter().map(f64::to_string).collect();
+    let delays = delays.join(", ");
+    format!(
+        r#"
+import http.server, time
+n = [0]
+delays = [{delays}]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        n[0] += 1
+        if n[0] % {every} == 0:
+            time.sleep(delays[(n[0] // {every} - 1) % len(delays)])
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print("port", s.server_address[1], flush=True)
+s.serve_forever()
+"#
+    )
+}
+
+/// The finding `id` in a probe JSON document.
+fn finding_of<'a>(doc: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+}
+
+/// The value of a finding's evidence `name`.
+fn evidence(f: &serde_json::Value, key: &str) -> f64 {
+    f["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == key)
+        .and_then(|e| e["value"].as_f64())
+        .unwrap_or_else(|| panic!("no {key} in {f}"))
+}
+
+fn probe_http(url: &str) -> serde_json::Value {
+    let (code, out, err) = netblame(&[
+        "probe",
+        "--kind",
+        "http",
+        "--count",
+        "30",
+        "--interval",
+        "50ms",
+        "--timeout",
+        "2s",
+        "--json",
+        url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_valid("probe", &doc);
+    doc
+}
+
+/// A server whose every fifth answer starts late by a different delay each time (120 ms to
+/// 1 s): the tail is `server-slow`, held by the first-byte phase, and no network finding. The
+/// same server late by one fixed delay is a timer: `timeout-and-retry`, not `server-slow`.
+#[test]
+fn a_slow_server_tail_is_the_servers_time_to_first_byte() {
+    let server = Proc::start(
+        &[
+            "python3",
+            "-u",
+            "-c",
+            &slow_http_server(5, &[0.12, 0.25, 0.5, 1.0]),
+        ],
+        "port ",
+    );
+    let doc = probe_http(&format!("http://127.0.0.1:{}/", server.port));
+    let f = finding_of(&doc, "server-slow").unwrap_or_else(|| panic!("{}", doc["findings"]));
+    assert_eq!(f["layer"], "application");
+    assert_eq!(f["severity"], "warning");
+    // Six late answers of thirty (0.12, 0.25, 0.5, 1, 0.12, 0.25 s): 373 ms late on average,
+    // all of it in the first-byte phase.
+    assert_eq!(evidence(f, "tail_probes"), 6.0, "{f}");
+    let extra = evidence(f, "phase_tail_mean") - evidence(f, "phase_median");
+    assert!((340_000.0..480_000.0).contains(&extra), "{f}");
+    assert!(evidence(f, "share_of_excess") > 0.9, "{f}");
+    for id in [
+        "probe-loss",
+        "latency-tail-one-target",
+        "dns-slow",
+        "timeout-and-retry",
+    ] {
+        assert!(finding_of(&doc, id).is_none(), "{id}: {}", doc["findings"]);
+    }
+
+    let fixed = Proc::start(
+        &["python3", "-u", "-c", &slow_http_server(5, &[0.3])],
+        "port ",
+    );
+    let doc = probe_http(&format!("http://127.0.0.1:{}/", fixed.port));
+    assert!(
+        finding_of(&doc, "timeout-and-retry").is_some(),
+        "{}",
+        doc["findings"]
+    );
+    assert!(
+        finding_of(&doc, "server-slow").is_none(),
+        "{}",
+        doc["findings"]
+    );
+}
+
+/// A resolver (a small DNS server in a namespace, named by the namespace's own resolv.conf)
+/// whose every fourth answer is 250 ms late: the tail is `dns-slow`, not the server's.
+#[test]
+fn a_slow_resolver_tail_is_dns() {
+    if !netblame_testkit::require_root("a_slow_resolver_tail_is_dns") {
+        return;
+    }
+    let ns = Netns::new("nbdns");
+    // `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf.
+    struct EtcNetns(std::path::PathBuf);
+    impl Drop for EtcNetns {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let etc = EtcNetns(std::path::PathBuf::from(format!(
+        "/etc/netns/{}",
+        ns.name()
+    )));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    std::fs::write(
+        etc.0.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:2 attempts:1\n",
+    )
+    .unwrap();
+    let dns = r#"
+import socket, struct, threading
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+print("port 53", flush=True)
+n = 0
+while True:
+    q, peer = s.recvfrom(512)
+    i = 12
+    while q[i]:
+        i += q[i] + 1
+    qtype = struct.unpack(">H", q[i + 1:i + 3])[0]
+    ans = b""
+    delay = 0
+    if qtype == 1:
+        n += 1
+        delay = 0.25 if n % 4 == 0 else 0
+        ans = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 0, 4) + bytes([127, 0, 0, 1])
+    hdr = q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1 if ans else 0, 0, 0)
+    # A late answer waits on a timer, not in the loop: the other lookups stay prompt.
+    threading.Timer(delay, s.sendto, (hdr + q[12:i + 5] + ans, peer)).start()
+"#;
+    let in_ns = |cmd: &[&str]| -> Vec<String> {
+        ["ip", "netns", "exec", ns.name()]
+            .iter()
+            .chain(cmd)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let argv = in_ns(&["python3", "-u", "-c", dns]);
+    let _resolver = Proc::start(
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+        "port ",
+    );
+    let http = slow_http_server(1_000_000, &[0.0]);
+    let argv = in_ns(&["python3", "-u", "-c", &http]);
+    let server = Proc::start(
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+        "port ",
+    );
+    // The reference resolver path (glibc's getaddrinfo through nsswitch) finds the name there.
+    let getent = ns.exec(&["getent", "ahosts", "slow.test"]);
+    assert!(getent.contains("127.0.0.1"), "{getent}");
+
+    let url = format!("http://slow.test:{}/", server.port);
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_netblame")])
+        .args([
+            "probe",
+            "--kind",
+            "http",
+            "--count",
+            "30",
+            "--interval",
+            "50ms",
+        ])
+        .args(["--timeout", "3s", "--json", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_valid("probe", &doc);
+    let f = finding_of(&doc, "dns-slow").unwrap_or_else(|| panic!("{}", doc["findings"]));
+    assert_eq!(f["layer"], "host");
+    assert_eq!(f["severity"], "warning");
+    // Every fourth lookup of thirty: seven or eight (getent's own lookup moved the count).
+    assert!((7.0..=8.0).contains(&evidence(f, "tail_probes")), "{f}");
+    let extra = evidence(f, "phase_tail_mean") - evidence(f, "phase_median");
+    assert!((230_000.0..400_000.0).contains(&extra), "{f}");
+    // A fixed 250 ms in the lookup is the resolver's delay, not an application's retry.
+    assert!(
+        finding_of(&doc, "timeout-and-retry").is_none(),
+        "{}",
+        doc["findings"]
+    );
+    assert!(
+        finding_of(&doc, "server-slow").is_none(),
+        "{}",
+        doc["findings"]
+    );
+    // The per-probe phases are in the document too: the slow lookups are there.
+    let slow_lookups = doc["targets"][0]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["phases"]["dns_us"].as_u64().unwrap_or(0) >= 200_000)
+        .count();
+    assert!(
+        (6..=9).contains(&slow_lookups),
+        "{slow_lookups} slow lookups"
+    );
+}

@@ -35,6 +35,32 @@ pub struct ProbeSample {
     /// the handshake, i.e. lost SYNs or SYN-ACKs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_rto: Option<u16>,
+    /// http probes: how long each phase took on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<HttpPhases>,
+}
+
+/// One http probe's phases, each its own duration in microseconds (absent when the probe did
+/// not go through it: an address needs no lookup, plain http no TLS).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct HttpPhases {
+    /// Name lookup (getaddrinfo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_us: Option<u64>,
+    /// TCP handshake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<u64>,
+    /// TLS handshake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_us: Option<u64>,
+    /// Request written to the first byte of the response: the server's time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_byte_us: Option<u64>,
+    /// First to last byte of the response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_us: Option<u64>,
 }
 
 impl ProbeSample {
@@ -248,6 +274,7 @@ mod tests {
             connect_us: None,
             first_byte_us: None,
             total_rto: None,
+            phases: None,
         };
         let v = vec![s(0, Some(10)), s(1, None), s(2, Some(900)), s(3, Some(50))];
         let top = largest_spikes(&v, 2);

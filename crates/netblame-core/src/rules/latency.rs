@@ -5,6 +5,7 @@
 use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
 use crate::kernel::{KernelVersion, BACKPORT_CAVEAT};
 use crate::observe::latency::{Measures, ProbeOutcome, TargetLatency};
+use crate::rules::phases;
 use crate::rules::setup::{self, Lost, SynEvidence};
 use crate::units::format_duration;
 use std::time::Duration;
@@ -131,8 +132,21 @@ pub struct ProbeContext {
 pub fn judge(targets: &[TargetLatency], ctx: &ProbeContext) -> Vec<Finding> {
     let mut out = Vec::new();
     for t in targets {
-        out.extend(syn_retransmit(t, ctx));
-        out.extend(timeout_and_retry(t, ctx));
+        let syn = syn_retransmit(t, ctx);
+        let retry = timeout_and_retry(t, ctx);
+        // Lost SYNs explain a tail outright. A fixed delay in the name lookup or the TLS
+        // handshake is the resolver's or the TLS server's timer: the phase says where to look.
+        // A fixed delay in the server's answer stays a timeout and retry (a proxy's, the
+        // client's); a smeared one is the server's time.
+        let phase = syn.is_none().then(|| phases::slow_phase(t)).flatten();
+        let (retry, phase) = match (retry, phase) {
+            (Some(r), Some(p)) if p.id == phases::SERVER_SLOW.id => (Some(r), None),
+            (Some(_), Some(p)) => (None, Some(p)),
+            other => other,
+        };
+        out.extend(syn);
+        out.extend(retry);
+        out.extend(phase);
         match protocol_mismatch(t) {
             Some(f) => out.push(f),
             None => out.extend(loss(t)),
@@ -609,6 +623,7 @@ mod tests {
                 connect_us: Some(c),
                 first_byte_us: None,
                 total_rto: rto.map(|r| if c > 500_000 { r } else { 0 }),
+                phases: None,
             })
             .collect();
         let mut sorted = connects.to_vec();

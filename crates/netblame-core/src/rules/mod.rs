@@ -14,6 +14,7 @@
 //! | [`kernel`] | does this kernel version have a known issue |
 //! | [`kernel_events`] | what did the kernel do, from its tracepoints |
 //! | [`latency`] | what do latency probes say |
+//! | [`phases`] | which phase of an http request holds its latency tail |
 //! | [`timeout`] | did (or would) an application's timeout fire |
 
 pub mod bound;
@@ -23,6 +24,7 @@ pub mod kernel;
 pub mod kernel_events;
 pub mod latency;
 pub mod loss;
+pub mod phases;
 pub mod receiver;
 pub mod sender;
 pub mod setup;
