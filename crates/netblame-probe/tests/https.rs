@@ -227,7 +227,9 @@ fn insecure_times_every_phase_of_an_https_get() {
     for p in &http.probes {
         assert_eq!((p.status, p.body_bytes, p.chunked), (Some(200), 5, false));
         // The phases happen inside the probe's latency.
-        let sum = p.connect_us.unwrap() + p.tls_us.unwrap() + p.first_byte_us.unwrap();
+        let sum = p.phases.connect_us.unwrap()
+            + p.phases.tls_us.unwrap()
+            + p.phases.first_byte_us.unwrap();
         assert!(sum <= p.total_us.unwrap() + 1, "{p:?}");
     }
     // The cumulative times every kind reports are there too.
@@ -258,7 +260,7 @@ fn a_ca_file_verifies_the_server_and_the_name_is_looked_up() {
     let http = r.http.unwrap();
     assert_eq!(http.phases[0].phase, "dns");
     assert_eq!(http.phases[0].count, 3);
-    assert!(http.probes.iter().all(|p| p.dns_us.is_some()));
+    assert!(http.probes.iter().all(|p| p.phases.dns_us.is_some()));
 
     // Without the CA file the host's trust store does not know the test CA: a clear failure.
     let r = run(&url, 2, TlsOptions::default());
@@ -335,7 +337,7 @@ fn the_wrong_protocol_on_either_side_is_named() {
     assert!(http
         .probes
         .iter()
-        .all(|p| p.connect_us.is_some() && p.tls_us.is_none()));
+        .all(|p| p.phases.connect_us.is_some() && p.phases.tls_us.is_none()));
 
     let tls = Server::start(Speak::Https, &pki);
     let r = run(
