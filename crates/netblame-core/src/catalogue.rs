@@ -102,6 +102,8 @@ thresholds! {
     kernel_events::RETRANSMITS_MIN, Count;
     kernel_events::RETRANSMITS_CONCENTRATED_SHARE, Ratio;
     kernel_events::COLLAPSE_STALL_US, Microseconds;
+    latency::PROMPT_CONNECT_FACTOR, Ratio;
+    latency::PROMPT_CONNECT_SLACK_US, Microseconds;
     phases::MIN_PHASED_REPLIES, Count;
     phases::TAIL_FACTOR, Ratio;
     phases::TAIL_MIN_EXCESS_US, Microseconds;

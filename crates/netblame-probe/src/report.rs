@@ -311,6 +311,7 @@ pub(crate) fn build(
                         late += 1;
                         ProbeOutcome::Timeout
                     }
+                    Ended::TimedOut => ProbeOutcome::Timeout,
                     Ended::Failed(ns, e) => {
                         failed += 1;
                         ProbeOutcome::Failed {

@@ -14,6 +14,9 @@ pub(crate) enum Ended {
     Reply(u64),
     /// A failure `ns` after the scheduled departure.
     Failed(u64, String),
+    /// No reply within the timeout (a loss); recorded by kinds whose phases say how far the
+    /// probe got (an http probe that connected and sent its request).
+    TimedOut,
 }
 
 /// What the kinds record for a probe.

@@ -965,3 +965,43 @@ while True:
         "{slow_lookups} slow lookups"
     );
 }
+
+/// A server that accepts every connection but leaves every third request unanswered: the lost
+/// probes had connected promptly and sent their request, so the loss is the server's
+/// (application), not the network's.
+#[test]
+fn connected_then_unanswered_probes_are_the_servers_loss() {
+    let server = Proc::start(
+        &["python3", "-u", "-c", &slow_http_server(3, &[5.0])],
+        "port ",
+    );
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    let (code, out, err) = netblame(&[
+        "probe",
+        "--kind",
+        "http",
+        "--count",
+        "30",
+        "--interval",
+        "50ms",
+        "--timeout",
+        "500ms",
+        "--json",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_valid("probe", &doc);
+    let f = finding_of(&doc, "probe-loss").unwrap_or_else(|| panic!("{}", doc["findings"]));
+    assert_eq!(f["layer"], "application", "{f}");
+    assert_eq!(evidence(f, "lost"), 10.0, "{f}");
+    // The last one may end with the run, before its own timeout records how far it got.
+    assert!((9.0..=10.0).contains(&evidence(f, "lost_after_connect")), "{f}");
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("connected, then no answer"),
+        "{f}"
+    );
+}

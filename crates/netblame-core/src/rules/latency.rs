@@ -483,15 +483,87 @@ fn loss(t: &TargetLatency) -> Option<Finding> {
         );
     }
     let all_failed_fast = s.failed == s.lost;
-    if all_failed_fast {
+    let stall = stalled_after_connect(t);
+    let server_silent = !all_failed_fast && stall.stalled >= 2 && stall.stalled * 2 > s.lost;
+    if all_failed_fast || server_silent {
         f = f.blame(Layer::Application);
+    }
+    if stall.stalled > 0 {
+        f = f
+            .evidence("lost_after_connect", stall.stalled as f64, Unit::Count)
+            .evidence(
+                "connect_p50",
+                stall.connect_p50_us as f64,
+                Unit::Microseconds,
+            );
+        explanation += &format!(
+            "; {} of the lost probes had connected within {} (median connect {}) and sent their request",
+            stall.stalled,
+            format_duration(Duration::from_micros(stall.prompt_us)),
+            format_duration(Duration::from_micros(stall.connect_p50_us))
+        );
+    }
+    if server_silent {
+        f.summary += ": connected, then no answer";
+        explanation += &format!(
+            ": on an open TCP connection the network's losses are retransmitted, so no answer within {} \
+             is the server not answering (or a path that dropped everything for that long)",
+            format_duration(Duration::from_micros(t.timeout_us))
+        );
     }
     Some(f.explain(explanation).fix(if all_failed_fast {
         "the target refused or reset the probes: check that the service (or `netblame probe serve`) listens there"
+    } else if server_silent {
+        "the server's kernel accepted the connections but the server did not answer in time: look at the server \
+         process (CPU throttling: `netblame host` there shows cpu-throttled; a blocked event loop, a full worker \
+         pool, a backend it waits on); raise --timeout to see how late the answers come"
     } else {
         "compare targets along the path (the first one that loses localizes the drop); check drop counters with \
          netblame host on both ends; raise --timeout if replies come back late"
     }))
+}
+
+/// Lost probes that had connected promptly: the handshake went through, the answer never came.
+struct Stall {
+    stalled: u64,
+    connect_p50_us: u64,
+    /// The connect time at or under which a connect counts as prompt.
+    prompt_us: u64,
+}
+
+/// A connect within this factor of the median connect (or [`PROMPT_CONNECT_SLACK_US`] above
+/// it) saw no trouble on the path: no SYN retransmission (1 s), no queueing worth the name.
+pub const PROMPT_CONNECT_FACTOR: u64 = 3;
+/// See [`PROMPT_CONNECT_FACTOR`]; well under the 1 s initial SYN timeout.
+pub const PROMPT_CONNECT_SLACK_US: u64 = 50_000;
+
+fn stalled_after_connect(t: &TargetLatency) -> Stall {
+    let mut connects: Vec<u64> = t
+        .samples
+        .iter()
+        .filter_map(|s| s.phases?.connect_us)
+        .collect();
+    connects.sort_unstable();
+    let p50 = connects
+        .get(connects.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0);
+    let prompt = (p50 * PROMPT_CONNECT_FACTOR).max(p50 + PROMPT_CONNECT_SLACK_US);
+    let stalled = t
+        .samples
+        .iter()
+        .filter(|s| s.outcome == ProbeOutcome::Timeout)
+        .filter(|s| {
+            s.phases
+                .and_then(|p| p.connect_us)
+                .is_some_and(|c| c <= prompt)
+        })
+        .count() as u64;
+    Stall {
+        stalled,
+        connect_p50_us: p50,
+        prompt_us: prompt,
+    }
 }
 
 /// Kinds whose requests and replies travel over an established TCP connection: the network
@@ -657,6 +729,68 @@ mod tests {
                 syn_retries: 6,
             },
         }
+    }
+
+    /// 20 http probes answered in 5 ms, then 10 that connected in `lost_connect_us` and got
+    /// no answer within the 2 s timeout.
+    fn silent_server(lost_connect_us: u64) -> TargetLatency {
+        use crate::observe::latency::HttpPhases;
+        let samples: Vec<ProbeSample> = (0..30u64)
+            .map(|seq| {
+                let lost = seq >= 20;
+                ProbeSample {
+                    seq,
+                    at_us: seq * 50_000,
+                    outcome: if lost {
+                        ProbeOutcome::Timeout
+                    } else {
+                        ProbeOutcome::Reply { latency_us: 5_000 }
+                    },
+                    connect_us: None,
+                    first_byte_us: None,
+                    total_rto: None,
+                    phases: Some(HttpPhases {
+                        connect_us: Some(if lost { lost_connect_us } else { 1_000 }),
+                        first_byte_us: (!lost).then_some(4_000),
+                        ..Default::default()
+                    }),
+                }
+            })
+            .collect();
+        TargetLatency {
+            target: "http://10.0.0.2/".into(),
+            kind: "http".into(),
+            measures: Measures::RoundTrip,
+            interval_us: 50_000,
+            timeout_us: 2_000_000,
+            summary: LatencySummary {
+                sent: 30,
+                received: 20,
+                lost: 10,
+                loss_percent: 33.3,
+                ..Default::default()
+            },
+            values: vec![(5_000, 20)],
+            connect_values: vec![],
+            windows: vec![],
+            samples,
+        }
+    }
+
+    #[test]
+    fn connected_then_silent_is_the_server_not_the_network() {
+        let f = loss(&silent_server(1_200)).unwrap();
+        assert_eq!(f.layer, Layer::Application, "{f:?}");
+        assert_eq!(f.value("lost_after_connect"), Some(10.0));
+        assert!(
+            f.summary.ends_with("connected, then no answer"),
+            "{}",
+            f.summary
+        );
+        // Connects that took a SYN retransmission (1 s) saw the path's trouble: the network.
+        let f = loss(&silent_server(1_050_000)).unwrap();
+        assert_eq!(f.layer, Layer::Network, "{f:?}");
+        assert_eq!(f.value("lost_after_connect"), None);
     }
 
     #[test]

@@ -332,8 +332,8 @@ impl Job {
         r.http = Some(times);
         match ended {
             Ok(e) => r.ended = e,
-            // Unanswered within the timeout: a loss.
-            Err(Stop::Timeout) => return,
+            // Unanswered within the timeout: a loss, kept with the phases it got through.
+            Err(Stop::Timeout) => r.ended = Ended::TimedOut,
             Err(Stop::Failed(e)) => {
                 r.ended = Ended::Failed(self.state.since_scheduled(self.seq), e)
             }
