@@ -1018,7 +1018,7 @@ mod tests {
 
     #[test]
     fn ceilings_in_the_docs() {
-        assert_eq!(series_ceiling(&Config::default()), 826);
+        assert_eq!(series_ceiling(&Config::default()), 847);
         let mut big = Config::default();
         big.sources.trace = true;
         big.limits.top_processes = crate::config::MAX_TOP;
