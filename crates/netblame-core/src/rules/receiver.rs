@@ -223,6 +223,14 @@ pub fn receiver_zero_window(t: &Transfer) -> Finding {
                 Bytes(b),
                 q as f64 * 100.0 / b as f64
             ));
+            if q * 2 < b {
+                why.push(
+                    "the window closes long before the buffer fills: Linux offers a reader only the \
+                     window it has shown it consumes (rcv_ssthresh grows as it keeps up), so a slow \
+                     reader sits at zero with most of its buffer free"
+                        .into(),
+                );
+            }
         }
     }
     if let Some(w) = r.rcv_wnd_bytes {
@@ -269,7 +277,7 @@ pub fn receiver_zero_window(t: &Transfer) -> Finding {
         ));
     }
     f.explain(format!(
-        "a zero window means the receive buffer was full because {reader} did not read: {}",
+        "a zero window means the receiver had no room to offer because {reader} did not read: {}",
         why.join("; ")
     ))
     .fix(

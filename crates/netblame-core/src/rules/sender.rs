@@ -427,6 +427,27 @@ mod tests {
         assert!(judge(&test).iter().any(|f| f.id == "transfer-sender-idle"));
     }
 
+    /// The lab's slow reader: 46% on the rwnd stopwatch, 3.45 Mbit/s against a final window
+    /// worth 1 Gbit/s at 20 ms (the reader drained at the end), and zero windows advertised.
+    #[test]
+    fn zero_windows_with_a_split_stopwatch_bind() {
+        let mut t = sender(1_000_000, 460_000, 0);
+        t.sender.rate_bps = 3.45e6;
+        t.sender.peer_window_bytes = Some(2_600_000);
+        t.path.rtt = Some(Duration::from_millis(20));
+        assert!(
+            !window_bound(&t),
+            "no zero window: the final window says no"
+        );
+        t.receiver.zero_windows = 8;
+        assert!(window_bound(&t));
+        // A share under the split threshold is not the window, zero windows or not.
+        let mut brief = sender(1_000_000, 150_000, 0);
+        brief.receiver.zero_windows = 1;
+        brief.sender.peer_window_bytes = Some(2_600_000);
+        assert!(!window_bound(&brief));
+    }
+
     #[test]
     fn a_small_transfer_is_not_window_limited() {
         let mut t = sender(950_000, 900_000, 0);
