@@ -105,6 +105,7 @@ thresholds! {
     latency::PROMPT_CONNECT_FACTOR, Ratio;
     latency::PROMPT_CONNECT_SLACK_US, Microseconds;
     phases::MIN_PHASED_REPLIES, Count;
+    phases::MIN_TAIL_PROBES, Count;
     phases::TAIL_FACTOR, Ratio;
     phases::TAIL_MIN_EXCESS_US, Microseconds;
     phases::PHASE_SHARE, Ratio;

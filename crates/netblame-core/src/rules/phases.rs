@@ -33,6 +33,9 @@ pub const FINDINGS: &[&FindingSpec] = &[&DNS_SLOW, &TLS_SLOW, &SERVER_SLOW];
 
 /// Replies with timed phases needed before a tail means anything.
 pub const MIN_PHASED_REPLIES: usize = 20;
+/// Tail probes needed: one slow probe is an accident (the first lookup before a resolver's
+/// cache is warm, a first TLS handshake without a session to resume), not a tail.
+pub const MIN_TAIL_PROBES: usize = 2;
 /// A tail probe takes at least this many times the median total (a spike, not jitter).
 pub const TAIL_FACTOR: f64 = 2.0;
 /// And at least this much more than the median, µs: below 20 ms a person does not notice,
@@ -104,7 +107,7 @@ pub fn slow_phase(t: &TargetLatency) -> Option<Finding> {
     let med_total = median(replies.iter().map(|r| r.0).collect());
     let floor = ((med_total as f64 * TAIL_FACTOR) as u64).max(med_total + TAIL_MIN_EXCESS_US);
     let tail: Vec<&(u64, HttpPhases)> = replies.iter().filter(|r| r.0 >= floor).collect();
-    if tail.is_empty() {
+    if tail.len() < MIN_TAIL_PROBES {
         return None;
     }
     let n = tail.len() as f64;
@@ -287,6 +290,19 @@ mod tests {
         assert!(slow_phase(&run(40, 5, 5_000, "first_byte")).is_none());
         // A real tail, but too few replies to say.
         assert!(slow_phase(&run(10, 5, 300_000, "first_byte")).is_none());
+    }
+
+    #[test]
+    fn one_cold_lookup_is_no_tail() {
+        // The first lookup misses the resolver's cache: 150 ms, then every one is prompt.
+        let mut t = run(30, 1_000, 0, "dns");
+        if let Some(p) = t.samples[0].phases.as_mut() {
+            p.dns_us = Some(150_000);
+        }
+        t.samples[0].outcome = ProbeOutcome::Reply {
+            latency_us: 158_000,
+        };
+        assert!(slow_phase(&t).is_none());
     }
 
     #[test]
