@@ -2,7 +2,9 @@
 //! field the schema does not declare fails too, so the schemas cannot fall behind the output.
 
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The schema `docs/schema/NAME.json`, made strict: every object schema at the root and in
 /// `$defs` that does not say what else it allows gets `unevaluatedProperties: false`, except
@@ -32,6 +34,27 @@ pub fn strict_schema(name: &str) -> Value {
     schema
 }
 
+/// The strict validator of `name`, read and compiled once per test process (a stream of
+/// JSON lines checks every line against the same one).
+fn validator(name: &str) -> Arc<jsonschema::Validator> {
+    static COMPILED: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let mut compiled = COMPILED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    compiled
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let schema = strict_schema(name);
+            Arc::new(
+                jsonschema::draft202012::new(&schema).unwrap_or_else(|e| {
+                    panic!("docs/schema/{name}.json is not a valid schema: {e}")
+                }),
+            )
+        })
+        .clone()
+}
+
 fn close(s: &mut Value) {
     if let Value::Object(o) = s {
         if !o.contains_key("additionalProperties") && !o.contains_key("unevaluatedProperties") {
@@ -43,9 +66,7 @@ fn close(s: &mut Value) {
 /// Panics with every violation when `doc` does not match `docs/schema/NAME.json` (strictly),
 /// or carries no `schema_version`.
 pub fn assert_valid(name: &str, doc: &Value) {
-    let schema = strict_schema(name);
-    let validator = jsonschema::draft202012::new(&schema)
-        .unwrap_or_else(|e| panic!("docs/schema/{name}.json is not a valid schema: {e}"));
+    let validator = validator(name);
     let errors: Vec<String> = validator
         .iter_errors(doc)
         .map(|e| format!("{} at {}", e, e.instance_path()))

@@ -230,11 +230,40 @@ fn wrap(cell: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// Prints a value as one JSON document on stdout, stamped with `schema_version`
-/// ([`netblame_core::json`]); the value must serialize as an object.
-pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+/// Writes `value` as one JSON document stamped with `schema_version`
+/// ([`netblame_core::json`]): pretty, or compact on one line; no newline. The value must
+/// serialize as an object. Every `--json` document and line of the cli goes through here.
+pub fn write_json<W: std::io::Write, T: serde::Serialize>(
+    w: W,
+    value: &T,
+    pretty: bool,
+) -> serde_json::Result<()> {
     let doc = netblame_core::json::Versioned::new(value);
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    if pretty {
+        serde_json::to_writer_pretty(w, &doc)
+    } else {
+        serde_json::to_writer(w, &doc)
+    }
+}
+
+/// [`write_json`] into a string.
+pub fn json_text<T: serde::Serialize>(value: &T, pretty: bool) -> serde_json::Result<String> {
+    let mut out = Vec::new();
+    write_json(&mut out, value, pretty)?;
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
+
+/// Prints a value as one pretty JSON document on stdout ([`write_json`]).
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", json_text(value, true)?);
+    Ok(())
+}
+
+/// Prints a value as one compact JSON line on stdout ([`write_json`]), flushed (a stream's
+/// reader sees each line as it happens).
+pub fn print_json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", json_text(value, false)?);
+    std::io::Write::flush(&mut std::io::stdout())?;
     Ok(())
 }
 

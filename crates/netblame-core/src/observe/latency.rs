@@ -107,6 +107,31 @@ impl LatencySummary {
     }
 }
 
+/// Percentile of `(value, count)` pairs (nearest rank).
+pub fn percentile(values: &[(u64, u64)], q: f64) -> Option<u64> {
+    let mut v: Vec<(u64, u64)> = values.iter().copied().filter(|&(_, c)| c > 0).collect();
+    v.sort_unstable();
+    let total: u64 = v.iter().map(|&(_, c)| c).sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (val, c) in v {
+        seen += c;
+        if seen >= rank {
+            return Some(val);
+        }
+    }
+    None
+}
+
+/// The median (nearest rank, the lower middle of an even count) of `values`; 0 when empty.
+pub fn median(values: impl IntoIterator<Item = u64>) -> u64 {
+    let pairs: Vec<(u64, u64)> = values.into_iter().map(|v| (v, 1)).collect();
+    percentile(&pairs, 0.5).unwrap_or(0)
+}
+
 /// One row of a log2 histogram (SystemTap's `@hist_log`): values in `[lower_us, 2 * lower_us)`
 /// (the first row starts at 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -4,7 +4,7 @@
 
 use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
 use crate::kernel::{KernelVersion, BACKPORT_CAVEAT};
-use crate::observe::latency::{Measures, ProbeOutcome, TargetLatency};
+use crate::observe::latency::{median, percentile, Measures, ProbeOutcome, TargetLatency};
 use crate::rules::phases;
 use crate::rules::setup::{self, Lost, SynEvidence};
 use crate::units::format_duration;
@@ -154,25 +154,6 @@ pub fn judge(targets: &[TargetLatency], ctx: &ProbeContext) -> Vec<Finding> {
     }
     out.extend(tail_one_target(targets));
     out
-}
-
-/// Percentile of `(value, count)` pairs (nearest rank).
-fn percentile(values: &[(u64, u64)], q: f64) -> Option<u64> {
-    let mut v: Vec<(u64, u64)> = values.iter().copied().filter(|&(_, c)| c > 0).collect();
-    v.sort_unstable();
-    let total: u64 = v.iter().map(|&(_, c)| c).sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-    let mut seen = 0;
-    for (val, c) in v {
-        seen += c;
-        if seen >= rank {
-            return Some(val);
-        }
-    }
-    None
 }
 
 /// The window (microseconds) in which a connect that needed `retry` lands, given the normal
@@ -538,16 +519,7 @@ pub const PROMPT_CONNECT_FACTOR: u64 = 3;
 pub const PROMPT_CONNECT_SLACK_US: u64 = 50_000;
 
 fn stalled_after_connect(t: &TargetLatency) -> Stall {
-    let mut connects: Vec<u64> = t
-        .samples
-        .iter()
-        .filter_map(|s| s.phases?.connect_us)
-        .collect();
-    connects.sort_unstable();
-    let p50 = connects
-        .get(connects.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(0);
+    let p50 = median(t.samples.iter().filter_map(|s| s.phases?.connect_us));
     let prompt = (p50 * PROMPT_CONNECT_FACTOR).max(p50 + PROMPT_CONNECT_SLACK_US);
     let stalled = t
         .samples

@@ -4,7 +4,7 @@
 //! the culprit (the connect phase has its own rules: SYN retransmissions, loss).
 
 use crate::finding::{Finding, FindingSpec, Layer, Severity, Unit};
-use crate::observe::latency::{HttpPhases, TargetLatency};
+use crate::observe::latency::{median, HttpPhases, TargetLatency};
 use crate::units::format_duration;
 use std::time::Duration;
 
@@ -84,11 +84,6 @@ const PHASES: [Phase; 5] = [
     },
 ];
 
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0)
-}
-
 fn ms(us: f64) -> String {
     format_duration(Duration::from_micros(us.max(0.0) as u64))
 }
@@ -104,7 +99,7 @@ pub fn slow_phase(t: &TargetLatency) -> Option<Finding> {
     if replies.len() < MIN_PHASED_REPLIES {
         return None;
     }
-    let med_total = median(replies.iter().map(|r| r.0).collect());
+    let med_total = median(replies.iter().map(|r| r.0));
     let floor = ((med_total as f64 * TAIL_FACTOR) as u64).max(med_total + TAIL_MIN_EXCESS_US);
     let tail: Vec<&(u64, HttpPhases)> = replies.iter().filter(|r| r.0 >= floor).collect();
     if tail.len() < MIN_TAIL_PROBES {
@@ -118,12 +113,7 @@ pub fn slow_phase(t: &TargetLatency) -> Option<Finding> {
     let split: Vec<(Phase, u64, f64)> = PHASES
         .iter()
         .map(|ph| {
-            let med = median(
-                replies
-                    .iter()
-                    .map(|r| (ph.get)(&r.1).unwrap_or(0))
-                    .collect(),
-            );
+            let med = median(replies.iter().map(|r| (ph.get)(&r.1).unwrap_or(0)));
             let mean = tail
                 .iter()
                 .map(|r| (ph.get)(&r.1).unwrap_or(0) as f64)

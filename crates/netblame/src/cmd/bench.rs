@@ -10,7 +10,7 @@ use netblame_bench::report;
 use netblame_bench::sample::IntervalSample;
 use netblame_bench::server::{ServerConfig, ServerEvent, SessionReport};
 use netblame_core::diagnose::{diagnose, Observations};
-use netblame_core::json::{JsonDoc, Versioned};
+use netblame_core::json::JsonDoc;
 use netblame_core::observe::transfer::{PathFacts, Transfer};
 use netblame_core::units::format_duration;
 use netblame_core::{BitRate, Bytes, Finding};
@@ -322,14 +322,12 @@ fn log_to(path: &std::path::Path) -> anyhow::Result<()> {
 /// `schema_version` in front.
 fn stream_event(event: StreamEvent) {
     print_line(&event);
-    let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
-/// One compact JSON line stamped with `schema_version`.
+/// One JSON line; a line that cannot be written is said on stderr (the stream goes on).
 fn print_line<T: serde::Serialize>(body: &T) {
-    match serde_json::to_string(&Versioned::new(body)) {
-        Ok(line) => println!("{line}"),
-        Err(e) => eprintln!("cannot write a JSON line: {e}"),
+    if let Err(e) = render::print_json_line(body) {
+        eprintln!("cannot write a JSON line: {e}");
     }
 }
 

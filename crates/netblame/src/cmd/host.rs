@@ -6,7 +6,7 @@
 use crate::render;
 use anyhow::Context;
 use netblame_core::diagnose::{diagnose, Observations, PathSpec};
-use netblame_core::json::{JsonDoc, Versioned, SCHEMA_VERSION};
+use netblame_core::json::{JsonDoc, SCHEMA_VERSION};
 use netblame_core::observe::host::CounterDelta;
 use netblame_core::observe::host::{HostSnapshot, QueueDir};
 use netblame_core::observe::TcpState;
@@ -585,7 +585,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
 
     if let Some(file) = &a.save {
-        let text = serde_json::to_string_pretty(&Versioned::new(&snap))?;
+        let text = render::json_text(&snap, true)?;
         std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
     }
     let (ns_snaps, more) = finish_other_namespaces(pending);

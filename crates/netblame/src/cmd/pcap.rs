@@ -36,8 +36,7 @@ fn emit(text: &str) -> anyhow::Result<()> {
 
 /// One JSON document, stamped with `schema_version`.
 fn emit_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
-    let v = netblame_core::json::Versioned::new(v);
-    emit(&(serde_json::to_string_pretty(&v)? + "\n"))
+    emit(&(render::json_text(v, true)? + "\n"))
 }
 
 #[derive(clap::Args)]

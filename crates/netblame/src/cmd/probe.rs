@@ -7,6 +7,7 @@ use anyhow::Context;
 use netblame_core::diagnose::{diagnose, Observations};
 use netblame_core::json::JsonDoc;
 use netblame_core::observe::latency::{log2_buckets, Log2Bucket, Measures, TargetLatency};
+use netblame_core::observe::trace::TraceSummary;
 use netblame_core::rules::latency::{ProbeContext, SynSchedule};
 use netblame_core::units::format_duration;
 use netblame_core::Finding;
@@ -181,12 +182,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         crate::plot::save(p, &crate::plot::probe::render(&runs, &loaded)?)?;
     }
     if args.json {
-        let mut doc = json_doc(&args, &runs, &loaded, &findings, &ctx);
-        if let Some(t) = &trace {
-            doc.spikes_with_kernel_events = Some(&near);
-            doc.trace = Some(t);
-        }
-        render::print_json(&doc)?;
+        let traced = trace.as_ref().map(|t| (t, near.as_slice()));
+        render::print_json(&json_doc(&args, &runs, &loaded, &findings, &ctx, traced))?;
     } else {
         print!("{}", text(&args, &runs, &loaded, &findings));
         if trace.is_some() {
@@ -678,7 +675,7 @@ struct ProbeOut<'a> {
     spikes_with_kernel_events: Option<&'a [SpikeContext<'a>]>,
     /// With --trace: what the kernel did during the probes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    trace: Option<&'a netblame_core::observe::trace::TraceSummary>,
+    trace: Option<&'a TraceSummary>,
 }
 
 fn json_doc<'a>(
@@ -687,6 +684,7 @@ fn json_doc<'a>(
     loaded: &'a [TargetLatency],
     findings: &'a [Finding],
     ctx: &ProbeContext,
+    traced: Option<(&'a TraceSummary, &'a [SpikeContext<'a>])>,
 ) -> ProbeOut<'a> {
     ProbeOut {
         kind: args.kind.as_str(),
@@ -716,8 +714,8 @@ fn json_doc<'a>(
             .collect(),
         findings,
         started_unix_ms: runs.first().map(|r| r.started_unix_ms),
-        spikes_with_kernel_events: None,
-        trace: None,
+        spikes_with_kernel_events: traced.map(|(_, near)| near),
+        trace: traced.map(|(t, _)| t),
     }
 }
 

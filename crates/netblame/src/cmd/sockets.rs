@@ -682,14 +682,10 @@ fn print_text(
 
 /// One document (with `schema_version`) and a newline.
 fn write_json_line<T: Serialize>(v: &T, pretty: bool) -> anyhow::Result<()> {
-    let v = netblame_core::json::Versioned::new(v);
+    // Streamed through a buffer: a document of tens of thousands of sockets is never one string.
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    if pretty {
-        serde_json::to_writer_pretty(&mut w, &v)?;
-    } else {
-        serde_json::to_writer(&mut w, &v)?;
-    }
+    render::write_json(&mut w, v, pretty)?;
     w.write_all(b"\n")?;
     w.flush()?;
     Ok(())

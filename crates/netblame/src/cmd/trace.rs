@@ -8,7 +8,7 @@
 
 use crate::render;
 use netblame_core::diagnose::{diagnose, Observations};
-use netblame_core::json::{JsonDoc, Versioned};
+use netblame_core::json::JsonDoc;
 use netblame_core::observe::trace::{EventKind, Log2Histogram, TraceEvent, TraceSummary};
 use netblame_core::units::{format_duration, parse_duration_default_secs};
 use netblame_core::{Bytes, Finding};
@@ -202,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ));
             if shown {
                 let line = if args.json {
-                    serde_json::to_string(&Versioned::new(TraceLine::Event(&e))).unwrap_or_default()
+                    render::json_text(&TraceLine::Event(&e), false).unwrap_or_default()
                 } else {
                     event_line(&e)
                 };
@@ -226,14 +226,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
     .all;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&Versioned::new(TraceLine::Summary(Report {
-                summary: &summary,
-                findings: &findings,
-                filtered: !filter.is_empty(),
-            })))?
-        );
+        render::print_json_line(&TraceLine::Summary(Report {
+            summary: &summary,
+            findings: &findings,
+            filtered: !filter.is_empty(),
+        }))?;
     } else {
         print!("{}", summary_text(&summary, !filter.is_empty()));
         print!("{}", render::findings(&findings));
